@@ -1,0 +1,45 @@
+"""The code location: Definitions assembled from the domains, with the environment decided here, once."""
+
+import dagster as dg
+
+from trading_assets.config import Settings
+from trading_assets.defs.metadata.assets import build_series_assets
+from trading_assets.defs.metadata.automation import build_series_automation
+from trading_assets.defs.metadata.checks import SERIES_CHECKS
+from trading_assets.defs.partitions import monthly_partitions
+from trading_assets.defs.resources import Warehouse
+
+# Jobs the CLI and the UI share.
+VALIDATE_JOB = "validate_all_checks"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = monthly_partitions(settings)
+    series_schedules, series_sensors = build_series_automation(settings, partitions)
+    warehouse = Warehouse(
+        # An EnvVar keeps a password out of the run config the UI displays.
+        database_url=dg.EnvVar("TRADING_ASSETS_DATABASE_URL") if settings.database_url else None,
+        pgdata=str(settings.embedded_pgdata),
+    )
+    return dg.Definitions(
+        assets=[*build_series_assets(settings, partitions)],
+        asset_checks=[*SERIES_CHECKS],
+        schedules=[*series_schedules],
+        sensors=[
+            *series_sensors,
+            dg.AutomationConditionSensorDefinition(
+                "trading_assets_automation",
+                target=dg.AssetSelection.all(),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+            ),
+        ],
+        jobs=[dg.define_asset_job(VALIDATE_JOB, selection=dg.AssetSelection.all_asset_checks())],
+        resources={"warehouse": warehouse},
+        # Steps share one process: on two cores a subprocess per step costs more than it saves.
+        executor=dg.in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

@@ -1,0 +1,33 @@
+"""Errors about input data that name the file, the line and the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_SHOWN = 20
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}, line {self.line}: {self.reason}"
+
+
+class InputError(ValueError):
+    """One or more input rows cannot be accepted; nothing of the batch was written."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        shown = "\n".join(f"  {p}" for p in self.problems[:_SHOWN])
+        more = len(self.problems) - _SHOWN
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(f"{len(self.problems)} input problem(s):\n{shown}{tail}")
+
+
+def raise_if_any(problems: list[Problem]) -> None:
+    if problems:
+        raise InputError(problems)

@@ -1,0 +1,117 @@
+"""Where the PostgreSQL server is: the configured URL, or the embedded `pgserver` under the home folder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from trading_assets.config import PROJECT_ROOT, Settings
+from trading_assets.io.migrations import migrate
+
+EMBEDDED_DATABASE = "trading_assets"
+DAGSTER_DATABASE = "dagster"
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def _embedded_server(pgdata: Path, stop_on_exit: bool):
+    # pgserver resolves a runtime folder through platformdirs at import and warns when XDG_RUNTIME_DIR is unset.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        return pgserver.get_server(pgdata, cleanup_mode="stop" if stop_on_exit else None)
+
+
+def start_embedded(pgdata: Path) -> str:
+    """Start (or reuse) the embedded server; returns the URL of its `postgres` database."""
+    return _embedded_server(pgdata, stop_on_exit=False).get_uri()
+
+
+def stop_embedded(pgdata: Path) -> bool:
+    """Stop the embedded server if it runs; returns whether there was one to stop."""
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    _embedded_server(pgdata, stop_on_exit=True).cleanup()
+    return True
+
+
+def with_database(url: str, database: str, scheme: str | None = None) -> str:
+    """The same server URL pointing at another database (and optionally another URL scheme)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.pop("dbname", None)
+    return urlunsplit(
+        (scheme or parts.scheme, parts.netloc, "/" + database, urlencode(query, safe="/"), parts.fragment)
+    )
+
+
+def database_name(url: str) -> str:
+    return psycopg.conninfo.conninfo_to_dict(url).get("dbname") or "postgres"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def ensure_database(server_url: str, name: str) -> None:
+    """Create database `name` on the server of `server_url` unless it exists."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+        if exists:
+            return
+        # Another process may create it between the check and the create.
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+
+
+def resolve_database_url(database_url: str | None, pgdata: Path) -> str:
+    """The application database URL: the configured one, or the embedded server's (started on demand)."""
+    if database_url:
+        return database_url
+    server_url = start_embedded(pgdata)
+    ensure_database(server_url, EMBEDDED_DATABASE)
+    return with_database(server_url, EMBEDDED_DATABASE)
+
+
+def ready_database_url(database_url: str | None, pgdata: Path) -> str:
+    """Like resolve_database_url, with every migration applied (once per process and database)."""
+    url = resolve_database_url(database_url, pgdata)
+    with _migrate_lock:
+        if url not in _migrated:
+            migrate(url)
+            _migrated.add(url)
+    return url
+
+
+def dagster_storage_url(app_url: str) -> str:
+    """SQLAlchemy URL of the Dagster instance database on the same server (created if missing)."""
+    ensure_database(app_url, DAGSTER_DATABASE)
+    return with_database(app_url, DAGSTER_DATABASE, scheme="postgresql+psycopg2")
+
+
+def prepare_dagster_environment(settings: Settings, app_url: str) -> dict[str, str]:
+    """Environment variables that point Dagster at its instance: DAGSTER_HOME and DAGSTER_PG_URL."""
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = (PROJECT_ROOT / "dagster.yaml").read_text()
+    target = settings.dagster_home / "dagster.yaml"
+    if not target.exists() or target.read_text() != instance_yaml:
+        target.write_text(instance_yaml)
+    return {
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "DAGSTER_PG_URL": os.environ.get("DAGSTER_PG_URL") or dagster_storage_url(app_url),
+    }

@@ -1,0 +1,97 @@
+"""Running assets and checks through Dagster on the configured instance, as the CLI does."""
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from trading_assets.config import Settings
+from trading_assets.definitions import VALIDATE_JOB, build_definitions
+from trading_assets.io.database import prepare_dagster_environment, ready_database_url
+
+
+def prepare_environment(settings: Settings) -> str:
+    """Start/migrate the database and point Dagster at its PostgreSQL instance; returns the database URL."""
+    url = ready_database_url(settings.database_url, settings.embedded_pgdata)
+    os.environ.update(prepare_dagster_environment(settings, url))
+    return url
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    success: bool
+    materializations: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
+    checks: list[tuple[str, str, bool, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed_error_checks(self) -> list[str]:
+        return [
+            f"{asset}:{name}" for asset, name, passed, severity in self.checks if not passed and severity == "ERROR"
+        ]
+
+
+def _root_message(error: Any) -> str:
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
+    summary = RunSummary(run_id=result.run_id, success=result.success)
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        summary.materializations.append(
+            (
+                materialization.asset_key.to_user_string(),
+                materialization.partition,
+                {k: getattr(v, "value", v) for k, v in materialization.metadata.items()},
+            )
+        )
+    for evaluation in result.get_asset_check_evaluations():
+        summary.checks.append(
+            (evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.passed, evaluation.severity.value)
+        )
+    summary.errors = [_root_message(e.step_failure_data.error) for e in result.get_step_failure_events()]
+    return summary
+
+
+# Dagster's console logger prints every event at DEBUG; the CLI prints its own summary instead.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def run_assets(
+    settings: Settings,
+    assets: Iterable[dg.AssetKey],
+    *,
+    tags: Mapping[str, str] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+) -> RunSummary:
+    """Materialize `assets` (with their checks) in one run recorded on the instance."""
+    defs = build_definitions(settings)
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=list(assets),
+            tags=dict(tags or {}),
+            run_config={**QUIET_LOGS, **(run_config or {})},
+            raise_on_error=False,
+        )
+    return summarize(result)
+
+
+def all_asset_keys(settings: Settings) -> list[dg.AssetKey]:
+    return sorted(build_definitions(settings).resolve_asset_graph().get_all_asset_keys())
+
+
+def run_all_checks(settings: Settings) -> RunSummary:
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(VALIDATE_JOB).execute_in_process(
+            instance=instance, run_config=QUIET_LOGS, raise_on_error=False
+        )
+    return summarize(result)

@@ -1,0 +1,174 @@
+"""Readers for the series-metadata files: the golden `dim_series.csv` and observation CSVs.
+
+Readers check structure (header, field counts, dates, numbers) and keep each row's line number, so that
+every later rule can name the file and line it rejects.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from trading_assets.errors import InputError, Problem, raise_if_any
+
+SERIES_CONFIG_COLUMNS = ("model_col", "series_code", "unit", "freq", "description", "tags")
+_REQUIRED_CONFIG_COLUMNS = ("model_col", "series_code", "freq")
+_FRED_DATE_HEADERS = {"date", "observation_date"}
+_MISSING_VALUES = {"", "."}
+
+OBSERVATION_SCHEMA = {
+    "series_code": pl.String,
+    "obs_date": pl.Date,
+    "value": pl.Float64,
+    "source_file": pl.String,
+    "line": pl.Int64,
+}
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]], list[Problem]]:
+    """Header and (line number, fields) rows; blank lines are skipped."""
+    name = str(path)
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        return [], [], [Problem(name, 0, f"cannot open file: {exc.strerror}")]
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader, [])]
+            rows = [(reader.line_num, fields) for fields in reader if any(f.strip() for f in fields)]
+        except (csv.Error, UnicodeDecodeError) as exc:
+            return [], [], [Problem(name, reader.line_num, f"not a readable CSV file: {exc}")]
+    if not header:
+        return [], [], [Problem(name, 1, "file is empty (no header line)")]
+    problems = [
+        Problem(name, line, f"expected {len(header)} fields, found {len(fields)}")
+        for line, fields in rows
+        if len(fields) != len(header)
+    ]
+    return header, rows, problems
+
+
+def read_series_config(path: Path) -> pl.DataFrame:
+    """Rows of a dim_series CSV (tags split on ';'), with their line numbers; structural errors raise."""
+    name = str(path)
+    header, rows, problems = _read_rows(path)
+    lowered = [h.lower() for h in header]
+    missing = [c for c in _REQUIRED_CONFIG_COLUMNS if c not in lowered]
+    if header and missing:
+        problems.append(Problem(name, 1, f"header lacks column(s) {', '.join(missing)}"))
+    raise_if_any(problems)
+    index = {column: lowered.index(column) for column in SERIES_CONFIG_COLUMNS if column in lowered}
+
+    def field(fields: list[str], column: str) -> str:
+        return fields[index[column]].strip() if column in index else ""
+
+    return pl.DataFrame(
+        {
+            "model_col": [field(f, "model_col") for _, f in rows],
+            "series_code": [field(f, "series_code") for _, f in rows],
+            "unit": [field(f, "unit") for _, f in rows],
+            "freq": [field(f, "freq").upper() for _, f in rows],
+            "description": [field(f, "description") for _, f in rows],
+            "tags": [[t.strip() for t in field(f, "tags").split(";") if t.strip()] for _, f in rows],
+            "line": [line for line, _ in rows],
+        },
+        schema={
+            **dict.fromkeys(SERIES_CONFIG_COLUMNS[:5], pl.String),
+            "tags": pl.List(pl.String),
+            "line": pl.Int64,
+        },
+    ).with_columns(source_file=pl.lit(name))
+
+
+def _parse_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
+def _parse_value(text: str) -> tuple[float | None, str | None]:
+    """(value, reason): value None with no reason means missing (FRED writes '.')."""
+    stripped = text.strip()
+    if stripped in _MISSING_VALUES:
+        return None, None
+    try:
+        value = float(stripped)
+    except ValueError:
+        return None, f"value {stripped!r} is not a number"
+    if not math.isfinite(value):
+        return None, f"value {stripped!r} is not a finite number"
+    return value, None
+
+
+def read_observations(path: Path) -> pl.DataFrame:
+    """Observations of a FRED CSV (`DATE,<SERIES>`) or a plain `series_code,obs_date,value` CSV.
+
+    Missing values ('.' or empty) are kept as null so the caller can count them; any unparsable row raises.
+    """
+    name = str(path)
+    header, rows, problems = _read_rows(path)
+    lowered = [h.lower() for h in header]
+    if lowered[:3] == ["series_code", "obs_date", "value"] and len(lowered) == 3:
+        codes = [fields[0].strip() for _, fields in rows]
+        date_index, value_index = 1, 2
+    elif len(lowered) == 2 and lowered[0] in _FRED_DATE_HEADERS and header[1]:
+        codes = [header[1]] * len(rows)
+        date_index, value_index = 0, 1
+    else:
+        if header:
+            problems.append(
+                Problem(
+                    name,
+                    1,
+                    f"unrecognised header {header!r}: expected 'DATE,<SERIES_CODE>' (FRED) "
+                    "or 'series_code,obs_date,value'",
+                )
+            )
+        raise_if_any(problems)
+        codes, date_index, value_index = [], 0, 1
+
+    dates, values = [], []
+    for (line, fields), code in zip(rows, codes, strict=True):
+        if len(fields) != len(header):
+            dates.append(None)
+            values.append(None)
+            continue
+        obs_date = _parse_date(fields[date_index])
+        if obs_date is None:
+            problems.append(Problem(name, line, f"date {fields[date_index]!r} is not YYYY-MM-DD"))
+        value, reason = _parse_value(fields[value_index])
+        if reason:
+            problems.append(Problem(name, line, reason))
+        if not code:
+            problems.append(Problem(name, line, "series_code is empty"))
+        dates.append(obs_date)
+        values.append(value)
+    raise_if_any(problems)
+    return pl.DataFrame(
+        {
+            "series_code": codes,
+            "obs_date": dates,
+            "value": values,
+            "source_file": [name] * len(rows),
+            "line": [line for line, _ in rows],
+        },
+        schema=OBSERVATION_SCHEMA,
+    )
+
+
+def read_observation_batch(paths: list[Path]) -> pl.DataFrame:
+    """All observations of several files; the problems of every file are reported together."""
+    frames, problems = [], []
+    for path in paths:
+        try:
+            frames.append(read_observations(path))
+        except InputError as exc:
+            problems += exc.problems
+    raise_if_any(problems)
+    return pl.concat(frames) if frames else pl.DataFrame(schema=OBSERVATION_SCHEMA)
