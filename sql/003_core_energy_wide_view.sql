@@ -62,30 +62,32 @@ begin
         'One row per observation date, one column per dim_series.model_col (built by refresh_v_series_wide)'$c$;
 
     for dependent in select * from jsonb_array_elements(dependents) as item(value) loop
-        execute format(
-            'create %s %I.%I as %s',
-            case when dependent.value->>'kind' = 'm' then 'materialized view' else 'view' end,
-            dependent.value->>'schema', dependent.value->>'name',
-            rtrim(dependent.value->>'definition', ';'));
+        begin
+            execute format(
+                'create %s %I.%I as %s',
+                case when dependent.value->>'kind' = 'm' then 'materialized view' else 'view' end,
+                dependent.value->>'schema', dependent.value->>'name',
+                rtrim(dependent.value->>'definition', ';'));
+        exception when others then
+            raise exception 'view %.% depends on core_energy.v_series_wide and no longer compiles against it: %',
+                dependent.value->>'schema', dependent.value->>'name', sqlerrm
+                using hint = 'change or drop that view first; v_series_wide was left as it was';
+        end;
         if dependent.value->>'comment' is not null then
             execute format('comment on %s %I.%I is %L',
                 case when dependent.value->>'kind' = 'm' then 'materialized view' else 'view' end,
                 dependent.value->>'schema', dependent.value->>'name', dependent.value->>'comment');
         end if;
     end loop;
+
+    -- The curated model view starts as every series; from then on it is the users' to edit and is
+    -- recreated as they left it, so a new series never changes a model's inputs unasked.
+    if to_regclass('core_energy.v_model_wide') is null then
+        create view core_energy.v_model_wide as select * from core_energy.v_series_wide;
+    end if;
     return column_count;
 end;
 $$;
 
 comment on function core_energy.refresh_v_series_wide() is
     'Rebuild core_energy.v_series_wide from dim_series; dependent views are recreated; returns the column count';
-
--- A curated view for models on top of the wide view: rebuilt with it by refresh_v_series_wide().
-do $$
-begin
-    perform core_energy.refresh_v_series_wide();
-    if to_regclass('core_energy.v_model_wide') is null then
-        create view core_energy.v_model_wide as select * from core_energy.v_series_wide;
-    end if;
-end;
-$$;

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def _load_series(settings: Settings, files: list[Path]) -> int:
 def _demo(settings: Settings) -> int:
     from trading_assets.defs.metadata.assets import series_landing_dir
     from trading_assets.defs.partitions import monthly_partitions, range_tags
+    from trading_assets.io.postgres import connect
     from trading_assets.orchestration import all_asset_keys, prepare_environment, run_all_checks, run_assets
 
     started = time.perf_counter()
@@ -103,9 +105,6 @@ def _demo(settings: Settings) -> int:
     _print_summary("materialize the whole graph", materialized, time.perf_counter() - started)
     checked = run_all_checks(settings)
     _print_summary("validate (all asset checks)", checked, time.perf_counter() - started)
-
-    from trading_assets.io.postgres import connect
-
     with connect(url) as conn:
         columns = [d.name for d in conn.execute("select * from core_energy.v_series_wide limit 0").description]
         rows, first, last = conn.execute(
@@ -170,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Dagster flags beta/preview parameters (e.g. backfill_policy) on every load; they are not the user's concern.
+    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
     try:
         settings = Settings.from_env()
         if args.command == "db":

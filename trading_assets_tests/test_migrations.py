@@ -1,0 +1,70 @@
+"""Migrations apply in order, are recorded with checksums, apply twice as a no-op and refuse edited files."""
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from trading_assets.config import SQL_DIR
+from trading_assets.io.migrations import MigrationError, discover, migrate
+
+
+def _recorded(url: str) -> list[tuple[int, str]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("select version, checksum from ops.schema_migrations order by version").fetchall()
+
+
+def test_every_migration_is_recorded_and_a_second_run_changes_nothing(database_url: str) -> None:
+    files = discover()
+    assert [m.version for m in files] == sorted(m.version for m in files)
+    assert _recorded(database_url) == [(m.version, m.checksum) for m in files]
+    before = _recorded(database_url)
+    assert migrate(database_url) == []
+    assert _recorded(database_url) == before
+
+
+def test_fresh_database_applies_all_files_then_nothing(database_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("drop schema core_energy cascade; drop schema ops cascade")
+    applied = migrate(database_url)
+    assert applied == [m.name for m in discover()]
+    assert migrate(database_url) == []
+
+
+def test_edited_applied_file_is_refused_and_nothing_runs(database_url: str, tmp_path: Path) -> None:
+    directory = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, directory)
+    edited = sorted(directory.glob("*.sql"))[0]
+    edited.write_text(edited.read_text() + "\ncreate table ops.should_not_exist (x int);\n")
+    (directory / "999_late_addition.sql").write_text("create table ops.late_addition (x int);\n")
+    with pytest.raises(MigrationError, match=f"{edited.name} was edited after it was applied"):
+        migrate(database_url, directory)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("select to_regclass('ops.late_addition')").fetchone()[0] is None
+        assert conn.execute("select to_regclass('ops.should_not_exist')").fetchone()[0] is None
+
+
+def test_new_file_is_applied_once(database_url: str, tmp_path: Path) -> None:
+    directory = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, directory)
+    (directory / "999_late_addition.sql").write_text("create table ops.late_addition (x int);\n")
+    assert migrate(database_url, directory) == ["999_late_addition"]
+    assert migrate(database_url, directory) == []
+
+
+def test_failing_migration_leaves_no_trace(database_url: str, tmp_path: Path) -> None:
+    directory = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, directory)
+    (directory / "999_broken.sql").write_text("create table ops.half_done (x int);\nselect no_such_function();\n")
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        migrate(database_url, directory)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("select to_regclass('ops.half_done')").fetchone()[0] is None
+        assert conn.execute("select count(*) from ops.schema_migrations where version = 999").fetchone()[0] == 0
+
+
+def test_badly_named_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "1_Create.sql").write_text("select 1;")
+    with pytest.raises(MigrationError, match="NNN_lowercase_name.sql"):
+        discover(tmp_path)
