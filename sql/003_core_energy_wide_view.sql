@@ -1,4 +1,15 @@
 -- v_series_wide: one column per dim_series.model_col, rebuilt by refresh_v_series_wide().
+
+-- Views that always show every series: recreated as `select *` of the new v_series_wide on each
+-- refresh. Any other view on v_series_wide is recreated from its own definition (its columns kept).
+create table if not exists core_energy.wide_view_followers (
+    view_schema text not null,
+    view_name text not null,
+    primary key (view_schema, view_name)
+);
+
+insert into core_energy.wide_view_followers values ('core_energy', 'v_model_wide') on conflict do nothing;
+
 --
 -- The view is dropped and created (not CREATE OR REPLACE, which cannot insert a column before existing
 -- ones) inside the caller's transaction. Views that depend on it are captured first and recreated
@@ -67,7 +78,11 @@ begin
                 'create %s %I.%I as %s',
                 case when dependent.value->>'kind' = 'm' then 'materialized view' else 'view' end,
                 dependent.value->>'schema', dependent.value->>'name',
-                rtrim(dependent.value->>'definition', ';'));
+                case when exists (select 1 from core_energy.wide_view_followers f
+                                  where f.view_schema = dependent.value->>'schema'
+                                    and f.view_name = dependent.value->>'name')
+                     then 'select * from core_energy.v_series_wide'
+                     else rtrim(dependent.value->>'definition', ';') end);
         exception when others then
             raise exception 'view %.% depends on core_energy.v_series_wide and no longer compiles against it: %',
                 dependent.value->>'schema', dependent.value->>'name', sqlerrm
@@ -80,11 +95,13 @@ begin
         end if;
     end loop;
 
-    -- The curated model view starts as every series; from then on it is the users' to edit and is
-    -- recreated as they left it, so a new series never changes a model's inputs unasked.
-    if to_regclass('core_energy.v_model_wide') is null then
-        create view core_energy.v_model_wide as select * from core_energy.v_series_wide;
-    end if;
+    for dependent in
+        select f.view_schema, f.view_name from core_energy.wide_view_followers f
+        where to_regclass(format('%I.%I', f.view_schema, f.view_name)) is null
+    loop
+        execute format('create view %I.%I as select * from core_energy.v_series_wide',
+                       dependent.view_schema, dependent.view_name);
+    end loop;
     return column_count;
 end;
 $$;

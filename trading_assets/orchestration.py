@@ -34,7 +34,7 @@ class RunSummary:
         ]
 
 
-def _root_message(error: Any) -> str:
+def root_error_message(error: Any) -> str:
     while error.cause is not None:
         error = error.cause
     return error.message.strip()
@@ -55,7 +55,7 @@ def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
         summary.checks.append(
             (evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.passed, evaluation.severity.value)
         )
-    summary.errors = [_root_message(e.step_failure_data.error) for e in result.get_step_failure_events()]
+    summary.errors = [root_error_message(e.step_failure_data.error) for e in result.get_step_failure_events()]
     return summary
 
 

@@ -133,3 +133,22 @@ class Platform:
 def platform(settings: Settings) -> Iterator[Platform]:
     with dg.instance_for_test() as instance:
         yield Platform(settings, instance)
+
+
+@pytest.fixture(scope="session")
+def dagster_storage_url(server_url: str) -> Iterator[str]:
+    """A Dagster instance database on the test server, shared by the tests that need a persistent instance."""
+    name = f"ta_dagster_{uuid.uuid4().hex[:10]}"
+    with _admin(server_url) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    yield with_database(server_url, name, scheme="postgresql+psycopg2")
+    with _admin(server_url) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def cli_env(settings: Settings, dagster_storage_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Environment as the CLI sets it, restored after the test."""
+    monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
+    monkeypatch.setenv("DAGSTER_PG_URL", dagster_storage_url)
+    return settings

@@ -15,6 +15,7 @@ from trading_assets.defs.metadata.assets import (
     MAP_MODEL_SERIES,
     V_SERIES_WIDE,
 )
+from trading_assets.orchestration import root_error_message
 from trading_assets_tests.conftest import SAMPLE_MACRO, Platform
 
 SLICE = [DIM_SERIES, MAP_MODEL_SERIES, FACT_SERIES_VALUE, V_SERIES_WIDE, DIM_SERIES_BACKUP]
@@ -152,9 +153,9 @@ def test_column_sorting_first_rebuilds_view_and_keeps_dependent_views(
     assert conn.execute("select aaa_first_yield from core_energy.v_series_wide where date = '2020-03-10'").fetchone() == (
         0.52,
     )
-    # Dependent views survive the drop-and-create: the curated model view keeps its columns, and a
-    # user's view on top of it still answers.
-    assert _view_columns(conn, "v_model_wide") == ["date", *MODEL_COLS]
+    # Dependent views survive the drop-and-create: the model view follows every series, and a user's
+    # view on top of it still answers.
+    assert _view_columns(conn, "v_model_wide") == ["date", "aaa_first_yield", *MODEL_COLS]
     assert _view_columns(conn, "public.yield_slope") == ["date", "slope"]
     assert conn.execute("select count(*) from public.yield_slope").fetchone()[0] == 2
 
@@ -171,7 +172,8 @@ def test_refresh_fails_whole_when_a_dependent_view_no_longer_compiles(
     result = platform.materialize(V_SERIES_WIDE, raise_on_error=False)
     assert not result.success
     [failure] = result.get_step_failure_events()
-    assert "public.uses_5y depends on core_energy.v_series_wide" in str(failure.step_failure_data.error)
+    message = root_error_message(failure.step_failure_data.error)
+    assert "view public.uses_5y depends on core_energy.v_series_wide and no longer compiles" in message
     # Nothing changed: the old view with ust_5y and the dependent view are both still there.
     assert "ust_5y" in _view_columns(conn, "v_series_wide")
     assert _view_columns(conn, "public.uses_5y") == ["date", "ust_5y"]

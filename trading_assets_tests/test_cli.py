@@ -1,0 +1,85 @@
+"""The `trading-assets` CLI: runs go through Dagster onto the PostgreSQL instance; errors exit non-zero."""
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from trading_assets.cli import main
+from trading_assets.config import Settings
+from trading_assets_tests.conftest import SAMPLE_MACRO
+
+
+def _dagster_runs(dagster_storage_url: str) -> list[tuple[str, str]]:
+    url = dagster_storage_url.replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        if conn.execute("select to_regclass('runs')").fetchone()[0] is None:
+            return []  # the instance creates its tables on first use
+        return conn.execute("select run_id, status from runs order by create_timestamp").fetchall()
+
+
+def test_load_series_runs_through_dagster_and_lands_in_postgres_run_storage(
+    cli_env: Settings, dagster_storage_url: str, conn: psycopg.Connection, capsys: pytest.CaptureFixture
+) -> None:
+    before = _dagster_runs(dagster_storage_url)
+    conn.execute(
+        "insert into core_energy.dim_series (model_col, series_code, freq) values ('unemployment_rate', 'UNRATE', 'M')"
+    )
+    assert main(["load", "series", str(SAMPLE_MACRO / "fred_UNRATE.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "load series: succeeded" in out
+    assert conn.execute("select count(*) from core_energy.fact_series_value").fetchone()[0] == 911
+
+    runs = _dagster_runs(dagster_storage_url)
+    [(run_id, status)] = [run for run in runs if run not in before]
+    assert status == "SUCCESS"
+    assert run_id in out
+    url = dagster_storage_url.replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg.connect(url) as dagster_db:
+        materialized = dagster_db.execute(
+            "select count(*) from event_logs where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION'",
+            (run_id,),
+        ).fetchone()[0]
+    assert materialized == 34 * 12 - 1  # one per month 1990-01 .. 2023-11
+
+
+def test_load_series_with_unknown_series_exits_2_and_names_the_line(
+    cli_env: Settings, conn: psycopg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("DATE,NOPE\n2020-01-01,1\n")
+    assert main(["load", "series", str(bad)]) == 2
+    assert f"{bad}, line 2: unknown series 'NOPE' (not in dim_series)" in capsys.readouterr().err
+    assert conn.execute("select count(*) from core_energy.fact_series_value").fetchone()[0] == 0
+
+
+def test_validate_exits_1_on_a_failed_error_check(
+    cli_env: Settings, conn: psycopg.Connection, capsys: pytest.CaptureFixture
+) -> None:
+    conn.execute(
+        "insert into core_energy.dim_series (model_col, series_code, freq) values ('unemployment_rate', 'UNRATE', 'M')"
+    )
+    conn.execute("insert into core_energy.map_model_series values ('unemployment_rate', 'UNRATE')")
+    conn.execute("select core_energy.refresh_v_series_wide()")
+    conn.execute("insert into core_energy.fact_series_value (series_code, obs_date, value) values ('UNRATE', now(), 4)")
+    assert main(["validate"]) == 0
+    assert "check core_energy/map_model_series:dim_map_mismatch passed (ERROR)" in capsys.readouterr().out
+
+    conn.execute("delete from core_energy.map_model_series")
+    assert main(["validate"]) == 1
+    out = capsys.readouterr().out
+    assert "check core_energy/map_model_series:dim_map_mismatch FAILED (ERROR)" in out
+    assert "1 ERROR check(s) failed: core_energy/map_model_series:dim_map_mismatch" in out
+
+
+def test_db_url_and_migrate(cli_env: Settings, database_url: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["db", "url"]) == 0
+    assert capsys.readouterr().out.strip() == database_url
+    assert main(["db", "migrate"]) == 0
+    assert capsys.readouterr().out.strip() == "applied 0 migration(s)"
+
+
+def test_bad_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("TRADING_ASSETS_START_DATE", "1990-13-01")
+    assert main(["db", "url"]) == 2
+    assert "TRADING_ASSETS_START_DATE='1990-13-01' is not an ISO date" in capsys.readouterr().err
