@@ -38,11 +38,15 @@ def _failure(platform: Platform, *args, **kwargs) -> str:
             "model_col 'x; drop table core_energy.dim_series' must be lower snake_case",
             id="sql-injection",
         ),
-        pytest.param("ust_10y_again,DGS10,percent,D,again,", "duplicate series_code (first seen on line 5)", id="dup-code"),
+        pytest.param(
+            "ust_10y_again,DGS10,percent,D,again,", "duplicate series_code (first seen on line 5)", id="dup-code"
+        ),
         pytest.param("ust_10y,DGS9,percent,D,again,", "duplicate model_col (first seen on line 5)", id="dup-col"),
         pytest.param("too,few,fields", "expected 6 fields, found 3", id="malformed-row"),
         pytest.param("weekly_thing,WTHING,percent,X,bad,", "freq 'X' is not one of D, W, M, Q, A", id="bad-freq"),
-        pytest.param("a" * 64 + ",LONG,percent,D,long,", f"model_col '{'a' * 64}' is longer than 63 bytes", id="too-long"),
+        pytest.param(
+            "a" * 64 + ",LONG,percent,D,long,", f"model_col '{'a' * 64}' is longer than 63 bytes", id="too-long"
+        ),
     ],
 )
 def test_bad_dim_series_row_names_line_and_changes_nothing(

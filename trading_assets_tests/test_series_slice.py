@@ -140,7 +140,9 @@ def test_column_sorting_first_rebuilds_view_and_keeps_dependent_views(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
     platform.materialize(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE)
-    conn.execute("create view public.yield_slope as select date, ust_10y - ust_2y as slope from core_energy.v_model_wide")
+    conn.execute(
+        "create view public.yield_slope as select date, ust_10y - ust_2y as slope from core_energy.v_model_wide"
+    )
     _add_series(platform, "aaa_first_yield,DGS1,percent,D,1-year Treasury yield,rates")
     plain = tmp_path / "dgs1.csv"
     plain.write_text("series_code,obs_date,value\nDGS1,2020-03-09,0.43\nDGS1,2020-03-10,0.52\n")
@@ -150,9 +152,9 @@ def test_column_sorting_first_rebuilds_view_and_keeps_dependent_views(
     platform.materialize(FACT_SERIES_VALUE, partition_range=("2020-03-01", "2020-03-01"), files=[plain])
 
     assert _view_columns(conn, "v_series_wide") == ["date", "aaa_first_yield", *MODEL_COLS]
-    assert conn.execute("select aaa_first_yield from core_energy.v_series_wide where date = '2020-03-10'").fetchone() == (
-        0.52,
-    )
+    assert conn.execute(
+        "select aaa_first_yield from core_energy.v_series_wide where date = '2020-03-10'"
+    ).fetchone() == (0.52,)
     # Dependent views survive the drop-and-create: the model view follows every series, and a user's
     # view on top of it still answers.
     assert _view_columns(conn, "v_model_wide") == ["date", "aaa_first_yield", *MODEL_COLS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -41,7 +42,15 @@ def stop_embedded(pgdata: Path) -> bool:
     """Stop the embedded server if it runs; returns whether there was one to stop."""
     if not (pgdata / "postmaster.pid").exists():
         return False
-    _embedded_server(pgdata, stop_on_exit=True).cleanup()
+    server = _embedded_server(pgdata, stop_on_exit=False)
+    # pgserver stops a server only when its last handle in any process closes; `db stop` means now.
+    from pgserver._commands import pg_ctl
+
+    pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
+    # Forget this process's handle so that a later start in the same process starts it again.
+    server.global_process_id_list.get_and_remove(os.getpid())
+    atexit.unregister(server._cleanup)
+    type(server)._instances.pop(server.pgdata, None)
     return True
 
 
