@@ -66,5 +66,5 @@ def test_failing_migration_leaves_no_trace(database_url: str, tmp_path: Path) ->
 
 def test_badly_named_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "1_Create.sql").write_text("select 1;")
-    with pytest.raises(MigrationError, match="NNN_lowercase_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNN_lowercase_name\.sql"):
         discover(tmp_path)

@@ -1,12 +1,10 @@
 """The series-metadata slice materialized in process against PostgreSQL, from the real FRED files."""
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import psycopg
-import pytest
 
 from trading_assets.defs.metadata.assets import (
     DIM_SERIES,
