@@ -1,0 +1,198 @@
+"""Bars: validated daily bars and the snapshot rows of multi-day bars (DESIGN §6, SEMANTICS §A.2-A.3).
+
+Every multi-day family derives from daily bars. A multi-day bar is stored as one snapshot row per
+daily close while it forms: open is the bar's first open, high/low the running extremes, close the
+day's close, volume the running sum. The row on which the bar completes is canonical
+(`is_partial_end = false`); that is decided from the data and the calendar alone.
+
+Inputs are daily rows of one or more assets (`asset_id, trade_date, open, high, low, close, volume`).
+Callers that recompute only part of a history pass rows starting at a bar boundary plus the per-asset
+context these functions document (row index, first trade date), so that a partial recompute yields
+exactly the rows of a full one.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from trading_assets.compute.calendars import Timeframe, sessions_up_to, window_start_end
+
+PRICES = ("open", "high", "low", "close")
+
+SNAPSHOT_COLUMNS = [
+    "asset_id",
+    "tf",
+    "bar_seq",
+    "trade_date",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "tf_days",
+    "pos_in_bar",
+    "count_days",
+    "count_days_remaining",
+    "is_partial_start",
+    "is_partial_end",
+    "is_missing_days",
+    "count_missing_days",
+    "bar_start",
+    "bar_end",
+]
+
+
+def validate_daily(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split raw daily prices into (daily bars, rejects).
+
+    Non-finite or non-positive prices and negative volume reject the row. An inconsistent high/low is
+    repaired to max/min(open, close, high/low) and flagged; the original row also goes to the rejects
+    with the reason. A null volume stays null.
+    """
+    finite_positive = pl.all_horizontal(
+        [pl.col(c).is_not_null() & pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]
+    )
+    bad_volume = pl.col("volume").is_not_null() & (~pl.col("volume").is_finite() | (pl.col("volume") < 0))
+    reason = (
+        pl.when(~finite_positive)
+        .then(pl.lit("price missing, not finite or not positive"))
+        .when(bad_volume)
+        .then(pl.lit("volume negative or not finite"))
+    )
+    checked = prices.with_columns(reject_reason=reason)
+    rejected = checked.filter(pl.col("reject_reason").is_not_null())
+    valid = checked.filter(pl.col("reject_reason").is_null()).drop("reject_reason")
+
+    # high >= max(open, close) >= min(open, close) >= low also rules out a crossed high/low.
+    high_bad = pl.col("high") < pl.max_horizontal("open", "close")
+    low_bad = pl.col("low") > pl.min_horizontal("open", "close")
+    flagged = valid.with_columns(repaired_high=high_bad, repaired_low=low_bad)
+    repaired_rows = flagged.filter(pl.col("repaired_high") | pl.col("repaired_low")).with_columns(
+        reject_reason=pl.concat_str(
+            pl.when(pl.col("repaired_high")).then(pl.lit("high below max(open, close); repaired")),
+            pl.when(pl.col("repaired_low")).then(pl.lit("low above min(open, close); repaired")),
+            separator="; ",
+            ignore_nulls=True,
+        )
+    )
+    daily = flagged.with_columns(
+        high=pl.when("repaired_high").then(pl.max_horizontal("open", "close", "high")).otherwise("high"),
+        low=pl.when("repaired_low").then(pl.min_horizontal("open", "close", "low")).otherwise("low"),
+    )
+    rejects = pl.concat([rejected, repaired_rows.drop("repaired_high", "repaired_low")], how="diagonal_relaxed").sort(
+        "asset_id", "trade_date"
+    )
+    return daily.sort("asset_id", "trade_date"), rejects
+
+
+def _running(group: list[str]) -> list[pl.Expr]:
+    """Snapshot values of a bar as of each row (rows sorted by date within `group`)."""
+    has_volume = pl.col("volume").is_not_null().cum_sum().over(group) > 0
+    return [
+        pl.col("open").first().over(group).alias("open"),
+        pl.col("high").cum_max().over(group).alias("high"),
+        pl.col("low").cum_min().over(group).alias("low"),
+        pl.col("close"),
+        pl.when(has_volume).then(pl.col("volume").fill_null(0).cum_sum().over(group)).alias("volume"),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(group).alias("pos_in_bar"),
+    ]
+
+
+def multi_tf_bars(daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFrame) -> pl.DataFrame:
+    """Non-overlapping blocks of `n` available daily rows from each asset's first row.
+
+    `daily` needs `row_index` (0-based position of the row in the asset's whole daily history) and
+    `calendar`; it must start at a block boundary for every asset.
+    """
+    n = timeframe.n
+    group = ["asset_id", "bar_seq"]
+    rows = sessions_up_to(
+        daily.sort("asset_id", "trade_date").with_columns(bar_seq=pl.col("row_index") // n + 1),
+        "trade_date",
+        sessions,
+        "sessions_to_date",
+    )
+    snapshots = rows.with_columns(
+        *_running(group),
+        bar_start=pl.col("trade_date").first().over(group),
+        first_sessions=pl.col("sessions_to_date").first().over(group),
+    ).with_columns(
+        count_missing_days=(pl.col("sessions_to_date") - pl.col("first_sessions") + 1 - pl.col("pos_in_bar")).clip(
+            lower_bound=0
+        ),
+        is_partial_end=pl.col("pos_in_bar") < n,
+    )
+    return snapshots.with_columns(
+        tf=pl.lit(timeframe.label),
+        tf_days=pl.lit(n, dtype=pl.Int64),
+        count_days=pl.col("pos_in_bar"),
+        count_days_remaining=n - pl.col("pos_in_bar"),
+        is_partial_start=pl.lit(False),
+        is_missing_days=pl.col("count_missing_days") > 0,
+        bar_end=pl.col("bar_start") + pl.duration(days=n - 1),
+    ).select(SNAPSHOT_COLUMNS)
+
+
+def calendar_bars(daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFrame) -> pl.DataFrame:
+    """Snapshot rows of fixed calendar windows (weeks, months, years).
+
+    `daily` needs `first_trade_date` (the asset's first daily row ever) and `calendar`; it must start at
+    a window start (or the asset's first row) for every asset. Anchored timeframes keep the asset's
+    partial first window and add `bar_anchor_offset`; the others keep full windows only. A row is
+    canonical on the window's last expected session. bar_seq counts windows from the first kept one.
+    """
+    index, start, end = window_start_end(pl.col("trade_date"), timeframe)
+    first_index, first_start, _ = window_start_end(pl.col("first_trade_date"), timeframe)
+    frame = daily.sort("asset_id", "trade_date").with_columns(
+        window=index,
+        bar_start=start,
+        bar_end=end,
+        first_window=first_index,
+        first_window_start=first_start,
+    )
+    day = pl.duration(days=1)
+    for day_column, name in [
+        (pl.col("trade_date"), "sessions_to_date"),
+        (pl.col("trade_date") - day, "sessions_before_date"),
+        (pl.col("bar_end"), "sessions_to_end"),
+        (pl.col("bar_start") - day, "sessions_before_window"),
+        (pl.col("first_trade_date") - day, "sessions_before_first"),
+        (pl.col("first_window_start") - day, "sessions_before_first_window"),
+    ]:
+        frame = sessions_up_to(frame.with_columns(_day=day_column), "_day", sessions, name).drop("_day")
+
+    # The first window starts partially when an expected session of it precedes the asset's first row;
+    # that depends on first_trade_date only, so any slice of the history agrees on it.
+    first_partial = pl.col("sessions_before_first") > pl.col("sessions_before_first_window")
+    first_kept = pl.col("first_window") + (first_partial & (not timeframe.anchored)).cast(pl.Int64)
+    frame = frame.with_columns(
+        is_partial_start=(pl.col("window") == pl.col("first_window")) & first_partial,
+        bar_seq=pl.col("window") - first_kept + 1,
+    ).filter(pl.col("bar_seq") >= 1)
+
+    group = ["asset_id", "window"]
+    sessions_before_start = (
+        pl.when("is_partial_start").then("sessions_before_first").otherwise("sessions_before_window")
+    )
+    is_session = pl.col("sessions_to_date") > pl.col("sessions_before_date")
+    frame = (
+        frame.with_columns(*_running(group))
+        .with_columns(
+            tf=pl.lit(timeframe.label),
+            tf_days=(pl.col("bar_end") - pl.col("bar_start")).dt.total_days() + 1,
+            count_days=pl.col("pos_in_bar"),
+            count_days_remaining=(pl.col("sessions_to_end") - pl.col("sessions_to_date")).clip(lower_bound=0),
+            count_missing_days=(pl.col("sessions_to_date") - sessions_before_start - pl.col("pos_in_bar")).clip(
+                lower_bound=0
+            ),
+            is_partial_end=~(is_session & (pl.col("sessions_to_date") == pl.col("sessions_to_end"))),
+        )
+        .with_columns(is_missing_days=pl.col("count_missing_days") > 0)
+    )
+    columns = list(SNAPSHOT_COLUMNS)
+    if timeframe.anchored:
+        frame = frame.with_columns(
+            bar_anchor_offset=(pl.col("bar_start") - pl.col("first_window_start")).dt.total_days()
+        )
+        columns.append("bar_anchor_offset")
+    return frame.select(columns)

@@ -1,0 +1,102 @@
+"""Calendar arithmetic for bars: fixed calendar windows and trading sessions.
+
+Windows never depend on where an asset's data starts: N-week windows count from the epoch week of
+their scheme (ISO weeks start Monday 1970-01-05, US weeks Sunday 1970-01-04), N-month windows group
+the months of a year from January (3M = calendar quarters), N-year windows start in years divisible by N.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+
+import polars as pl
+
+EVERY_DAY = "24/7"
+WEEK_EPOCH = {"ISO": date(1970, 1, 5), "US": date(1970, 1, 4)}
+_LABEL = re.compile(r"^(\d+)(D|W|M|Y)(?:_CAL(_ANCHOR)?(?:_(ISO|US))?)?$")
+
+
+@dataclass(frozen=True)
+class Timeframe:
+    """A bar timeframe parsed from its label: `7D`, `1W_CAL_ISO`, `3M_CAL`, `1M_CAL_ANCHOR`, `2W_CAL_ANCHOR_US`."""
+
+    label: str
+    unit: str  # D (row blocks), W, M or Y (calendar windows)
+    n: int
+    anchored: bool = False
+    week_start: str | None = None  # ISO or US, for weeks only
+
+    @classmethod
+    def parse(cls, label: str) -> Timeframe:
+        match = _LABEL.match(label)
+        if not match or int(match.group(1)) < 1:
+            raise ValueError(f"timeframe {label!r} is not like 7D, 1W_CAL_ISO, 3M_CAL or 1M_CAL_ANCHOR")
+        n, unit, anchor, scheme = int(match.group(1)), match.group(2), bool(match.group(3)), match.group(4)
+        calendar = "_CAL" in label
+        if unit == "D" and calendar:
+            raise ValueError(f"timeframe {label!r}: day timeframes are row blocks, not calendar windows")
+        if unit != "D" and not calendar:
+            raise ValueError(f"timeframe {label!r}: W, M and Y timeframes are calendar windows (_CAL...)")
+        if (unit == "W") != (scheme is not None):
+            raise ValueError(f"timeframe {label!r}: weeks need _ISO or _US, months and years take neither")
+        return cls(label=label, unit=unit, n=n, anchored=anchor, week_start=scheme)
+
+
+def window_start_end(day: pl.Expr, timeframe: Timeframe) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(window index, first day, last day) of the calendar window holding each date."""
+    n = timeframe.n
+    if timeframe.unit == "W":
+        epoch = WEEK_EPOCH[timeframe.week_start or "ISO"]
+        days = (day - pl.lit(epoch)).dt.total_days()
+        index = days.floordiv(7 * n)
+        start = pl.lit(epoch) + pl.duration(days=index * 7 * n)
+        return index, start, start + pl.duration(days=7 * n - 1)
+    if timeframe.unit == "M":
+        per_year = -(-12 // n)
+        slot = (day.dt.month() - 1).floordiv(n)
+        index = day.dt.year().cast(pl.Int64) * per_year + slot
+        start = pl.date(day.dt.year(), slot * n + 1, 1)
+        last_month_start = pl.date(day.dt.year(), pl.min_horizontal(slot * n + n, 12), 1)
+        return index, start, last_month_start.dt.month_end()
+    if timeframe.unit == "Y":
+        index = day.dt.year().cast(pl.Int64).floordiv(n)
+        return index, pl.date(index * n, 1, 1), pl.date(index * n + n - 1, 12, 31)
+    raise ValueError(f"timeframe {timeframe.label!r} has no calendar window")
+
+
+@cache
+def _sessions(calendar: str, start: date, end: date) -> tuple[date, ...]:
+    if calendar == EVERY_DAY:
+        return tuple(pl.date_range(start, end, "1d", eager=True).to_list())
+    import exchange_calendars
+
+    exchange = exchange_calendars.get_calendar(calendar)
+    first = max(start, exchange.first_session.date())
+    last = min(end, exchange.last_session.date())
+    return tuple(d.date() for d in exchange.sessions_in_range(first, last))
+
+
+def session_table(calendars: list[str], start: date, end: date) -> pl.DataFrame:
+    """Expected sessions: calendar, session_date and its 1-based ordinal within the calendar."""
+    frames = [
+        pl.DataFrame({"session_date": list(_sessions(c, start, end))}, schema={"session_date": pl.Date}).with_columns(
+            calendar=pl.lit(c), session_ordinal=pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
+        )
+        for c in sorted(set(calendars))
+    ]
+    return pl.concat(frames).select("calendar", "session_date", "session_ordinal")
+
+
+def sessions_up_to(frame: pl.DataFrame, day_column: str, sessions: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Add `name`: how many sessions of the row's calendar fall on or before `day_column` (0 if none)."""
+    keyed = frame.with_row_index("_order").sort(day_column)
+    joined = keyed.join_asof(
+        sessions.rename({"session_date": day_column, "session_ordinal": name}),
+        on=day_column,
+        by="calendar",
+        strategy="backward",
+    )
+    return joined.with_columns(pl.col(name).fill_null(0)).sort("_order").drop("_order")
