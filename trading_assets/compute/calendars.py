@@ -98,5 +98,6 @@ def sessions_up_to(frame: pl.DataFrame, day_column: str, sessions: pl.DataFrame,
         on=day_column,
         by="calendar",
         strategy="backward",
+        check_sortedness=False,  # sorted by the day above; polars cannot verify it within groups
     )
     return joined.with_columns(pl.col(name).fill_null(0)).sort("_order").drop("_order")

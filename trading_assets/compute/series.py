@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from trading_assets.compute.validation import duplicate_problems
 from trading_assets.errors import Problem
 
 MODEL_COL_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -22,15 +23,6 @@ MAX_OBSERVATION_AGE = {
     "Q": timedelta(days=200),
     "A": timedelta(days=550),
 }
-
-
-def _duplicates(frame: pl.DataFrame, key: list[str], label: str) -> list[Problem]:
-    repeated = frame.filter(pl.len().over(key) > 1).sort("line")
-    first_line = repeated.group_by(key).agg(pl.col("line").min().alias("first_line"))
-    return [
-        Problem(row["source_file"], row["line"], f"duplicate {label} (first seen on line {row['first_line']})")
-        for row in repeated.join(first_line, on=key).filter(pl.col("line") != pl.col("first_line")).to_dicts()
-    ]
 
 
 def series_config_problems(frame: pl.DataFrame) -> list[Problem]:
@@ -49,8 +41,8 @@ def series_config_problems(frame: pl.DataFrame) -> list[Problem]:
             problems.append(Problem(*at, "series_code is empty"))
         if row["freq"] not in MAX_OBSERVATION_AGE:
             problems.append(Problem(*at, f"freq {row['freq']!r} is not one of {', '.join(MAX_OBSERVATION_AGE)}"))
-    problems += _duplicates(frame, ["model_col"], "model_col")
-    problems += _duplicates(frame.filter(pl.col("series_code") != ""), ["series_code"], "series_code")
+    problems += duplicate_problems(frame, ["model_col"], "model_col")
+    problems += duplicate_problems(frame.filter(pl.col("series_code") != ""), ["series_code"], "series_code")
     return problems
 
 
@@ -64,7 +56,7 @@ def observation_problems(frame: pl.DataFrame, known_series: Collection[str], bef
         Problem(row["source_file"], row["line"], f"obs_date {row['obs_date']} is on or after {before}")
         for row in frame.filter(pl.col("obs_date") >= before).to_dicts()
     ]
-    problems += _duplicates(frame, ["series_code", "obs_date"], "observation for this series and date")
+    problems += duplicate_problems(frame, ["series_code", "obs_date"], "observation for this series and date")
     return problems
 
 
