@@ -12,8 +12,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = PROJECT_ROOT / "sql"
 SAMPLE_DATA_DIR = PROJECT_ROOT / "data" / "sample"
 
-SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
-
 
 class ConfigError(ValueError):
     """A setting has a value the platform cannot use."""
@@ -28,8 +26,6 @@ class Settings:
     backup_dir: Path
     start_date: date
     series_config: Path
-    market_staleness_hours: int
-    alert_min_severity: str
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -38,10 +34,6 @@ class Settings:
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.home / "logs"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,14 +44,6 @@ class Settings:
             start_date = date.fromisoformat(start_text)
         except ValueError as exc:
             raise ConfigError(f"TRADING_ASSETS_START_DATE={start_text!r} is not an ISO date") from exc
-        staleness_text = env.get("TRADING_ASSETS_MARKET_STALENESS_HOURS") or "48"
-        if not staleness_text.isdigit() or int(staleness_text) < 1:
-            raise ConfigError(
-                f"TRADING_ASSETS_MARKET_STALENESS_HOURS={staleness_text!r} must be a positive whole number"
-            )
-        severity = (env.get("TRADING_ASSETS_ALERT_MIN_SEVERITY") or "ERROR").upper()
-        if severity not in SEVERITIES:
-            raise ConfigError(f"TRADING_ASSETS_ALERT_MIN_SEVERITY={severity!r} must be one of {', '.join(SEVERITIES)}")
 
         def path_setting(name: str, default: Path) -> Path:
             value = env.get(name)
@@ -73,6 +57,4 @@ class Settings:
             backup_dir=path_setting("TRADING_ASSETS_BACKUP_DIR", home / "backups"),
             start_date=start_date,
             series_config=path_setting("TRADING_ASSETS_SERIES_CONFIG", PROJECT_ROOT / "config" / "dim_series.csv"),
-            market_staleness_hours=int(staleness_text),
-            alert_min_severity=severity,
         )

@@ -73,14 +73,16 @@ def _sessions(calendar: str, start: date, end: date) -> tuple[date, ...]:
         return tuple(pl.date_range(start, end, "1d", eager=True).to_list())
     import exchange_calendars
 
-    exchange = exchange_calendars.get_calendar(calendar)
-    first = max(start, exchange.first_session.date())
-    last = min(end, exchange.last_session.date())
-    return tuple(d.date() for d in exchange.sessions_in_range(first, last))
+    exchange = exchange_calendars.get_calendar(calendar, start=start.isoformat(), end=end.isoformat())
+    return tuple(d.date() for d in exchange.sessions)
 
 
 def session_table(calendars: list[str], start: date, end: date) -> pl.DataFrame:
-    """Expected sessions: calendar, session_date and its 1-based ordinal within the calendar."""
+    """Expected sessions: calendar, session_date and its 1-based ordinal within the calendar.
+
+    `start` must be on or before the first day of every window the table is used for: session counts
+    are differences of ordinals, and days before the table count as no sessions.
+    """
     frames = [
         pl.DataFrame({"session_date": list(_sessions(c, start, end))}, schema={"session_date": pl.Date}).with_columns(
             calendar=pl.lit(c), session_ordinal=pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
