@@ -23,26 +23,27 @@ _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
 
 
-def _embedded_server(pgdata: Path, stop_on_exit: bool):
+def _embedded_server(pgdata: Path):
     # pgserver resolves a runtime folder through platformdirs at import and warns when XDG_RUNTIME_DIR is unset.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        return pgserver.get_server(pgdata, cleanup_mode="stop" if stop_on_exit else None)
+        # No cleanup on exit: the server outlives the command that started it, until `db stop`.
+        return pgserver.get_server(pgdata, cleanup_mode=None)
 
 
 def start_embedded(pgdata: Path) -> str:
     """Start (or reuse) the embedded server; returns the URL of its `postgres` database."""
-    return _embedded_server(pgdata, stop_on_exit=False).get_uri()
+    return _embedded_server(pgdata).get_uri()
 
 
 def stop_embedded(pgdata: Path) -> bool:
     """Stop the embedded server if it runs; returns whether there was one to stop."""
     if not (pgdata / "postmaster.pid").exists():
         return False
-    server = _embedded_server(pgdata, stop_on_exit=False)
+    server = _embedded_server(pgdata)
     # pgserver stops a server only when its last handle in any process closes; `db stop` means now.
     from pgserver._commands import pg_ctl
 
@@ -62,10 +63,6 @@ def with_database(url: str, database: str, scheme: str | None = None) -> str:
     return urlunsplit(
         (scheme or parts.scheme, parts.netloc, "/" + database, urlencode(query, safe="/"), parts.fragment)
     )
-
-
-def database_name(url: str) -> str:
-    return psycopg.conninfo.conninfo_to_dict(url).get("dbname") or "postgres"
 
 
 def redact(url: str) -> str:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import polars as pl
 import psycopg
@@ -15,17 +14,6 @@ SESSION_OPTIONS = "-c TimeZone=UTC"
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=autocommit, options=SESSION_OPTIONS)
-
-
-@contextmanager
-def transaction(url: str) -> Iterator[psycopg.Connection]:
-    """One connection, one transaction: committed on success, rolled back on any exception."""
-    with connect(url) as conn:
-        yield conn
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def copy_frame(
