@@ -26,6 +26,7 @@ class Settings:
     backup_dir: Path
     start_date: date
     series_config: Path
+    market_staleness_hours: int
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -45,6 +46,12 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"TRADING_ASSETS_START_DATE={start_text!r} is not an ISO date") from exc
 
+        staleness_text = env.get("TRADING_ASSETS_MARKET_STALENESS_HOURS") or "48"
+        if not staleness_text.isdigit() or int(staleness_text) < 1:
+            raise ConfigError(
+                f"TRADING_ASSETS_MARKET_STALENESS_HOURS={staleness_text!r} must be a positive whole number"
+            )
+
         def path_setting(name: str, default: Path) -> Path:
             value = env.get(name)
             return Path(value).expanduser().resolve() if value else default
@@ -57,4 +64,5 @@ class Settings:
             backup_dir=path_setting("TRADING_ASSETS_BACKUP_DIR", home / "backups"),
             start_date=start_date,
             series_config=path_setting("TRADING_ASSETS_SERIES_CONFIG", PROJECT_ROOT / "config" / "dim_series.csv"),
+            market_staleness_hours=int(staleness_text),
         )

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from trading_assets.config import Settings
+from trading_assets.defs.market.assets import build_market_assets
 from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
@@ -22,7 +23,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         pgdata=str(settings.embedded_pgdata),
     )
     return dg.Definitions(
-        assets=[*build_series_assets(settings, partitions)],
+        assets=[*build_series_assets(settings, partitions), *build_market_assets(settings, partitions)],
         asset_checks=[*SERIES_CHECKS],
         schedules=[*series_schedules],
         sensors=[

@@ -42,12 +42,10 @@ SNAPSHOT_COLUMNS = [
 ]
 
 
-def validate_daily(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split raw daily prices into (daily bars, rejects).
+def value_rejects(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split prices into (acceptable rows, rejected rows with `reject_reason`).
 
-    Non-finite or non-positive prices and negative volume reject the row. An inconsistent high/low is
-    repaired to max/min(open, close, high/low) and flagged; the original row also goes to the rejects
-    with the reason. A null volume stays null.
+    Non-finite or non-positive prices and negative or non-finite volume are refused; a null volume stays.
     """
     finite_positive = pl.all_horizontal(
         [pl.col(c).is_not_null() & pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]
@@ -61,13 +59,16 @@ def validate_daily(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
     checked = prices.with_columns(reject_reason=reason)
     rejected = checked.filter(pl.col("reject_reason").is_not_null())
-    valid = checked.filter(pl.col("reject_reason").is_null()).drop("reject_reason")
+    return checked.filter(pl.col("reject_reason").is_null()).drop("reject_reason"), rejected
 
+
+def repair_high_low(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(bars, originals of repaired rows with `reject_reason`): high/low repaired to max/min(open, close, high/low)."""
     # high >= max(open, close) >= min(open, close) >= low also rules out a crossed high/low.
     high_bad = pl.col("high") < pl.max_horizontal("open", "close")
     low_bad = pl.col("low") > pl.min_horizontal("open", "close")
-    flagged = valid.with_columns(repaired_high=high_bad, repaired_low=low_bad)
-    repaired_rows = flagged.filter(pl.col("repaired_high") | pl.col("repaired_low")).with_columns(
+    flagged = prices.with_columns(repaired_high=high_bad, repaired_low=low_bad)
+    originals = flagged.filter(pl.col("repaired_high") | pl.col("repaired_low")).with_columns(
         reject_reason=pl.concat_str(
             pl.when(pl.col("repaired_high")).then(pl.lit("high below max(open, close); repaired")),
             pl.when(pl.col("repaired_low")).then(pl.lit("low above min(open, close); repaired")),
@@ -75,14 +76,19 @@ def validate_daily(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             ignore_nulls=True,
         )
     )
-    daily = flagged.with_columns(
+    bars = flagged.with_columns(
         high=pl.when("repaired_high").then(pl.max_horizontal("open", "close", "high")).otherwise("high"),
         low=pl.when("repaired_low").then(pl.min_horizontal("open", "close", "low")).otherwise("low"),
     )
-    rejects = pl.concat([rejected, repaired_rows.drop("repaired_high", "repaired_low")], how="diagonal_relaxed").sort(
-        "asset_id", "trade_date"
-    )
-    return daily.sort("asset_id", "trade_date"), rejects
+    return bars, originals.drop("repaired_high", "repaired_low")
+
+
+def validate_daily(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split raw daily prices into (daily bars, rejects): refused rows and the originals of repaired ones."""
+    acceptable, rejected = value_rejects(prices)
+    bars, repaired = repair_high_low(acceptable)
+    rejects = pl.concat([rejected, repaired], how="diagonal_relaxed").sort("asset_id", "trade_date")
+    return bars.sort("asset_id", "trade_date"), rejects
 
 
 def _running(group: list[str]) -> list[pl.Expr]:
@@ -196,3 +202,43 @@ def calendar_bars(daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFr
         )
         columns.append("bar_anchor_offset")
     return frame.select(columns)
+
+
+def daily_bars(prices: pl.DataFrame, rows_before: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Daily bars (and rejects) of prices that start, per asset, after `rows_before` (asset_id, rows_before) rows.
+
+    bar_seq is the row's 1-based position in the asset's whole daily history.
+    """
+    daily, rejects = validate_daily(prices)
+    bars = daily.join(rows_before.select("asset_id", "rows_before"), on="asset_id", how="left").with_columns(
+        bar_seq=pl.col("rows_before").fill_null(0) + pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("asset_id"),
+        bar_start=pl.col("trade_date"),
+        bar_end=pl.col("trade_date"),
+    )
+    return bars.drop("rows_before"), rejects
+
+
+def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame:
+    """Add time_open_bar / time_close_bar: local midnight of bar_start and of the day after bar_end, in UTC.
+
+    `timezones` maps asset_id to its IANA timezone.
+    """
+    joined = frame.join(timezones.select("asset_id", "timezone"), on="asset_id", how="left")
+    parts = []
+    for (timezone,), part in joined.group_by("timezone"):
+        zone = timezone or "UTC"
+
+        def instant(day: pl.Expr, zone: str = zone) -> pl.Expr:
+            return day.cast(pl.Datetime("us")).dt.replace_time_zone(zone).dt.convert_time_zone("UTC")
+
+        parts.append(
+            part.with_columns(
+                time_open_bar=instant(pl.col("bar_start")),
+                time_close_bar=instant(pl.col("bar_end") + pl.duration(days=1)),
+            )
+        )
+    if not parts:
+        return frame.with_columns(
+            time_open_bar=pl.lit(None, pl.Datetime("us", "UTC")), time_close_bar=pl.lit(None, pl.Datetime("us", "UTC"))
+        )
+    return pl.concat(parts).drop("timezone").sort("asset_id", "trade_date")

@@ -42,3 +42,13 @@ def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: Se
         names = [d.name for d in cur.description or []]
         rows = cur.fetchall()
     return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+
+
+def scratch_table(conn: psycopg.Connection, name: str, definition: str) -> sql.Identifier:
+    """An empty temporary table for this transaction (created once, emptied on every use)."""
+    identifier = sql.Identifier(name)
+    conn.execute(
+        sql.SQL("create temp table if not exists {} {} on commit drop").format(identifier, sql.SQL(definition))
+    )
+    conn.execute(sql.SQL("truncate {}").format(identifier))
+    return identifier

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import polars as pl
 import psycopg
 
-from trading_assets.io.postgres import copy_frame, read_frame
+from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,7 @@ def _pg_array(tags: list[str]) -> str:
 
 def sync_dim_series(conn: psycopg.Connection, config: pl.DataFrame) -> SyncCounts:
     """Make core_energy.dim_series equal `config` (inserts, updates and deletes)."""
-    conn.execute(
-        "create temp table incoming_dim_series (like core_energy.dim_series including defaults) on commit drop"
-    )
+    scratch_table(conn, "incoming_dim_series", "(like core_energy.dim_series including defaults)")
     rows = config.select(
         "model_col",
         "series_code",
@@ -97,9 +95,8 @@ def read_dim_series(conn: psycopg.Connection) -> pl.DataFrame:
 
 def upsert_observations(conn: psycopg.Connection, observations: pl.DataFrame) -> UpsertCounts:
     """Insert new observations and revise changed ones; a revised row's old value goes to the history."""
-    conn.execute(
-        "create temp table incoming_observations "
-        "(series_code text, obs_date date, value double precision, source_file text) on commit drop"
+    scratch_table(
+        conn, "incoming_observations", "(series_code text, obs_date date, value double precision, source_file text)"
     )
     copy_frame(
         conn,

@@ -1,0 +1,323 @@
+"""Market data: prices as loaded -> daily bars -> the five multi-day bar families.
+
+Bars are rebuilt per asset from the earliest date that changed (the `market.bars_dirty` queue, filled
+by loads and by the daily bars) to the end of its data, so a late row or a revision anywhere in history
+reaches every row after it. `full_window` rebuilds every asset from the run's first day instead.
+"""
+
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import psycopg
+
+from trading_assets.compute.bars import (
+    SNAPSHOT_COLUMNS,
+    calendar_bars,
+    daily_bars,
+    multi_tf_bars,
+    value_rejects,
+    with_bar_times,
+)
+from trading_assets.compute.calendars import Timeframe, session_table, window_start_end
+from trading_assets.config import Settings
+from trading_assets.defs.partitions import partitions_end, run_date_window
+from trading_assets.defs.resources import Warehouse
+from trading_assets.io import market_store
+from trading_assets.sources.price_files import read_price_file
+
+GROUP = "market"
+PRICE_HISTORIES = dg.AssetKey([GROUP, "price_histories"])
+BAR_KEYS = {family: dg.AssetKey([GROUP, table]) for family, table in market_store.BAR_TABLES.items()}
+FAMILY_TIMEFRAME_RULES = {
+    "multi_tf": ("D", False, None),
+    "cal_iso": ("WMY", False, "ISO"),
+    "cal_us": ("WMY", False, "US"),
+    "cal_anchor_iso": ("WMY", True, "ISO"),
+    "cal_anchor_us": ("WMY", True, "US"),
+}
+
+FOLLOW_PARENTS = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+_BAR_COLUMNS = [c for c in SNAPSHOT_COLUMNS if c not in ("bar_start", "bar_end")] + ["time_open_bar", "time_close_bar"]
+# The other daily-bar columns are constants (tf_days 1, never partial) filled by the table defaults.
+_DAILY_COLUMNS = [
+    "asset_id",
+    "bar_seq",
+    "trade_date",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "time_open_bar",
+    "time_close_bar",
+    "repaired_high",
+    "repaired_low",
+]
+
+
+class PriceFileSpec(dg.Config):
+    path: str
+    symbol: str
+    format: str = "auto"
+    price_divisor: float = 1.0
+    timezone: str | None = None
+    calendar: str | None = None
+
+
+class PriceFilesConfig(dg.Config):
+    """Price files to load; empty means every CSV in the landing folder's `prices/` (symbol = file name)."""
+
+    files: list[PriceFileSpec] = []
+
+
+class BarsConfig(dg.Config):
+    """`full_window`: rebuild every asset from the run's first day, not only what changed."""
+
+    full_window: bool = False
+
+
+def prices_landing_dir(settings: Settings) -> Path:
+    return settings.landing / "prices"
+
+
+def _date_range(frame: pl.DataFrame) -> dict[str, str]:
+    if frame.is_empty():
+        return {"first_date": "", "last_date": ""}
+    return {"first_date": str(frame["trade_date"].min()), "last_date": str(frame["trade_date"].max())}
+
+
+def _in_window(start: date | None, end: date) -> pl.Expr:
+    inside = pl.col("trade_date") < end
+    return inside if start is None else inside & (pl.col("trade_date") >= start)
+
+
+def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, start: date | None, end: date, last_day: date) -> dict:
+    asset_id, timezone, _ = market_store.ensure_asset(conn, spec.symbol, spec.timezone, spec.calendar)
+    parsed = read_price_file(Path(spec.path), spec.format, spec.price_divisor, timezone)
+    rows = parsed.prices.filter(_in_window(start, end)).with_columns(asset_id=pl.lit(asset_id))
+    acceptable, refused = value_rejects(rows)
+    unreadable = pl.DataFrame(
+        [(p.line, p.reason) for p in parsed.problems],
+        schema={"line": pl.Int64, "reject_reason": pl.String},
+        orient="row",
+    )
+    future = parsed.prices.filter(pl.col("trade_date") >= last_day).with_columns(
+        reject_reason=pl.lit(f"trade_date on or after {last_day} (after the current month)")
+    )
+    rejects = (
+        pl.concat([unreadable, refused, future], how="diagonal_relaxed")
+        .with_columns(asset_id=pl.lit(asset_id), symbol=pl.lit(spec.symbol), source_file=pl.lit(spec.path))
+        .rename({"line": "source_line", "reject_reason": "reason"})
+    )
+    counts = market_store.upsert_prices(conn, asset_id, acceptable)
+    return {
+        "rows": acceptable.height,
+        "inserted": counts.inserted,
+        "revised": counts.revised,
+        "unchanged": counts.unchanged,
+        "rejects": market_store.record_load_rejects(conn, rejects),
+        "frame": acceptable.select("trade_date"),
+    }
+
+
+def _rebuild_starts(
+    conn: psycopg.Connection, family: str, source: str, window_start: date | None, full_window: bool
+) -> dict[int, date]:
+    """Per asset, the first date to rebuild: its dirty mark, or (full_window) the run's first day."""
+    starts = market_store.take_dirty(conn, family)
+    if full_window:
+        for asset_id, first in market_store.assets_with_prices_since(conn, source, window_start).items():
+            starts[asset_id] = min(starts.get(asset_id, first), first)
+    return starts
+
+
+def _timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
+    units, anchored, week_start = FAMILY_TIMEFRAME_RULES[family]
+    timeframes = []
+    for label in market_store.active_timeframes(conn, family):
+        timeframe = Timeframe.parse(label)
+        if (
+            timeframe.unit not in units
+            or timeframe.anchored != anchored
+            or (timeframe.unit == "W" and timeframe.week_start != week_start)
+        ):
+            raise ValueError(f"market.dim_timeframe: {label!r} does not belong to family {family!r}")
+        timeframes.append(timeframe)
+    return timeframes
+
+
+def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    freshness = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=settings.market_staleness_hours))
+    partitioned = {
+        "group_name": GROUP,
+        "partitions_def": partitions,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "freshness_policy": freshness,
+    }
+
+    @dg.asset(
+        key=PRICE_HISTORIES,
+        kinds={"postgres", "polars"},
+        description="Daily prices as loaded (CSV in common spellings or Lean daily files), one row per asset and "
+        "trading date in the asset's timezone. Changed values are revisions and mark the asset's bars dirty from "
+        "that date; unreadable or impossible rows go to market.price_rejects with file, line and reason.",
+        **partitioned,
+    )
+    def price_histories(
+        context: dg.AssetExecutionContext, config: PriceFilesConfig, warehouse: Warehouse
+    ) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        specs = config.files or [
+            PriceFileSpec(path=str(p), symbol=p.stem.upper())
+            for p in sorted(prices_landing_dir(settings).glob("*.csv"))
+        ]
+        start, end = run_date_window(context)
+        with warehouse.transaction() as conn:
+            results = [_load_file(conn, spec, start, end, partitions_end(partitions)) for spec in specs]
+        loaded = (
+            pl.concat([r.pop("frame") for r in results]) if results else pl.DataFrame(schema={"trade_date": pl.Date})
+        )
+        totals = {key: sum(r[key] for r in results) for key in ("rows", "inserted", "revised", "unchanged", "rejects")}
+        return dg.MaterializeResult(
+            metadata={
+                "files": len(specs),
+                "assets": len({s.symbol for s in specs}),
+                **totals,
+                **_date_range(loaded),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+
+    @dg.asset(
+        key=BAR_KEYS["1d"],
+        deps=[PRICE_HISTORIES],
+        kinds={"postgres", "polars"},
+        automation_condition=FOLLOW_PARENTS,
+        description="Daily bars, the one source of every multi-day family: the loaded prices with an inconsistent "
+        "high/low repaired to max/min(open, close, high/low) and flagged (the original goes to price_rejects).",
+        **partitioned,
+    )
+    def price_bars_1d(
+        context: dg.AssetExecutionContext, config: BarsConfig, warehouse: Warehouse
+    ) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        window_start, _ = run_date_window(context)
+        with warehouse.transaction() as conn:
+            starts = _rebuild_starts(conn, "1d", "price_histories", window_start, config.full_window)
+            prices = market_store.read_rows_from(
+                conn,
+                "price_histories",
+                starts,
+                ["asset_id", "trade_date", "open", "high", "low", "close", "volume", "source_file", "source_line"],
+            )
+            context_rows = market_store.daily_context(conn, starts)
+            bars, repairs = daily_bars(prices, context_rows)
+            bars = with_bar_times(bars, market_store.assets(conn))
+            replace_from = pl.DataFrame(
+                {"asset_id": list(starts), "from_date": list(starts.values())},
+                schema={"asset_id": pl.Int64, "from_date": pl.Date},
+            ).with_columns(tf=pl.lit("1D"))
+            written = market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS)
+            market_store.replace_bar_rejects(conn, starts, repairs)
+            for family in market_store.MULTI_FAMILIES:
+                market_store.mark_dirty(conn, family, starts)
+        return dg.MaterializeResult(
+            metadata={
+                "rows": written,
+                "repairs": repairs.height,
+                "assets": len(starts),
+                **_date_range(bars),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+
+    def family_asset(family: str) -> dg.AssetsDefinition:
+        @dg.asset(
+            key=BAR_KEYS[family],
+            deps=[BAR_KEYS["1d"]],
+            kinds={"postgres", "polars"},
+            automation_condition=FOLLOW_PARENTS,
+            description=f"Snapshot bars of the {family} family for the active timeframes of market.dim_timeframe: "
+            "one row per daily close while a bar forms, canonical (is_partial_end = false) where it completes.",
+            **partitioned,
+        )
+        def bars_of_family(
+            context: dg.AssetExecutionContext, config: BarsConfig, warehouse: Warehouse
+        ) -> dg.MaterializeResult:
+            started = time.perf_counter()
+            window_start, _ = run_date_window(context)
+            with warehouse.transaction() as conn:
+                timeframes = _timeframes(conn, family)
+                starts = _rebuild_starts(conn, family, "price_bars_1d", window_start, config.full_window)
+                written, frames = _rebuild_family(conn, family, timeframes, starts)
+            rows = pl.concat(frames) if frames else pl.DataFrame(schema={"trade_date": pl.Date})
+            return dg.MaterializeResult(
+                metadata={
+                    "rows": written,
+                    "assets": len(starts),
+                    "timeframes": ", ".join(t.label for t in timeframes),
+                    **_date_range(rows),
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+            )
+
+        return bars_of_family
+
+    return [price_histories, price_bars_1d, *(family_asset(f) for f in market_store.MULTI_FAMILIES)]
+
+
+def _rebuild_family(
+    conn: psycopg.Connection, family: str, timeframes: list[Timeframe], starts: dict[int, date]
+) -> tuple[int, list[pl.DataFrame]]:
+    """Recompute each asset's bars of every timeframe from the bar holding its start date; returns rows written."""
+    if not starts or not timeframes:
+        return 0, []
+    context = market_store.daily_context(conn, starts).cast({"from_date": pl.Date, "first_trade_date": pl.Date})
+    tf_starts = []
+    for timeframe in timeframes:
+        if timeframe.unit == "D":
+            # A block starts at a multiple of n rows from the asset's first row: find that row's date.
+            first_seq = context.select("asset_id", bar_seq=(pl.col("rows_before") // timeframe.n) * timeframe.n + 1)
+            block_dates = market_store.dates_of_bar_seq(conn, first_seq)
+            start = first_seq.join(block_dates, on=["asset_id", "bar_seq"], how="left").select("asset_id", "from_date")
+        else:
+            _, window_start, _ = window_start_end(pl.col("from_date"), timeframe)
+            start = context.select("asset_id", from_date=pl.max_horizontal(window_start, pl.col("first_trade_date")))
+        tf_starts.append(start.drop_nulls("from_date").with_columns(tf=pl.lit(timeframe.label)))
+    replace_from = pl.concat(tf_starts)
+    load_from = dict(replace_from.group_by("asset_id").agg(pl.col("from_date").min()).iter_rows())
+    assets = market_store.assets(conn)
+    daily = (
+        market_store.read_rows_from(
+            conn,
+            "price_bars_1d",
+            load_from,
+            ["asset_id", "trade_date", "bar_seq", "open", "high", "low", "close", "volume"],
+        )
+        .cast({"trade_date": pl.Date, "volume": pl.Float64})
+        .with_columns(row_index=pl.col("bar_seq") - 1)
+        .drop("bar_seq")
+        .join(context.select("asset_id", "first_trade_date"), on="asset_id")
+        .join(assets.select("asset_id", "calendar"), on="asset_id")
+    )
+    if daily.is_empty():
+        return market_store.replace_bars(conn, family, daily, replace_from, []), []
+    years = max((t.n for t in timeframes if t.unit == "Y"), default=1)
+    sessions = session_table(
+        daily["calendar"].unique().to_list(),
+        date(daily["first_trade_date"].min().year - years - 1, 1, 1),
+        date(daily["trade_date"].max().year + years + 1, 12, 31),
+    )
+    frames = []
+    for timeframe in timeframes:
+        sliced = daily.join(replace_from.filter(pl.col("tf") == timeframe.label), on="asset_id").filter(
+            pl.col("trade_date") >= pl.col("from_date")
+        )
+        build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
+        frames.append(with_bar_times(build(sliced, timeframe, sessions), assets))
+    columns = _BAR_COLUMNS + (["bar_anchor_offset"] if family.startswith("cal_anchor") else [])
+    written = market_store.replace_bars(conn, family, pl.concat(frames), replace_from, columns)
+    return written, frames

@@ -1,0 +1,221 @@
+"""Reads and writes of the `market` tables. Each function runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
+
+BAR_TABLES = {
+    "1d": "price_bars_1d",
+    "multi_tf": "price_bars_multi_tf",
+    "cal_iso": "price_bars_multi_tf_cal_iso",
+    "cal_us": "price_bars_multi_tf_cal_us",
+    "cal_anchor_iso": "price_bars_multi_tf_cal_anchor_iso",
+    "cal_anchor_us": "price_bars_multi_tf_cal_anchor_us",
+}
+MULTI_FAMILIES = [f for f in BAR_TABLES if f != "1d"]
+
+
+@dataclass(frozen=True)
+class PriceUpsert:
+    inserted: int
+    revised: int
+    unchanged: int
+
+
+def ensure_asset(
+    conn: psycopg.Connection,
+    symbol: str,
+    timezone: str | None = None,
+    calendar: str | None = None,
+    asset_class: str | None = None,
+) -> tuple[int, str, str]:
+    """(asset_id, timezone, calendar) of `symbol`, created on first load; given attributes are updated."""
+    conn.execute("insert into market.dim_assets (symbol) values (%s) on conflict (symbol) do nothing", (symbol,))
+    conn.execute(
+        "update market.dim_assets set timezone = coalesce(%s, timezone), calendar = coalesce(%s, calendar), "
+        "asset_class = coalesce(%s, asset_class) where symbol = %s",
+        (timezone, calendar, asset_class, symbol),
+    )
+    return conn.execute(
+        "select asset_id, timezone, calendar from market.dim_assets where symbol = %s", (symbol,)
+    ).fetchone()
+
+
+def assets(conn: psycopg.Connection) -> pl.DataFrame:
+    return read_frame(conn, "select asset_id, symbol, timezone, calendar from market.dim_assets order by asset_id")
+
+
+def upsert_prices(conn: psycopg.Connection, asset_id: int, prices: pl.DataFrame) -> PriceUpsert:
+    """Insert new rows and revise changed ones; the asset is marked dirty from the earliest change."""
+    scratch_table(conn, "incoming_prices", "(like market.price_histories including defaults)")
+    columns = ["trade_date", "open", "high", "low", "close", "volume", "source_file", "source_line"]
+    copy_frame(
+        conn,
+        sql.SQL("incoming_prices"),
+        prices.rename({"line": "source_line"}).with_columns(asset_id=pl.lit(asset_id)),
+        ["asset_id", *columns],
+    )
+    changed = conn.execute(
+        """
+        insert into market.price_histories as p
+            (asset_id, trade_date, open, high, low, close, volume, source_file, source_line)
+        select asset_id, trade_date, open, high, low, close, volume, source_file, source_line from incoming_prices
+        on conflict (asset_id, trade_date) do update
+            set open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+                volume = excluded.volume, source_file = excluded.source_file,
+                source_line = excluded.source_line, loaded_at = now()
+            where (p.open, p.high, p.low, p.close, p.volume)
+                  is distinct from (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
+        returning trade_date, (xmax = 0) as inserted
+        """
+    ).fetchall()
+    if changed:
+        mark_dirty(conn, "1d", {asset_id: min(d for d, _ in changed)})
+    inserted = sum(1 for _, is_new in changed if is_new)
+    return PriceUpsert(inserted=inserted, revised=len(changed) - inserted, unchanged=prices.height - len(changed))
+
+
+def record_load_rejects(conn: psycopg.Connection, rejects: pl.DataFrame) -> int:
+    """Rows refused at load (file, line, reason); loading the same file again replaces them."""
+    if rejects.is_empty():
+        return 0
+    scratch_table(conn, "incoming_rejects", "(like market.price_rejects)")
+    columns = ["asset_id", "symbol", "trade_date", "source_file", "source_line", "reason"]
+    columns += [c for c in ("open", "high", "low", "close", "volume") if c in rejects.columns]
+    copy_frame(conn, sql.SQL("incoming_rejects"), rejects.with_columns(stage=pl.lit("load")), [*columns, "stage"])
+    listed = sql.SQL(", ").join(map(sql.Identifier, [*columns, "stage"]))
+    conn.execute(
+        sql.SQL(
+            "insert into market.price_rejects ({cols}) select {cols} from incoming_rejects "
+            "on conflict (source_file, source_line) where stage = 'load' do update "
+            "set reason = excluded.reason, trade_date = excluded.trade_date, rejected_at = now()"
+        ).format(cols=listed)
+    )
+    return rejects.height
+
+
+def mark_dirty(conn: psycopg.Connection, family: str, dirty_from: dict[int, date]) -> None:
+    """Mark assets stale in `family` from the given dates (an earlier existing mark wins)."""
+    if not dirty_from:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into market.bars_dirty (family, asset_id, dirty_from) values (%s, %s, %s) "
+            "on conflict (family, asset_id) do update "
+            "set dirty_from = least(bars_dirty.dirty_from, excluded.dirty_from)",
+            [(family, asset_id, day) for asset_id, day in dirty_from.items()],
+        )
+
+
+def take_dirty(conn: psycopg.Connection, family: str) -> dict[int, date]:
+    """Dirty marks of `family`, locked and removed: the caller's transaction rebuilds them or rolls back."""
+    rows = conn.execute(
+        "delete from market.bars_dirty where family = %s returning asset_id, dirty_from", (family,)
+    ).fetchall()
+    return dict(rows)
+
+
+def assets_with_prices_since(conn: psycopg.Connection, source: str, since: date | None) -> dict[int, date]:
+    """First date on or after `since` of every asset with rows in the source table."""
+    condition = sql.SQL("") if since is None else sql.SQL("where trade_date >= %s")
+    query = sql.SQL("select asset_id, min(trade_date) from market.{} {} group by asset_id").format(
+        sql.Identifier(source), condition
+    )
+    return dict(conn.execute(query, () if since is None else (since,)).fetchall())
+
+
+def _starts_table(conn: psycopg.Connection, starts: dict[int, date]) -> None:
+    scratch_table(conn, "rebuild_from", "(asset_id integer, from_date date)")
+    with conn.cursor() as cur, cur.copy("copy rebuild_from from stdin") as copy:
+        for asset_id, day in starts.items():
+            copy.write_row((asset_id, day))
+
+
+def read_rows_from(conn: psycopg.Connection, table: str, starts: dict[int, date], columns: list[str]) -> pl.DataFrame:
+    """Rows of market.`table` of each asset on or after its start date, ordered by asset and date."""
+    _starts_table(conn, starts)
+    query = sql.SQL(
+        "select {cols} from market.{table} t join rebuild_from r using (asset_id) "
+        "where t.trade_date >= r.from_date order by t.asset_id, t.trade_date"
+    ).format(cols=sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in columns), table=sql.Identifier(table))
+    with conn.cursor() as cur:
+        cur.execute(query)
+        rows = cur.fetchall()
+    return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+
+
+def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataFrame:
+    """Per asset: rows of price_bars_1d before its start (the row index to continue from) and its first date."""
+    _starts_table(conn, starts)
+    return read_frame(
+        conn,
+        """
+        select r.asset_id, r.from_date,
+               coalesce((select max(b.bar_seq) from market.price_bars_1d b
+                         where b.asset_id = r.asset_id and b.trade_date < r.from_date), 0) as rows_before,
+               (select min(b.trade_date) from market.price_bars_1d b where b.asset_id = r.asset_id) as first_trade_date
+        from rebuild_from r
+        """,
+    )
+
+
+def replace_bars(
+    conn: psycopg.Connection, family: str, frame: pl.DataFrame, starts: pl.DataFrame, columns: list[str]
+) -> int:
+    """Delete each (asset, tf)'s rows from its start date (`starts`: asset_id, tf, from_date) and COPY `frame`."""
+    table = sql.SQL("market.{}").format(sql.Identifier(BAR_TABLES[family]))
+    scratch_table(conn, "replace_from", "(asset_id integer, tf text, from_date date)")
+    copy_frame(conn, sql.SQL("replace_from"), starts, ["asset_id", "tf", "from_date"])
+    conn.execute(
+        sql.SQL(
+            "delete from {} t using replace_from r "
+            "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date"
+        ).format(table)
+    )
+    return copy_frame(conn, table, frame, columns)
+
+
+def replace_bar_rejects(conn: psycopg.Connection, starts: dict[int, date], rejects: pl.DataFrame) -> int:
+    """Repairs of daily bars are recorded as rejects with their reason; rebuilt dates replace theirs."""
+    _starts_table(conn, starts)
+    conn.execute(
+        "delete from market.price_rejects p using rebuild_from r "
+        "where p.stage = 'bars_1d' and p.asset_id = r.asset_id and p.trade_date >= r.from_date"
+    )
+    if rejects.is_empty():
+        return 0
+    columns = ["asset_id", "trade_date", "source_file", "source_line", "reason", "open", "high", "low", "close"]
+    columns.append("volume")
+    return copy_frame(
+        conn,
+        sql.SQL("market.price_rejects"),
+        rejects.rename({"reject_reason": "reason"}).with_columns(stage=pl.lit("bars_1d")),
+        [*columns, "stage"],
+    )
+
+
+def active_timeframes(conn: psycopg.Connection, family: str) -> list[str]:
+    return [
+        tf
+        for (tf,) in conn.execute(
+            "select tf from market.dim_timeframe where family = %s and is_active order by sort_order, tf", (family,)
+        )
+    ]
+
+
+def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataFrame:
+    """trade_date of daily bars by (asset_id, bar_seq) as `from_date`."""
+    scratch_table(conn, "wanted_seq", "(asset_id integer, bar_seq integer)")
+    copy_frame(conn, sql.SQL("wanted_seq"), wanted, ["asset_id", "bar_seq"])
+    return read_frame(
+        conn,
+        "select w.asset_id, w.bar_seq, b.trade_date as from_date "
+        "from wanted_seq w join market.price_bars_1d b using (asset_id, bar_seq)",
+    ).cast({"asset_id": pl.Int64, "bar_seq": pl.Int64, "from_date": pl.Date})
