@@ -102,11 +102,14 @@ class Platform:
         *,
         partition_range: tuple[str, str] | None = None,
         files: list[Path] | None = None,
+        ops: dict | None = None,
         raise_on_error: bool = True,
     ) -> dg.ExecuteInProcessResult:
-        run_config: dict = dict(QUIET_LOGS)
+        """Run `selection`; `files` configures the series load, `ops` any op config ({op name: config})."""
+        ops = {name: {"config": config} for name, config in (ops or {}).items()}
         if files is not None:
-            run_config |= {"ops": {"core_energy__fact_series_value": {"config": {"files": [str(f) for f in files]}}}}
+            ops["core_energy__fact_series_value"] = {"config": {"files": [str(f) for f in files]}}
+        run_config = {**QUIET_LOGS, "ops": ops}
         return dg.materialize(
             [*self.defs.assets, *self.defs.asset_checks],
             instance=self.instance,
@@ -131,7 +134,8 @@ class Platform:
 
 @pytest.fixture
 def platform(settings: Settings) -> Iterator[Platform]:
-    with dg.instance_for_test() as instance:
+    # In memory: on-disk instance storage costs tens of ms per partition event.
+    with dg.DagsterInstance.ephemeral() as instance:
         yield Platform(settings, instance)
 
 

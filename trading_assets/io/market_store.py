@@ -86,7 +86,12 @@ def record_load_rejects(conn: psycopg.Connection, rejects: pl.DataFrame) -> int:
     """Rows refused at load (file, line, reason); loading the same file again replaces them."""
     if rejects.is_empty():
         return 0
-    scratch_table(conn, "incoming_rejects", "(like market.price_rejects)")
+    scratch_table(
+        conn,
+        "incoming_rejects",
+        "(asset_id integer, symbol text, trade_date date, source_file text, source_line integer, stage text, "
+        "reason text, open float8, high float8, low float8, close float8, volume float8)",
+    )
     columns = ["asset_id", "symbol", "trade_date", "source_file", "source_line", "reason"]
     columns += [c for c in ("open", "high", "low", "close", "volume") if c in rejects.columns]
     copy_frame(conn, sql.SQL("incoming_rejects"), rejects.with_columns(stage=pl.lit("load")), [*columns, "stage"])

@@ -1,0 +1,185 @@
+"""Prices -> daily bars -> multi-day families through Dagster on PostgreSQL: rejects, late data, revisions,
+and incremental builds that equal a full rebuild."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import psycopg
+import pytest
+
+from trading_assets.config import Settings
+from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
+from trading_assets.io.market_store import BAR_TABLES
+from trading_assets_tests.conftest import SHARED_DATA, Platform
+
+BARS = list(BAR_KEYS.values())
+BTC = SHARED_DATA / "daily" / "binance_BTCUSDT_1d.csv"
+needs_shared = pytest.mark.skipif(not BTC.exists(), reason="../shared/data is not beside the project")
+
+
+@pytest.fixture
+def platform(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """Partitions from 2019: fewer partition events per full-range run."""
+    monkeypatch.setenv("TRADING_ASSETS_START_DATE", "2019-01-01")
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield Platform(Settings.from_env(), instance)
+
+
+def _load(platform: Platform, files: list[dict], months: tuple[str, str]) -> dg.ExecuteInProcessResult:
+    return platform.run(
+        dg.AssetSelection.assets(PRICE_HISTORIES),
+        partition_range=months,
+        ops={"market__price_histories": {"files": files}},
+    )
+
+
+def _bars(platform: Platform, months: tuple[str, str], full_window: bool = False) -> dg.ExecuteInProcessResult:
+    config = {"full_window": full_window}
+    return platform.run(
+        dg.AssetSelection.assets(*BARS),
+        partition_range=months,
+        ops={f"market__{table}": config for table in BAR_TABLES.values()},
+    )
+
+
+def _snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
+    tables = {}
+    for table in BAR_TABLES.values():
+        columns = [
+            c
+            for (c,) in conn.execute(
+                "select column_name from information_schema.columns where table_schema = 'market' "
+                "and table_name = %s and column_name <> 'built_at' order by ordinal_position",
+                (table,),
+            )
+        ]
+        listed = ", ".join(columns)
+        tables[table] = conn.execute(f"select {listed} from market.{table} order by 1, 2, 3, 4").fetchall()  # noqa: S608
+    return tables
+
+
+def _write(path: Path, rows: list[str]) -> Path:
+    path.write_text("date,open,high,low,close,volume\n" + "".join(r + "\n" for r in rows))
+    return path
+
+
+def _btc_rows(first: str, last: str) -> list[str]:
+    frame = pl.read_csv(BTC).filter(pl.col("timestamp").is_between(pl.lit(first), pl.lit(last)))
+    return [",".join(str(v) for v in row) for row in frame.iter_rows()]
+
+
+def test_bad_rows_are_rejected_with_line_and_reason_and_good_rows_load(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    prices = _write(
+        tmp_path / "x.csv",
+        [
+            "2024-01-02,10,11,9,10.5,100",
+            "2024-01-03,10,11,9,nan,100",
+            "2024-01-04,-1,11,9,10,100",
+            "2024-01-05,10,11,9",
+            "2024-01-06,10,9.5,9,10.5,100",  # high below close: loads, repaired in the daily bars
+            "2024-01-06,10,11,9,10.5,100",
+            "2024-01-07,10,11,9,10.5,-5",
+            "2024-01-08,10,11,9,10.5,",
+        ],
+    )
+    result = _load(platform, [{"path": str(prices), "symbol": "XTEST"}], ("2024-01-01", "2024-01-01"))
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert (metadata["rows"].value, metadata["rejects"].value) == (3, 5)
+    rejects = conn.execute(
+        "select source_line, reason from market.price_rejects where stage = 'load' order by source_line"
+    ).fetchall()
+    assert rejects == [
+        (3, "price missing, not finite or not positive"),
+        (4, "price missing, not finite or not positive"),
+        (5, "expected 6 fields, found 4"),
+        (7, "duplicate trade_date (first seen on line 6)"),
+        (8, "volume negative or not finite"),
+    ]
+    _bars(platform, ("2024-01-01", "2024-01-01"))
+    daily = conn.execute(
+        "select trade_date::text, high, low, volume, repaired_high, bar_seq from market.price_bars_1d order by 1"
+    ).fetchall()
+    assert daily == [
+        ("2024-01-02", 11.0, 9.0, 100.0, False, 1),
+        ("2024-01-06", 10.5, 9.0, 100.0, True, 2),
+        ("2024-01-08", 11.0, 9.0, None, False, 3),
+    ]
+    assert conn.execute("select reason, high from market.price_rejects where stage = 'bars_1d'").fetchall() == [
+        ("high below max(open, close); repaired", 9.5)
+    ]
+    # Loading the same file again neither duplicates rejects nor revises anything.
+    again = _load(platform, [{"path": str(prices), "symbol": "XTEST"}], ("2024-01-01", "2024-01-01"))
+    metadata = again.get_asset_materialization_events()[0].materialization.metadata
+    assert (metadata["inserted"].value, metadata["revised"].value, metadata["unchanged"].value) == (0, 0, 3)
+    assert conn.execute("select count(*) from market.price_rejects").fetchone()[0] == 6
+
+
+@needs_shared
+def test_day_by_day_build_equals_full_rebuild_on_real_data(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    history = _write(tmp_path / "history.csv", _btc_rows("2019-11-01", "2020-02-20"))
+    _load(platform, [{"path": str(history), "symbol": "BTCUSDT"}], ("2019-01-01", "2020-02-01"))
+    _bars(platform, ("2020-02-01", "2020-02-01"))
+    for day_row in _btc_rows("2020-02-21", "2020-03-03"):
+        day_file = _write(tmp_path / f"{day_row[:10]}.csv", [day_row])
+        month = day_row[:7] + "-01"
+        _load(platform, [{"path": str(day_file), "symbol": "BTCUSDT"}], (month, month))
+        _bars(platform, (month, month))
+    incremental = _snapshot(conn)
+    assert len(incremental["price_bars_1d"]) == 124
+    assert conn.execute("select count(*) from market.bars_dirty").fetchone()[0] == 0
+
+    _bars(platform, ("2019-01-01", "2020-03-01"), full_window=True)
+    assert _snapshot(conn) == incremental
+    counts = dict(conn.execute("select alignment_source, count(*) from market.price_bars_multi_tf_u group by 1"))
+    assert counts["multi_tf"] == 124 * 5
+
+
+@needs_shared
+def test_late_interior_day_and_old_revision_reach_every_later_row(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    rows = _btc_rows("2020-01-01", "2020-02-29")
+    late = next(r for r in rows if r.startswith("2020-01-12"))
+    _load(
+        platform,
+        [{"path": str(_write(tmp_path / "gap.csv", [r for r in rows if r != late])), "symbol": "BTCUSDT"}],
+        ("2020-01-01", "2020-02-01"),
+    )
+    _bars(platform, ("2020-01-01", "2020-02-01"))
+    assert conn.execute("select max(bar_seq) from market.price_bars_1d").fetchone()[0] == 59
+
+    # The missing day arrives late, and an older close is revised.
+    revised = late.replace("2020-01-12", "2020-01-05").split(",")
+    revised_row = ",".join([*revised[:4], "7777.0", revised[5]])
+    _load(
+        platform,
+        [{"path": str(_write(tmp_path / "late.csv", [late, revised_row])), "symbol": "BTCUSDT"}],
+        ("2020-01-01", "2020-01-01"),
+    )
+    _bars(platform, ("2020-01-01", "2020-01-01"))
+    incremental = _snapshot(conn)
+    seqs = [row[2] for row in incremental["price_bars_1d"]]
+    assert seqs == list(range(1, 61))
+    assert conn.execute(
+        "select close from market.price_bars_multi_tf where tf = '7D' and trade_date = '2020-01-05'"
+    ).fetchone() == (7777.0,)
+    _bars(platform, ("2019-01-01", "2020-02-01"), full_window=True)
+    assert _snapshot(conn) == incremental
+
+
+def test_rerunning_a_partition_gives_identical_rows(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    prices = _write(tmp_path / "x.csv", [f"2024-01-{d:02d},10,11,9,{10 + d / 10},100" for d in range(1, 32)])
+    _load(platform, [{"path": str(prices), "symbol": "XTEST"}], ("2024-01-01", "2024-01-01"))
+    _bars(platform, ("2024-01-01", "2024-01-01"))
+    first = _snapshot(conn)
+    _bars(platform, ("2024-01-01", "2024-01-01"), full_window=True)
+    assert _snapshot(conn) == first
+    assert len(first["price_bars_multi_tf_cal_anchor_iso"]) == 31 * 6
