@@ -4,6 +4,7 @@ import dagster as dg
 
 from trading_assets.config import Settings
 from trading_assets.defs.market.assets import build_market_assets
+from trading_assets.defs.market.checks import MARKET_CHECKS
 from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
@@ -24,7 +25,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[*build_series_assets(settings, partitions), *build_market_assets(settings, partitions)],
-        asset_checks=[*SERIES_CHECKS],
+        asset_checks=[*SERIES_CHECKS, *MARKET_CHECKS],
         schedules=[*series_schedules],
         sensors=[
             *series_sensors,

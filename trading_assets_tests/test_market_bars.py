@@ -132,12 +132,28 @@ def test_day_by_day_build_equals_full_rebuild_on_real_data(
         _bars(platform, (month, month))
     incremental = _snapshot(conn)
     assert len(incremental["price_bars_1d"]) == 124
+    warnings = {
+        (e.asset_key.path[-1], e.check_name): e
+        for e in _bars(platform, ("2020-03-01", "2020-03-01")).get_asset_check_evaluations()
+    }
+    assert len(warnings) == 3 * 6 + 2 + 5 * 2 and all(e.passed for e in warnings.values())
     assert conn.execute("select count(*) from market.bars_dirty").fetchone()[0] == 0
 
     _bars(platform, ("2019-01-01", "2020-03-01"), full_window=True)
     assert _snapshot(conn) == incremental
     counts = dict(conn.execute("select alignment_source, count(*) from market.price_bars_multi_tf_u group by 1"))
     assert counts["multi_tf"] == 124 * 5
+
+    # A timeframe added by a user is reported missing until the bars are rebuilt, then built without code.
+    conn.execute("insert into market.dim_timeframe (family, tf) values ('multi_tf', '2D')")
+    coverage = dg.AssetCheckKey(BAR_KEYS["multi_tf"], "coverage")
+    [before] = platform.run(dg.AssetSelection.checks(coverage)).get_asset_check_evaluations()
+    assert not before.passed and before.metadata["missing"].value == 1
+    rebuilt = _bars(platform, ("2019-01-01", "2020-03-01"), full_window=True)
+    assert [e.passed for e in rebuilt.get_asset_check_evaluations() if e.asset_check_key == coverage] == [True]
+    assert conn.execute(
+        "select count(*), count(*) filter (where not is_partial_end) from market.price_bars_multi_tf where tf = '2D'"
+    ).fetchone() == (124, 62)
 
 
 @needs_shared

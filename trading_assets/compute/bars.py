@@ -242,3 +242,44 @@ def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame
             time_open_bar=pl.lit(None, pl.Datetime("us", "UTC")), time_close_bar=pl.lit(None, pl.Datetime("us", "UTC"))
         )
     return pl.concat(parts).drop("timezone").sort("asset_id", "trade_date")
+
+
+def invariant_violations(bars: pl.DataFrame) -> dict[str, int]:
+    """Counts of rows breaking what must always hold: OHLC order and one canonical row per bar."""
+    ohlc_ok = (
+        (pl.col("high") >= pl.max_horizontal("open", "close"))
+        & (pl.col("low") <= pl.min_horizontal("open", "close"))
+        & (pl.col("low") > 0)
+    )
+    canonical = bars.filter(~pl.col("is_partial_end")) if "is_partial_end" in bars.columns else bars
+    key = [c for c in ("asset_id", "tf", "bar_seq", "bar_anchor_offset") if c in bars.columns]
+    return {
+        "ohlc_inconsistent": bars.filter(~ohlc_ok).height,
+        "duplicate_canonical": canonical.group_by(key).len().filter(pl.col("len") > 1)["len"].sum() or 0,
+    }
+
+
+def outlier_days(daily: pl.DataFrame, jump: float = 0.25, wick: float = 2.0) -> pl.DataFrame:
+    """Daily bars that look like bad prints: a wick far outside the body, or a jump that reverses next day."""
+    body_high = pl.max_horizontal("open", "close")
+    body_low = pl.min_horizontal("open", "close")
+    move = (pl.col("close") / pl.col("close").shift(1)).log().over("asset_id", order_by="trade_date")
+    back = (pl.col("close").shift(-1) / pl.col("close")).log().over("asset_id", order_by="trade_date")
+    reverting = (move.abs() > jump) & (back.abs() > jump) & (move.sign() != back.sign())
+    wick_spike = (pl.col("high") > wick * body_high) | (pl.col("low") < body_low / wick)
+    return daily.filter(reverting | wick_spike).select("asset_id", "trade_date", "open", "high", "low", "close")
+
+
+def missing_sessions(daily: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
+    """Expected sessions (of each asset's calendar, between its first and last row) that have no daily row."""
+    spans = daily.group_by("asset_id", "calendar").agg(
+        first=pl.col("trade_date").min(), last=pl.col("trade_date").max()
+    )
+    expected = spans.join(sessions, on="calendar").filter(
+        pl.col("session_date").is_between(pl.col("first"), pl.col("last"))
+    )
+    return (
+        expected.join(daily.select("asset_id", session_date="trade_date"), on=["asset_id", "session_date"], how="anti")
+        .select("asset_id", "session_date")
+        .sort("asset_id", "session_date")
+    )

@@ -49,7 +49,11 @@ def ensure_asset(
 
 
 def assets(conn: psycopg.Connection) -> pl.DataFrame:
-    return read_frame(conn, "select asset_id, symbol, timezone, calendar from market.dim_assets order by asset_id")
+    return read_frame(
+        conn,
+        "select asset_id, symbol, timezone, calendar from market.dim_assets order by asset_id",
+        schema={"asset_id": pl.Int64, "symbol": pl.String, "timezone": pl.String, "calendar": pl.String},
+    )
 
 
 def upsert_prices(conn: psycopg.Connection, asset_id: int, prices: pl.DataFrame) -> PriceUpsert:
@@ -143,8 +147,11 @@ def _starts_table(conn: psycopg.Connection, starts: dict[int, date]) -> None:
             copy.write_row((asset_id, day))
 
 
-def read_rows_from(conn: psycopg.Connection, table: str, starts: dict[int, date], columns: list[str]) -> pl.DataFrame:
+def read_rows_from(
+    conn: psycopg.Connection, table: str, starts: dict[int, date], schema: dict[str, pl.DataType]
+) -> pl.DataFrame:
     """Rows of market.`table` of each asset on or after its start date, ordered by asset and date."""
+    columns = list(schema)
     _starts_table(conn, starts)
     query = sql.SQL(
         "select {cols} from market.{table} t join rebuild_from r using (asset_id) "
@@ -153,7 +160,7 @@ def read_rows_from(conn: psycopg.Connection, table: str, starts: dict[int, date]
     with conn.cursor() as cur:
         cur.execute(query)
         rows = cur.fetchall()
-    return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataFrame:
@@ -168,6 +175,7 @@ def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataF
                (select min(b.trade_date) from market.price_bars_1d b where b.asset_id = r.asset_id) as first_trade_date
         from rebuild_from r
         """,
+        schema={"asset_id": pl.Int64, "from_date": pl.Date, "rows_before": pl.Int64, "first_trade_date": pl.Date},
     )
 
 
@@ -215,6 +223,20 @@ def active_timeframes(conn: psycopg.Connection, family: str) -> list[str]:
     ]
 
 
+PRICE_SCHEMA = {
+    "asset_id": pl.Int64,
+    "trade_date": pl.Date,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+    "source_file": pl.String,
+    "source_line": pl.Int64,
+}
+DAILY_BAR_SCHEMA = {**{k: v for k, v in PRICE_SCHEMA.items() if not k.startswith("source")}, "bar_seq": pl.Int64}
+
+
 def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataFrame:
     """trade_date of daily bars by (asset_id, bar_seq) as `from_date`."""
     scratch_table(conn, "wanted_seq", "(asset_id integer, bar_seq integer)")
@@ -223,4 +245,16 @@ def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataF
         conn,
         "select w.asset_id, w.bar_seq, b.trade_date as from_date "
         "from wanted_seq w join market.price_bars_1d b using (asset_id, bar_seq)",
-    ).cast({"asset_id": pl.Int64, "bar_seq": pl.Int64, "from_date": pl.Date})
+        schema={"asset_id": pl.Int64, "bar_seq": pl.Int64, "from_date": pl.Date},
+    )
+
+
+def rows_without_prices(conn: psycopg.Connection, family: str, starts: dict[int, date]) -> int:
+    """Rebuilt bar rows (from each asset's start) on a date with no loaded price: bars newer than prices."""
+    _starts_table(conn, starts)
+    query = sql.SQL(
+        "select count(*) from market.{} t join rebuild_from r using (asset_id) where t.trade_date >= r.from_date "
+        "and not exists (select 1 from market.price_histories p "
+        "where p.asset_id = t.asset_id and p.trade_date = t.trade_date)"
+    ).format(sql.Identifier(BAR_TABLES[family]))
+    return conn.execute(query).fetchone()[0]

@@ -35,12 +35,19 @@ def copy_frame(
     return frame.height
 
 
-def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | None = None) -> pl.DataFrame:
-    """Run a query and return its rows as a polars frame (column types inferred from the values)."""
+def read_frame(
+    conn: psycopg.Connection,
+    query: sql.Composable | str,
+    params: Sequence | None = None,
+    schema: dict[str, pl.DataType] | None = None,
+) -> pl.DataFrame:
+    """Run a query and return its rows as a polars frame: typed by `schema`, else inferred from the values."""
     with conn.cursor() as cur:
         cur.execute(query, params)
         names = [d.name for d in cur.description or []]
         rows = cur.fetchall()
+    if schema is not None:
+        return pl.DataFrame(rows, schema=schema, orient="row")
     return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
 
 

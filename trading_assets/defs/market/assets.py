@@ -17,6 +17,7 @@ from trading_assets.compute.bars import (
     SNAPSHOT_COLUMNS,
     calendar_bars,
     daily_bars,
+    invariant_violations,
     multi_tf_bars,
     value_rejects,
     with_bar_times,
@@ -39,6 +40,17 @@ FAMILY_TIMEFRAME_RULES = {
     "cal_anchor_us": ("WMY", True, "US"),
 }
 
+_EMPTY_BARS = {
+    "asset_id": pl.Int64,
+    "tf": pl.String,
+    "bar_seq": pl.Int64,
+    "trade_date": pl.Date,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "is_partial_end": pl.Boolean,
+}
 FOLLOW_PARENTS = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 _BAR_COLUMNS = [c for c in SNAPSHOT_COLUMNS if c not in ("bar_start", "bar_end")] + ["time_open_bar", "time_close_bar"]
 # The other daily-bar columns are constants (tf_days 1, never partial) filled by the table defaults.
@@ -77,6 +89,35 @@ class BarsConfig(dg.Config):
     """`full_window`: rebuild every asset from the run's first day, not only what changed."""
 
     full_window: bool = False
+
+
+# Blocking checks evaluated on the rows each run writes (rows written earlier were checked then).
+INVARIANT_CHECKS = {
+    "ohlc_consistent": "high >= max(open, close) >= min(open, close) >= low > 0 on every row written",
+    "one_canonical_row_per_bar": "no bar has two canonical rows (daily bars: no repeated bar_seq)",
+    "not_newer_than_prices": "every bar row written stands on a date with a loaded price",
+}
+
+
+def invariant_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=key, blocking=True, description=text) for name, text in INVARIANT_CHECKS.items()
+    ]
+
+
+def invariant_results(bars: pl.DataFrame, orphans: int) -> list[dg.AssetCheckResult]:
+    counts = {**invariant_violations(bars), "rows_without_prices": orphans}
+    failing = {
+        "ohlc_consistent": counts["ohlc_inconsistent"],
+        "one_canonical_row_per_bar": counts["duplicate_canonical"],
+        "not_newer_than_prices": counts["rows_without_prices"],
+    }
+    return [
+        dg.AssetCheckResult(
+            check_name=name, passed=bad == 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"violations": bad}
+        )
+        for name, bad in failing.items()
+    ]
 
 
 def prices_landing_dir(settings: Settings) -> Path:
@@ -196,6 +237,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         deps=[PRICE_HISTORIES],
         kinds={"postgres", "polars"},
         automation_condition=FOLLOW_PARENTS,
+        check_specs=invariant_check_specs(BAR_KEYS["1d"]),
         description="Daily bars, the one source of every multi-day family: the loaded prices with an inconsistent "
         "high/low repaired to max/min(open, close, high/low) and flagged (the original goes to price_rejects).",
         **partitioned,
@@ -207,12 +249,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         window_start, _ = run_date_window(context)
         with warehouse.transaction() as conn:
             starts = _rebuild_starts(conn, "1d", "price_histories", window_start, config.full_window)
-            prices = market_store.read_rows_from(
-                conn,
-                "price_histories",
-                starts,
-                ["asset_id", "trade_date", "open", "high", "low", "close", "volume", "source_file", "source_line"],
-            )
+            prices = market_store.read_rows_from(conn, "price_histories", starts, market_store.PRICE_SCHEMA)
             context_rows = market_store.daily_context(conn, starts)
             bars, repairs = daily_bars(prices, context_rows)
             bars = with_bar_times(bars, market_store.assets(conn))
@@ -224,14 +261,16 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             market_store.replace_bar_rejects(conn, starts, repairs)
             for family in market_store.MULTI_FAMILIES:
                 market_store.mark_dirty(conn, family, starts)
+            checks = invariant_results(bars, market_store.rows_without_prices(conn, "1d", starts))
         return dg.MaterializeResult(
+            check_results=checks,
             metadata={
                 "rows": written,
                 "repairs": repairs.height,
                 "assets": len(starts),
                 **_date_range(bars),
                 "seconds": round(time.perf_counter() - started, 3),
-            }
+            },
         )
 
     def family_asset(family: str) -> dg.AssetsDefinition:
@@ -240,6 +279,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             deps=[BAR_KEYS["1d"]],
             kinds={"postgres", "polars"},
             automation_condition=FOLLOW_PARENTS,
+            check_specs=invariant_check_specs(BAR_KEYS[family]),
             description=f"Snapshot bars of the {family} family for the active timeframes of market.dim_timeframe: "
             "one row per daily close while a bar forms, canonical (is_partial_end = false) where it completes.",
             **partitioned,
@@ -253,15 +293,17 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 timeframes = _timeframes(conn, family)
                 starts = _rebuild_starts(conn, family, "price_bars_1d", window_start, config.full_window)
                 written, frames = _rebuild_family(conn, family, timeframes, starts)
-            rows = pl.concat(frames) if frames else pl.DataFrame(schema={"trade_date": pl.Date})
+                rows = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=_EMPTY_BARS)
+                checks = invariant_results(rows, market_store.rows_without_prices(conn, family, starts))
             return dg.MaterializeResult(
+                check_results=checks,
                 metadata={
                     "rows": written,
                     "assets": len(starts),
                     "timeframes": ", ".join(t.label for t in timeframes),
                     **_date_range(rows),
                     "seconds": round(time.perf_counter() - started, 3),
-                }
+                },
             )
 
         return bars_of_family
@@ -275,7 +317,7 @@ def _rebuild_family(
     """Recompute each asset's bars of every timeframe from the bar holding its start date; returns rows written."""
     if not starts or not timeframes:
         return 0, []
-    context = market_store.daily_context(conn, starts).cast({"from_date": pl.Date, "first_trade_date": pl.Date})
+    context = market_store.daily_context(conn, starts)
     tf_starts = []
     for timeframe in timeframes:
         if timeframe.unit == "D":
@@ -291,13 +333,7 @@ def _rebuild_family(
     load_from = dict(replace_from.group_by("asset_id").agg(pl.col("from_date").min()).iter_rows())
     assets = market_store.assets(conn)
     daily = (
-        market_store.read_rows_from(
-            conn,
-            "price_bars_1d",
-            load_from,
-            ["asset_id", "trade_date", "bar_seq", "open", "high", "low", "close", "volume"],
-        )
-        .cast({"trade_date": pl.Date, "volume": pl.Float64})
+        market_store.read_rows_from(conn, "price_bars_1d", load_from, market_store.DAILY_BAR_SCHEMA)
         .with_columns(row_index=pl.col("bar_seq") - 1)
         .drop("bar_seq")
         .join(context.select("asset_id", "first_trade_date"), on="asset_id")
