@@ -87,11 +87,122 @@ def _load_series(settings: Settings, files: list[Path]) -> int:
     return 0 if summary.success else 1
 
 
+def _load_prices(settings: Settings, args: argparse.Namespace) -> int:
+    from trading_assets.defs.market.assets import PRICE_HISTORIES
+    from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+    from trading_assets.orchestration import prepare_environment, run_assets
+    from trading_assets.sources.price_files import read_price_file
+
+    prepare_environment(settings)
+    specs, dates = [], []
+    for path in args.files:
+        # Read once here so a file of unknown layout is refused before any run starts.
+        dates += read_price_file(path, args.format, args.price_divisor).prices["trade_date"].to_list()
+        spec = {"path": str(path.resolve()), "symbol": args.symbol or path.stem.upper(), "format": args.format}
+        spec |= {"price_divisor": args.price_divisor, "timezone": args.timezone, "calendar": args.calendar}
+        specs.append(spec)
+    if not dates:
+        print("no price rows in the given files")
+        return 0
+    partitions = monthly_partitions(settings)
+    started = time.perf_counter()
+    summary = run_assets(
+        settings,
+        [PRICE_HISTORIES],
+        tags=range_tags(*key_range_for_dates(partitions, min(dates), max(dates))),
+        run_config={"ops": {"market__price_histories": {"config": {"files": specs}}}},
+    )
+    _print_summary("load prices", summary, time.perf_counter() - started)
+    if summary.success:
+        print("bars follow by automation under `trading-assets ui`, or now with `trading-assets refresh --bars`")
+    return 0 if summary.success else 1
+
+
+def _refresh(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, date, datetime
+
+    from trading_assets.defs.market.assets import BAR_KEYS
+    from trading_assets.defs.market.automation import daily_refresh_range
+    from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+    from trading_assets.orchestration import prepare_environment, run_assets
+
+    if args.emas:
+        print("error: EMAs are not part of the platform yet; use --bars", file=sys.stderr)
+        return 2
+    partitions = monthly_partitions(settings)
+    keys = partitions.get_partition_keys()
+    if args.start or args.end:
+        first = date.fromisoformat(args.start) if args.start else date.fromisoformat(keys[0])
+        last = date.fromisoformat(args.end) if args.end else datetime.now(UTC).date()
+        key_range = key_range_for_dates(partitions, first, last)
+    elif args.full_rebuild:
+        key_range = (keys[0], keys[-1])
+    else:
+        key_range = daily_refresh_range(partitions, datetime.now(UTC).date())
+    ids = [] if args.ids in (None, "all") else [int(i) for i in args.ids.split(",")]
+    config = {"full_window": args.full_rebuild, "asset_ids": ids}
+    components = list(BAR_KEYS.values())
+    plan = f"partitions {key_range[0]}..{key_range[1]}, assets {ids or 'all'}"
+    plan += ", full rebuild" if args.full_rebuild else ", new and changed days"
+    if args.dry_run:
+        print(f"would refresh {plan}:")
+        for key in components:
+            print(f"  {key.to_user_string()}")
+        return 0
+
+    prepare_environment(settings)
+    run_config = {} if not args.verbose else {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    lines, failed = [f"refresh {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z: {plan}"], []
+    for key in components:
+        op = "__".join(key.path)
+        started = time.perf_counter()
+        summary = run_assets(
+            settings,
+            [key],
+            tags=range_tags(*key_range),
+            run_config={**run_config, "ops": {op: {"config": config}}},
+        )
+        seconds = time.perf_counter() - started
+        metadata = next((m for _, _, m in summary.materializations), {})
+        checks_failed = [name for _, name, passed, _ in summary.checks if not passed]
+        status = "ok" if summary.success else "FAILED"
+        line = (
+            f"  {key.to_user_string():<42} {status:<6} rows={metadata.get('rows', 0)} "
+            f"repairs={metadata.get('repairs', 0)} assets={metadata.get('assets', 0)} {seconds:.1f}s"
+        )
+        if checks_failed:
+            line += f" checks failed: {', '.join(checks_failed)}"
+        for entry in [line, *(f"    error: {e}" for e in summary.errors)]:
+            print(entry)
+            lines.append(entry)
+        if not summary.success:
+            failed.append(key.to_user_string())
+            if not args.continue_on_error:
+                break
+    lines.append(f"  components {len(components)}, failed {len(failed)}{': ' + ', '.join(failed) if failed else ''}")
+    print(lines[-1])
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_file = settings.logs_dir / f"refresh-{datetime.now(UTC):%Y-%m-%d}.log"
+    with log_file.open("a") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print(f"summary appended to {log_file}")
+    return 1 if failed else 0
+
+
+# The bundled sample prices (data/sample/prices) and what the platform needs to know of each asset.
+SAMPLE_PRICES = {
+    "SPY": {"timezone": "America/New_York", "calendar": "XNYS"},
+    "BTCUSD": {"timezone": "UTC", "calendar": "24/7"},
+}
+
+
 def _demo(settings: Settings) -> int:
+    from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
     from trading_assets.defs.metadata.assets import series_landing_dir
-    from trading_assets.defs.partitions import monthly_partitions, range_tags
+    from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
     from trading_assets.io.postgres import connect
     from trading_assets.orchestration import all_asset_keys, prepare_environment, run_all_checks, run_assets
+    from trading_assets.sources.price_files import read_price_file
 
     started = time.perf_counter()
     url = prepare_environment(settings)
@@ -100,21 +211,46 @@ def _demo(settings: Settings) -> int:
     landing.mkdir(parents=True, exist_ok=True)
     for sample in sorted((SAMPLE_DATA_DIR / "macro").glob("*.csv")):
         shutil.copy2(sample, landing / sample.name)
-    keys = monthly_partitions(settings).get_partition_keys()
-    materialized = run_assets(settings, all_asset_keys(settings), tags=range_tags(keys[0], keys[-1]))
-    _print_summary("materialize the whole graph", materialized, time.perf_counter() - started)
+    partitions = monthly_partitions(settings)
+    keys = partitions.get_partition_keys()
+    market = {PRICE_HISTORIES, *BAR_KEYS.values()}
+    series = run_assets(
+        settings, [k for k in all_asset_keys(settings) if k not in market], tags=range_tags(keys[0], keys[-1])
+    )
+    _print_summary("series metadata (whole history)", series, time.perf_counter() - started)
+
+    specs = [
+        {"path": str(SAMPLE_DATA_DIR / "prices" / f"{symbol}.csv"), "symbol": symbol, **attributes}
+        for symbol, attributes in SAMPLE_PRICES.items()
+    ]
+    dates = [d for spec in specs for d in read_price_file(Path(spec["path"])).prices["trade_date"].to_list()]
+    prices = run_assets(
+        settings,
+        sorted(market),
+        tags=range_tags(*key_range_for_dates(partitions, min(dates), max(dates))),
+        run_config={"ops": {"market__price_histories": {"config": {"files": specs}}}},
+    )
+    _print_summary("market data (sample months)", prices, time.perf_counter() - started)
     checked = run_all_checks(settings)
     _print_summary("validate (all asset checks)", checked, time.perf_counter() - started)
+
     with connect(url) as conn:
         columns = [d.name for d in conn.execute("select * from core_energy.v_series_wide limit 0").description]
         rows, first, last = conn.execute(
             "select count(*), min(date), max(date) from core_energy.v_series_wide"
         ).fetchone()
+        bars = conn.execute(
+            "select alignment_source, count(*), count(*) filter (where not is_partial_end) "
+            "from market.price_bars_multi_tf_u group by 1 order by 1"
+        ).fetchall()
     print(f"\ncore_energy.v_series_wide: {rows} dates {first}..{last}, columns {', '.join(columns)}")
+    for source, total, canonical in bars:
+        print(f"market.price_bars_multi_tf_u [{source}]: {total} snapshot rows, {canonical} canonical")
     print(
         f"\ndemo finished in {time.perf_counter() - started:.1f}s. Open the UI with `make ui` (http://127.0.0.1:3000)."
     )
-    return 0 if materialized.success and not checked.failed_error_checks else 1
+    succeeded = series.success and prices.success
+    return 0 if succeeded and not checked.failed_error_checks else 1
 
 
 def _validate(settings: Settings) -> int:
@@ -160,6 +296,29 @@ def build_parser() -> argparse.ArgumentParser:
     series = load_kinds.add_parser("series", help="FRED CSV or series_code,obs_date,value files")
     series.add_argument("files", nargs="+", type=Path)
 
+    prices = load_kinds.add_parser("prices", help="daily price files: CSV (any common header) or Lean daily")
+    prices.add_argument("files", nargs="+", type=Path)
+    prices.add_argument("--symbol", help="symbol of every file (default: each file's name)")
+    prices.add_argument("--format", choices=["auto", "csv", "lean"], default="auto")
+    prices.add_argument("--price-divisor", type=float, default=1.0, help="Lean equity files store price x 10000")
+    prices.add_argument("--timezone", help="the asset's IANA timezone (assigns trading dates)")
+    prices.add_argument("--calendar", help="exchange_calendars code, e.g. XNYS (default: every day)")
+
+    refresh = commands.add_parser("refresh", help="bring bars up to date through Dagster")
+    stage = refresh.add_mutually_exclusive_group(required=True)
+    stage.add_argument("--all", action="store_true", help="every stage available (bars)")
+    stage.add_argument("--bars", action="store_true")
+    stage.add_argument("--emas", action="store_true")
+    refresh.add_argument("--ids", help="asset ids, e.g. 1,52 (default: all)")
+    refresh.add_argument("--start", help="first day (YYYY-MM-DD) of the partitions to run")
+    refresh.add_argument("--end", help="last day (YYYY-MM-DD) of the partitions to run")
+    refresh.add_argument("--full-rebuild", action="store_true", help="recompute everything in the range")
+    refresh.add_argument("--dry-run", action="store_true", help="print what would run")
+    refresh.add_argument("--verbose", action="store_true")
+    refresh.add_argument("--continue-on-error", action="store_true")
+    refresh.add_argument("--skip-stale-check", action="store_true", help="(EMAs) build on stale bars")
+    refresh.add_argument("--staleness-hours", type=float, default=48.0, help="(EMAs) bars older than this are stale")
+
     commands.add_parser("demo", help="load the sample data, materialize everything, run the checks")
     commands.add_parser("validate", help="run every asset check; exit 1 when an ERROR check fails")
     ui = commands.add_parser("ui", help="Dagster UI with the daemon (schedules, sensors, automation)")
@@ -176,7 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "db":
             return _cmd_db(args, settings)
         if args.command == "load":
+            if args.kind == "prices":
+                return _load_prices(settings, args)
             return _load_series(settings, args.files)
+        if args.command == "refresh":
+            return _refresh(settings, args)
         if args.command == "demo":
             return _demo(settings)
         if args.command == "validate":

@@ -4,6 +4,7 @@ import dagster as dg
 
 from trading_assets.config import Settings
 from trading_assets.defs.market.assets import build_market_assets
+from trading_assets.defs.market.automation import build_market_automation
 from trading_assets.defs.market.checks import MARKET_CHECKS
 from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
@@ -18,6 +19,7 @@ VALIDATE_JOB = "validate_all_checks"
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = monthly_partitions(settings)
     series_schedules, series_sensors = build_series_automation(settings, partitions)
+    market_schedules, market_sensors = build_market_automation(settings, partitions)
     warehouse = Warehouse(
         # An EnvVar keeps a password out of the run config the UI displays.
         database_url=dg.EnvVar("TRADING_ASSETS_DATABASE_URL") if settings.database_url else None,
@@ -26,16 +28,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[*build_series_assets(settings, partitions), *build_market_assets(settings, partitions)],
         asset_checks=[*SERIES_CHECKS, *MARKET_CHECKS],
-        schedules=[*series_schedules],
+        schedules=[*series_schedules, *market_schedules],
         sensors=[
             *series_sensors,
+            *market_sensors,
             dg.AutomationConditionSensorDefinition(
                 "trading_assets_automation",
                 target=dg.AssetSelection.all(),
                 default_status=dg.DefaultSensorStatus.RUNNING,
             ),
         ],
-        jobs=[dg.define_asset_job(VALIDATE_JOB, selection=dg.AssetSelection.all_asset_checks())],
+        # Checks that read the tables; the bars' blocking invariants run inside the bar assets on what they write.
+        jobs=[dg.define_asset_job(VALIDATE_JOB, selection=dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS))],
         resources={"warehouse": warehouse},
         # Steps share one process: on two cores a subprocess per step costs more than it saves.
         executor=dg.in_process_executor,

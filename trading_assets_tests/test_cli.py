@@ -83,3 +83,44 @@ def test_bad_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: p
     monkeypatch.setenv("TRADING_ASSETS_START_DATE", "1990-13-01")
     assert main(["db", "url"]) == 2
     assert "TRADING_ASSETS_START_DATE='1990-13-01' is not an ISO date" in capsys.readouterr().err
+
+
+def test_load_prices_then_refresh_bars_writes_the_log(
+    cli_env: Settings, conn: psycopg.Connection, capsys: pytest.CaptureFixture
+) -> None:
+    spy = SAMPLE_MACRO.parent / "prices" / "SPY.csv"
+    args = ["load", "prices", str(spy), "--symbol", "SPY", "--timezone", "America/New_York", "--calendar", "XNYS"]
+    assert main(args) == 0
+    assert conn.execute("select count(*) from market.price_histories").fetchone()[0] == 566
+    assert conn.execute("select timezone, calendar from market.dim_assets where symbol = 'SPY'").fetchone() == (
+        "America/New_York",
+        "XNYS",
+    )
+
+    assert main(["refresh", "--bars", "--start", "2019-01-01", "--end", "2021-03-31", "--dry-run"]) == 0
+    assert "would refresh partitions 2019-01-01..2021-03-01" in capsys.readouterr().out
+    assert conn.execute("select count(*) from market.price_bars_1d").fetchone()[0] == 0
+
+    assert main(["refresh", "--bars", "--start", "2019-01-01", "--end", "2021-03-31"]) == 0
+    out = capsys.readouterr().out
+    assert "components 6, failed 0" in out
+    assert conn.execute("select count(*) from market.price_bars_1d").fetchone()[0] == 566
+    # Quarters close on the last XNYS session: 2020-03-31 (a Tuesday) and 2020-12-31.
+    canonical = conn.execute(
+        "select trade_date::text from market.price_bars_multi_tf_cal_iso "
+        "where tf = '3M_CAL' and not is_partial_end and trade_date between '2020-01-01' and '2020-12-31' order by 1"
+    ).fetchall()
+    assert canonical == [("2020-03-31",), ("2020-06-30",), ("2020-09-30",), ("2020-12-31",)]
+    logs = list((cli_env.home / "logs").glob("refresh-*.log"))
+    assert len(logs) == 1 and "market/price_bars_1d" in logs[0].read_text()
+
+    assert main(["refresh", "--emas"]) == 2
+
+
+def test_load_prices_refuses_an_unknown_layout(
+    cli_env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,price\n2024-01-02,1\n")
+    assert main(["load", "prices", str(bad)]) == 2
+    assert "line 1: header ['when', 'price'] lacks column(s) for date, open, high, low" in capsys.readouterr().err

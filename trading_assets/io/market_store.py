@@ -123,10 +123,13 @@ def mark_dirty(conn: psycopg.Connection, family: str, dirty_from: dict[int, date
         )
 
 
-def take_dirty(conn: psycopg.Connection, family: str) -> dict[int, date]:
-    """Dirty marks of `family`, locked and removed: the caller's transaction rebuilds them or rolls back."""
+def take_dirty(conn: psycopg.Connection, family: str, asset_ids: list[int] | None = None) -> dict[int, date]:
+    """Dirty marks of `family` (of `asset_ids` only, if given), removed: the caller's transaction rebuilds
+    them or rolls back."""
     rows = conn.execute(
-        "delete from market.bars_dirty where family = %s returning asset_id, dirty_from", (family,)
+        "delete from market.bars_dirty where family = %s and (%s::int[] is null or asset_id = any(%s::int[])) "
+        "returning asset_id, dirty_from",
+        (family, asset_ids, asset_ids),
     ).fetchall()
     return dict(rows)
 

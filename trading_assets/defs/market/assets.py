@@ -86,9 +86,11 @@ class PriceFilesConfig(dg.Config):
 
 
 class BarsConfig(dg.Config):
-    """`full_window`: rebuild every asset from the run's first day, not only what changed."""
+    """`full_window`: rebuild every asset from the run's first day, not only what changed;
+    `asset_ids`: only these assets (empty: all)."""
 
     full_window: bool = False
+    asset_ids: list[int] = []
 
 
 # Blocking checks evaluated on the rows each run writes (rows written earlier were checked then).
@@ -165,13 +167,15 @@ def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, start: date | None
 
 
 def _rebuild_starts(
-    conn: psycopg.Connection, family: str, source: str, window_start: date | None, full_window: bool
+    conn: psycopg.Connection, family: str, source: str, window_start: date | None, config: BarsConfig
 ) -> dict[int, date]:
     """Per asset, the first date to rebuild: its dirty mark, or (full_window) the run's first day."""
-    starts = market_store.take_dirty(conn, family)
-    if full_window:
+    asset_ids = config.asset_ids or None
+    starts = market_store.take_dirty(conn, family, asset_ids)
+    if config.full_window:
         for asset_id, first in market_store.assets_with_prices_since(conn, source, window_start).items():
-            starts[asset_id] = min(starts.get(asset_id, first), first)
+            if asset_ids is None or asset_id in asset_ids:
+                starts[asset_id] = min(starts.get(asset_id, first), first)
     return starts
 
 
@@ -248,7 +252,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         started = time.perf_counter()
         window_start, _ = run_date_window(context)
         with warehouse.transaction() as conn:
-            starts = _rebuild_starts(conn, "1d", "price_histories", window_start, config.full_window)
+            starts = _rebuild_starts(conn, "1d", "price_histories", window_start, config)
             prices = market_store.read_rows_from(conn, "price_histories", starts, market_store.PRICE_SCHEMA)
             context_rows = market_store.daily_context(conn, starts)
             bars, repairs = daily_bars(prices, context_rows)
@@ -291,7 +295,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             window_start, _ = run_date_window(context)
             with warehouse.transaction() as conn:
                 timeframes = _timeframes(conn, family)
-                starts = _rebuild_starts(conn, family, "price_bars_1d", window_start, config.full_window)
+                starts = _rebuild_starts(conn, family, "price_bars_1d", window_start, config)
                 written, frames = _rebuild_family(conn, family, timeframes, starts)
                 rows = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=_EMPTY_BARS)
                 checks = invariant_results(rows, market_store.rows_without_prices(conn, family, starts))
