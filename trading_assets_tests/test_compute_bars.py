@@ -4,9 +4,11 @@ from datetime import date, timedelta
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trading_assets.compute.bars import calendar_bars, multi_tf_bars, validate_daily
-from trading_assets.compute.calendars import EVERY_DAY, Timeframe, session_table
+from trading_assets.compute.calendars import EVERY_DAY, Timeframe, session_table, window_start_end
 
 
 def _daily(days: list[date], calendar: str = EVERY_DAY, asset_id: int = 1) -> pl.DataFrame:
@@ -195,3 +197,27 @@ def test_validate_daily_rejects_and_repairs() -> None:
 def test_bad_timeframe_labels(label: str) -> None:
     with pytest.raises(ValueError, match=label):
         Timeframe.parse(label)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kept=st.lists(st.booleans(), min_size=120, max_size=120),
+    cut=st.integers(min_value=1, max_value=110),
+    label=st.sampled_from(["5D", "7D", "1W_CAL_ISO", "2W_CAL_US", "1M_CAL", "3M_CAL_ANCHOR", "1M_CAL_ANCHOR"]),
+)
+def test_property_recompute_from_any_bar_start_equals_full_build(kept: list[bool], cut: int, label: str) -> None:
+    """Random gaps; recomputing from the start of the bar holding any day gives the full build's rows."""
+    days = [d for d, keep in zip(_span(date(2023, 12, 20), date(2024, 4, 17)), kept, strict=True) if keep]
+    if len(days) < 2:
+        return
+    timeframe = Timeframe.parse(label)
+    daily = _daily(days)
+    build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
+    full = build(daily, timeframe, SESSIONS)
+    index = min(cut, len(days) - 1)
+    if timeframe.unit == "D":
+        start = daily.filter(pl.col("row_index") == (index // timeframe.n) * timeframe.n)["trade_date"].item()
+    else:
+        start = max(daily.select(window_start_end(pl.lit(days[index]), timeframe)[1]).item(), days[0])
+    tail = build(daily.filter(pl.col("trade_date") >= start), timeframe, SESSIONS)
+    assert tail.equals(full.filter(pl.col("trade_date") >= start))
