@@ -1,0 +1,152 @@
+"""Bars through Dagster and PostgreSQL: a full rebuild and a one-day incremental refresh.
+
+Runs on its own database (dropped afterwards) on the embedded server, or on TRADING_ASSETS_DATABASE_URL's
+server. The "limit" of a family is reading its input rows once plus COPYing the same output rows into an
+empty table of the same shape, on the same server (the write path every family uses: polars CSV -> COPY).
+"""
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+from psycopg import sql
+
+from bench.compute import synthetic_prices
+from trading_assets.config import Settings
+from trading_assets.defs.market.assets import BAR_KEYS
+from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+from trading_assets.io.database import ensure_database, resolve_database_url, with_database
+from trading_assets.io.market_store import BAR_TABLES
+from trading_assets.io.postgres import connect, copy_frame, read_frame
+from trading_assets.orchestration import prepare_environment, run_assets
+
+
+@contextmanager
+def bench_platform(home: str) -> Iterator[tuple[Settings, str]]:
+    """Settings whose database is a fresh one on the configured (or embedded) server."""
+    base = Settings.from_env({**os.environ, "TRADING_ASSETS_HOME": home})
+    server = resolve_database_url(base.database_url, base.embedded_pgdata)
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    ensure_database(server, name)
+    url = with_database(server, name)
+    previous = {k: os.environ.get(k) for k in ("TRADING_ASSETS_HOME", "TRADING_ASSETS_DATABASE_URL", "DAGSTER_PG_URL")}
+    os.environ.update({"TRADING_ASSETS_HOME": home, "TRADING_ASSETS_DATABASE_URL": url})
+    os.environ["DAGSTER_PG_URL"] = with_database(server, f"{name}_dagster", scheme="postgresql+psycopg2")
+    ensure_database(server, f"{name}_dagster")
+    try:
+        settings = Settings.from_env()
+        prepare_environment(settings)
+        yield settings, url
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        with connect(server, autocommit=True) as conn:
+            for db in (name, f"{name}_dagster"):
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db)))
+
+
+def seed_prices(url: str, prices: pl.DataFrame) -> None:
+    """Assets and their prices, marked dirty from their first day, as a load would leave them."""
+    assets = prices["asset_id"].unique().sort()
+    with connect(url) as conn:
+        copy_frame(
+            conn,
+            sql.SQL("market.dim_assets"),
+            pl.DataFrame({"asset_id": assets, "symbol": [f"SYN{a:05d}" for a in assets]}),
+        )
+        copy_frame(conn, sql.SQL("market.price_histories"), prices)
+        conn.execute(
+            "insert into market.bars_dirty (family, asset_id, dirty_from) "
+            "select '1d', asset_id, min(trade_date) from market.price_histories group by asset_id "
+            "on conflict (family, asset_id) do update set dirty_from = excluded.dirty_from"
+        )
+
+
+def run_bars(settings: Settings, first: date, last: date) -> tuple[float, dict[str, tuple[int, float]]]:
+    """One Dagster run of every bar family; (wall seconds, {table: (rows, seconds inside the asset)})."""
+    partitions = monthly_partitions(settings)
+    started = time.perf_counter()
+    summary = run_assets(
+        settings, list(BAR_KEYS.values()), tags=range_tags(*key_range_for_dates(partitions, first, last))
+    )
+    wall = time.perf_counter() - started
+    if not summary.success:
+        raise RuntimeError(f"bar run failed: {summary.errors}")
+    per_table: dict[str, list] = {}
+    for asset, _, metadata in summary.materializations:
+        table = asset.split("/")[-1]
+        per_table.setdefault(table, [metadata["rows"], metadata["seconds"]])
+    return wall, {t: (r, s) for t, (r, s) in per_table.items()}
+
+
+def copy_limit(url: str, table: str, source: str) -> float:
+    """Seconds to read the family's input once and COPY its rows into an empty table of the same shape."""
+    with connect(url) as conn:
+        rows = read_frame(conn, sql.SQL("select * from market.{}").format(sql.Identifier(table)))
+        started = time.perf_counter()
+        read_frame(conn, sql.SQL("select * from market.{}").format(sql.Identifier(source)))
+        conn.execute(sql.SQL("create temp table copy_limit (like market.{})").format(sql.Identifier(table)))
+        copy_frame(conn, sql.SQL("copy_limit"), rows)
+        seconds = time.perf_counter() - started
+        conn.rollback()
+    return seconds
+
+
+def table_sizes(url: str) -> dict[str, int]:
+    with connect(url) as conn:
+        return dict(
+            conn.execute(
+                "select c.relname, pg_total_relation_size(c.oid) from pg_class c join pg_namespace n "
+                "on n.oid = c.relnamespace where n.nspname = 'market' and c.relkind = 'r'"
+            ).fetchall()
+        )
+
+
+def full_rebuild(assets: int, days: int) -> None:
+    print(f"\nfull rebuild of every bar family through Dagster: {assets} assets x {days} days")
+    with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
+        prices = synthetic_prices(assets, days).with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
+        seed_prices(url, prices)
+        first, last = prices["trade_date"].min(), prices["trade_date"].max()
+        wall, per_table = run_bars(settings, first, last)
+        sizes = table_sizes(url)
+        print(f"{'table':<36} {'rows':>11} {'asset s':>8} {'rows/s':>10} {'limit s':>8} {'ratio':>6} {'MiB':>7}")
+        inside = 0.0
+        for family, table in BAR_TABLES.items():
+            rows, seconds = per_table[table]
+            inside += seconds
+            limit = copy_limit(url, table, "price_histories" if family == "1d" else "price_bars_1d")
+            print(
+                f"{table:<36} {rows:>11,} {seconds:>8.2f} {rows / seconds:>10,.0f} {limit:>8.2f} "
+                f"{seconds / limit:>6.2f} {sizes[table] / 2**20:>7.1f}"
+            )
+        overhead = wall - inside
+        print(f"run wall time {wall:.1f}s, of which Dagster bookkeeping {overhead:.1f}s ({overhead / wall:.0%})")
+
+
+def one_day_refresh(assets: int, history_days: int) -> float:
+    """Build `history_days`, add one day for every asset, and time the refresh of the bars through Dagster."""
+    with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
+        end = datetime.now(UTC).date() - timedelta(days=1)
+        prices = synthetic_prices(assets, history_days + 1, first=end - timedelta(days=history_days))
+        prices = prices.with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
+        seed_prices(url, prices.filter(pl.col("trade_date") < end))
+        run_bars(settings, prices["trade_date"].min(), end - timedelta(days=1))
+        new_day = prices.filter(pl.col("trade_date") == end)
+        with connect(url) as conn:
+            copy_frame(conn, sql.SQL("market.price_histories"), new_day)
+            conn.execute(
+                "insert into market.bars_dirty (family, asset_id, dirty_from) select '1d', asset_id, %s "
+                "from market.dim_assets",
+                (end,),
+            )
+        wall, _ = run_bars(settings, end, end)
+        return wall
