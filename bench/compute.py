@@ -14,8 +14,22 @@ FAMILIES = {
     "multi_tf": ["7D", "14D", "30D", "90D", "365D"],
     "cal_iso": ["1W_CAL_ISO", "2W_CAL_ISO", "1M_CAL", "3M_CAL", "6M_CAL", "1Y_CAL"],
     "cal_us": ["1W_CAL_US", "2W_CAL_US", "1M_CAL", "3M_CAL", "6M_CAL", "1Y_CAL"],
-    "cal_anchor_iso": ["1W_CAL_ANCHOR_ISO", "2W_CAL_ANCHOR_ISO", "1M_CAL_ANCHOR", "3M_CAL_ANCHOR", "1Y_CAL_ANCHOR"],
-    "cal_anchor_us": ["1W_CAL_ANCHOR_US", "2W_CAL_ANCHOR_US", "1M_CAL_ANCHOR", "3M_CAL_ANCHOR", "1Y_CAL_ANCHOR"],
+    "cal_anchor_iso": [
+        "1W_CAL_ANCHOR_ISO",
+        "2W_CAL_ANCHOR_ISO",
+        "1M_CAL_ANCHOR",
+        "3M_CAL_ANCHOR",
+        "6M_CAL_ANCHOR",
+        "1Y_CAL_ANCHOR",
+    ],
+    "cal_anchor_us": [
+        "1W_CAL_ANCHOR_US",
+        "2W_CAL_ANCHOR_US",
+        "1M_CAL_ANCHOR",
+        "3M_CAL_ANCHOR",
+        "6M_CAL_ANCHOR",
+        "1Y_CAL_ANCHOR",
+    ],
 }
 
 

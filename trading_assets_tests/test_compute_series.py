@@ -4,16 +4,17 @@ from datetime import date
 
 import polars as pl
 
-from trading_assets.compute.series import observations_in_window, stale_series
+from trading_assets.compute.series import stale_series
+from trading_assets.compute.validation import rows_in_window
 
 
 def test_window_is_half_open_and_open_at_the_start_for_the_first_partition() -> None:
     frame = pl.DataFrame({"obs_date": [date(1989, 12, 31), date(1990, 1, 1), date(1990, 1, 31), date(1990, 2, 1)]})
-    assert observations_in_window(frame, date(1990, 1, 1), date(1990, 2, 1))["obs_date"].to_list() == [
+    assert rows_in_window(frame, "obs_date", date(1990, 1, 1), date(1990, 2, 1))["obs_date"].to_list() == [
         date(1990, 1, 1),
         date(1990, 1, 31),
     ]
-    assert observations_in_window(frame, None, date(1990, 2, 1)).height == 3
+    assert rows_in_window(frame, "obs_date", None, date(1990, 2, 1)).height == 3
 
 
 def test_staleness_depends_on_frequency() -> None:

@@ -60,14 +60,6 @@ def observation_problems(frame: pl.DataFrame, known_series: Collection[str], bef
     return problems
 
 
-def observations_in_window(frame: pl.DataFrame, start: date | None, end: date) -> pl.DataFrame:
-    """Rows with `start <= obs_date < end`; no start means everything before `end`."""
-    condition = pl.col("obs_date") < end
-    if start is not None:
-        condition &= pl.col("obs_date") >= start
-    return frame.filter(condition)
-
-
 def stale_series(latest: pl.DataFrame, today: date) -> pl.DataFrame:
     """Series (columns series_code, freq, last_obs_date) whose newest observation is older than its frequency allows."""
     allowed = pl.col("freq").replace_strict(

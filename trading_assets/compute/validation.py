@@ -1,6 +1,8 @@
-"""Row rules shared by every input: repeated keys."""
+"""Row rules shared by every input: repeated keys, date windows."""
 
 from __future__ import annotations
+
+from datetime import date
 
 import polars as pl
 
@@ -15,3 +17,11 @@ def duplicate_problems(frame: pl.DataFrame, key: list[str], label: str) -> list[
         Problem(row["source_file"], row["line"], f"duplicate {label} (first seen on line {row['first_line']})")
         for row in repeated.join(first_line, on=key).filter(pl.col("line") != pl.col("first_line")).to_dicts()
     ]
+
+
+def rows_in_window(frame: pl.DataFrame, column: str, start: date | None, end: date) -> pl.DataFrame:
+    """Rows with `start <= column < end`; no start means everything before `end`."""
+    condition = pl.col(column) < end
+    if start is not None:
+        condition &= pl.col(column) >= start
+    return frame.filter(condition)

@@ -160,10 +160,7 @@ def read_rows_from(
         "select {cols} from market.{table} t join rebuild_from r using (asset_id) "
         "where t.trade_date >= r.from_date order by t.asset_id, t.trade_date"
     ).format(cols=sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in columns), table=sql.Identifier(table))
-    with conn.cursor() as cur:
-        cur.execute(query)
-        rows = cur.fetchall()
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return read_frame(conn, query, schema=schema)
 
 
 def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataFrame:

@@ -41,7 +41,23 @@ def read_frame(
     params: Sequence | None = None,
     schema: dict[str, pl.DataType] | None = None,
 ) -> pl.DataFrame:
-    """Run a query and return its rows as a polars frame: typed by `schema`, else inferred from the values."""
+    """Run a query and return its rows as a polars frame: typed by `schema`, else inferred from the values.
+
+    With a schema and no parameters the rows travel as COPY CSV parsed by polars, which is many times
+    faster than building Python tuples for large results.
+    """
+    if schema is not None and params is None:
+        statement = sql.SQL("copy ({}) to stdout (format csv)").format(
+            sql.SQL(query) if isinstance(query, str) else query
+        )
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            payload = b"".join(bytes(block) for block in copy)
+        # PostgreSQL writes booleans as t/f: read them as text first.
+        as_read = {name: pl.String if dtype == pl.Boolean else dtype for name, dtype in schema.items()}
+        frame = pl.read_csv(payload, has_header=False, new_columns=list(schema), schema=as_read) if payload else None
+        if frame is None:
+            return pl.DataFrame(schema=schema)
+        return frame.with_columns(pl.col(n) == "t" for n, dtype in schema.items() if dtype == pl.Boolean)
     with conn.cursor() as cur:
         cur.execute(query, params)
         names = [d.name for d in cur.description or []]

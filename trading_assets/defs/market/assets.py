@@ -23,6 +23,7 @@ from trading_assets.compute.bars import (
     with_bar_times,
 )
 from trading_assets.compute.calendars import Timeframe, session_table, window_start_end
+from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.partitions import partitions_end, run_date_window
 from trading_assets.defs.resources import Warehouse
@@ -132,15 +133,10 @@ def _date_range(frame: pl.DataFrame) -> dict[str, str]:
     return {"first_date": str(frame["trade_date"].min()), "last_date": str(frame["trade_date"].max())}
 
 
-def _in_window(start: date | None, end: date) -> pl.Expr:
-    inside = pl.col("trade_date") < end
-    return inside if start is None else inside & (pl.col("trade_date") >= start)
-
-
 def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, start: date | None, end: date, last_day: date) -> dict:
     asset_id, timezone, _ = market_store.ensure_asset(conn, spec.symbol, spec.timezone, spec.calendar)
     parsed = read_price_file(Path(spec.path), spec.format, spec.price_divisor, timezone)
-    rows = parsed.prices.filter(_in_window(start, end)).with_columns(asset_id=pl.lit(asset_id))
+    rows = rows_in_window(parsed.prices, "trade_date", start, end).with_columns(asset_id=pl.lit(asset_id))
     acceptable, refused = value_rejects(rows)
     unreadable = pl.DataFrame(
         [(p.line, p.reason) for p in parsed.problems],

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from trading_assets.compute.series import observation_problems, observations_in_window, series_config_problems
+from trading_assets.compute.series import observation_problems, series_config_problems
+from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.partitions import partitions_end, run_date_window
 from trading_assets.defs.resources import Warehouse
@@ -94,7 +95,7 @@ def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         batch = read_observation_batch(paths)
         with warehouse.transaction() as conn:
             raise_if_any(observation_problems(batch, series_store.known_series(conn), partitions_end(partitions)))
-            window = observations_in_window(batch, start, end)
+            window = rows_in_window(batch, "obs_date", start, end)
             present = window.drop_nulls("value")
             counts = series_store.upsert_observations(conn, present)
         return dg.MaterializeResult(
