@@ -199,3 +199,52 @@ def test_rerunning_a_partition_gives_identical_rows(
     _bars(platform, ("2024-01-01", "2024-01-01"), full_window=True)
     assert _snapshot(conn) == first
     assert len(first["price_bars_multi_tf_cal_anchor_iso"]) == 31 * 6
+
+
+def test_d4_backfill_at_series_start_renumbers_without_duplicates(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    rows = [f"2024-01-{d:02d},10,11,9,{10 + d / 10},100" for d in range(1, 21)]
+    _load(
+        platform,
+        [{"path": str(_write(tmp_path / "late.csv", rows[9:])), "symbol": "XTEST"}],
+        ("2024-01-01", "2024-01-01"),
+    )
+    _bars(platform, ("2024-01-01", "2024-01-01"))
+    assert conn.execute("select min(bar_seq), min(trade_date)::text from market.price_bars_1d").fetchone() == (
+        1,
+        "2024-01-10",
+    )
+    _load(
+        platform,
+        [{"path": str(_write(tmp_path / "early.csv", rows[:9])), "symbol": "XTEST"}],
+        ("2024-01-01", "2024-01-01"),
+    )
+    _bars(platform, ("2024-01-01", "2024-01-01"))
+    assert conn.execute("select bar_seq from market.price_bars_1d where trade_date = '2024-01-10'").fetchone() == (10,)
+    assert conn.execute(
+        "select count(*), count(distinct trade_date) from market.price_bars_multi_tf where tf = '7D'"
+    ).fetchone() == (20, 20)
+    incremental = _snapshot(conn)
+    _bars(platform, ("2019-01-01", "2024-01-01"), full_window=True)
+    assert _snapshot(conn) == incremental
+
+
+@needs_shared
+def test_bad_print_in_lean_goog_is_reported(platform: Platform, conn: psycopg.Connection) -> None:
+    goog = SHARED_DATA / "daily" / "lean_equity_usa_goog_1d.csv"
+    spec = {
+        "path": str(goog),
+        "symbol": "GOOG",
+        "price_divisor": 10000.0,
+        "calendar": "XNYS",
+        "timezone": "America/New_York",
+    }
+    _load(platform, [spec], ("2019-01-01", "2026-11-01"))  # the first partition holds 2004-2018 too
+    result = platform.run(dg.AssetSelection.assets(BAR_KEYS["1d"]), partition_range=("2019-01-01", "2019-01-01"))
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["ohlc_consistent"].passed and checks["not_newer_than_prices"].passed
+    outliers = checks["price_outliers"]
+    assert not outliers.passed and outliers.severity == dg.AssetCheckSeverity.WARN
+    assert outliers.metadata["outliers"].value == 2
+    assert "2008-09-30" in outliers.metadata["rows"].value

@@ -314,10 +314,18 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
 def _rebuild_family(
     conn: psycopg.Connection, family: str, timeframes: list[Timeframe], starts: dict[int, date]
 ) -> tuple[int, list[pl.DataFrame]]:
-    """Recompute each asset's bars of every timeframe from the bar holding its start date; returns rows written."""
+    """Rewrite each asset's bars of every timeframe from its start date; returns rows written.
+
+    Rows are recomputed from the start of the bar holding the start date (their running values need the
+    bar's earlier rows) but only rows on or after the start date are rewritten: a snapshot depends on
+    nothing later than its own date, so the earlier rows of the bar are already right.
+    """
     if not starts or not timeframes:
         return 0, []
     context = market_store.daily_context(conn, starts)
+    rewrite_from = context.select("asset_id", "from_date").join(
+        pl.DataFrame({"tf": [t.label for t in timeframes]}), how="cross"
+    )
     tf_starts = []
     for timeframe in timeframes:
         if timeframe.unit == "D":
@@ -329,8 +337,8 @@ def _rebuild_family(
             _, window_start, _ = window_start_end(pl.col("from_date"), timeframe)
             start = context.select("asset_id", from_date=pl.max_horizontal(window_start, pl.col("first_trade_date")))
         tf_starts.append(start.drop_nulls("from_date").with_columns(tf=pl.lit(timeframe.label)))
-    replace_from = pl.concat(tf_starts)
-    load_from = dict(replace_from.group_by("asset_id").agg(pl.col("from_date").min()).iter_rows())
+    bar_starts = pl.concat(tf_starts)
+    load_from = dict(bar_starts.group_by("asset_id").agg(pl.col("from_date").min()).iter_rows())
     assets = market_store.assets(conn)
     daily = (
         market_store.read_rows_from(conn, "price_bars_1d", load_from, market_store.DAILY_BAR_SCHEMA)
@@ -340,7 +348,7 @@ def _rebuild_family(
         .join(assets.select("asset_id", "calendar"), on="asset_id")
     )
     if daily.is_empty():
-        return market_store.replace_bars(conn, family, daily, replace_from, []), []
+        return market_store.replace_bars(conn, family, daily, rewrite_from, []), []
     years = max((t.n for t in timeframes if t.unit == "Y"), default=1)
     sessions = session_table(
         daily["calendar"].unique().to_list(),
@@ -349,11 +357,16 @@ def _rebuild_family(
     )
     frames = []
     for timeframe in timeframes:
-        sliced = daily.join(replace_from.filter(pl.col("tf") == timeframe.label), on="asset_id").filter(
+        sliced = daily.join(bar_starts.filter(pl.col("tf") == timeframe.label), on="asset_id").filter(
             pl.col("trade_date") >= pl.col("from_date")
         )
         build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
-        frames.append(with_bar_times(build(sliced, timeframe, sessions), assets))
+        changed = (
+            build(sliced, timeframe, sessions)
+            .join(context.select("asset_id", rewrite_from="from_date"), on="asset_id")
+            .filter(pl.col("trade_date") >= pl.col("rewrite_from"))
+        )
+        frames.append(with_bar_times(changed.drop("rewrite_from"), assets))
     columns = _BAR_COLUMNS + (["bar_anchor_offset"] if family.startswith("cal_anchor") else [])
-    written = market_store.replace_bars(conn, family, pl.concat(frames), replace_from, columns)
+    written = market_store.replace_bars(conn, family, pl.concat(frames), rewrite_from, columns)
     return written, frames
