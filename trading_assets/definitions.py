@@ -25,10 +25,23 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         database_url=dg.EnvVar("TRADING_ASSETS_DATABASE_URL") if settings.database_url else None,
         pgdata=str(settings.embedded_pgdata),
     )
+    # Checks that read whole tables; the bars' blocking invariants run inside the bar assets on what they write.
+    validate_job = dg.define_asset_job(VALIDATE_JOB, selection=dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS))
     return dg.Definitions(
         assets=[*build_series_assets(settings, partitions), *build_market_assets(settings, partitions)],
         asset_checks=[*SERIES_CHECKS, *MARKET_CHECKS],
-        schedules=[*series_schedules, *market_schedules],
+        schedules=[
+            *series_schedules,
+            *market_schedules,
+            dg.ScheduleDefinition(
+                name="validate_daily",
+                job=validate_job,
+                cron_schedule="30 6 * * *",
+                execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description="Every table-wide check, after the daily refreshes.",
+            ),
+        ],
         sensors=[
             *series_sensors,
             *market_sensors,
@@ -38,8 +51,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultSensorStatus.RUNNING,
             ),
         ],
-        # Checks that read the tables; the bars' blocking invariants run inside the bar assets on what they write.
-        jobs=[dg.define_asset_job(VALIDATE_JOB, selection=dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS))],
+        jobs=[validate_job],
         resources={"warehouse": warehouse},
         # Steps share one process: on two cores a subprocess per step costs more than it saves.
         executor=dg.in_process_executor,

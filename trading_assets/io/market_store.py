@@ -148,6 +148,8 @@ def _starts_table(conn: psycopg.Connection, starts: dict[int, date]) -> None:
     with conn.cursor() as cur, cur.copy("copy rebuild_from from stdin") as copy:
         for asset_id, day in starts.items():
             copy.write_row((asset_id, day))
+    # Statistics let the planner use the (asset_id, ...) indexes instead of scanning the whole table.
+    conn.execute("analyze rebuild_from")
 
 
 def read_rows_from(
@@ -186,6 +188,7 @@ def replace_bars(
     table = sql.SQL("market.{}").format(sql.Identifier(BAR_TABLES[family]))
     scratch_table(conn, "replace_from", "(asset_id integer, tf text, from_date date)")
     copy_frame(conn, sql.SQL("replace_from"), starts, ["asset_id", "tf", "from_date"])
+    conn.execute("analyze replace_from")
     conn.execute(
         sql.SQL(
             "delete from {} t using replace_from r "
@@ -241,6 +244,7 @@ def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataF
     """trade_date of daily bars by (asset_id, bar_seq) as `from_date`."""
     scratch_table(conn, "wanted_seq", "(asset_id integer, bar_seq integer)")
     copy_frame(conn, sql.SQL("wanted_seq"), wanted, ["asset_id", "bar_seq"])
+    conn.execute("analyze wanted_seq")
     return read_frame(
         conn,
         "select w.asset_id, w.bar_seq, b.trade_date as from_date "
