@@ -182,7 +182,7 @@ def _refresh(settings: Settings, args: argparse.Namespace) -> int:
                 break
     lines.append(f"  components {len(components)}, failed {len(failed)}{': ' + ', '.join(failed) if failed else ''}")
     lines.append("  (table-wide WARN checks run with `trading-assets validate` and the daily validate schedule)")
-    print(lines[-1])
+    print("\n".join(lines[-2:]))
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log_file = settings.logs_dir / f"refresh-{datetime.now(UTC):%Y-%m-%d}.log"
     with log_file.open("a") as handle:
