@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
+from trading_assets.sources import price_files
 
 BAR_TABLES = {
     "1d": "price_bars_1d",
@@ -226,16 +227,10 @@ def active_timeframes(conn: psycopg.Connection, family: str) -> list[str]:
     ]
 
 
+# Rows of price_histories: what the readers produce, per asset.
 PRICE_SCHEMA = {
     "asset_id": pl.Int64,
-    "trade_date": pl.Date,
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "volume": pl.Float64,
-    "source_file": pl.String,
-    "source_line": pl.Int64,
+    **{("source_line" if name == "line" else name): dtype for name, dtype in price_files.PRICE_SCHEMA.items()},
 }
 DAILY_BAR_SCHEMA = {**{k: v for k, v in PRICE_SCHEMA.items() if not k.startswith("source")}, "bar_seq": pl.Int64}
 
