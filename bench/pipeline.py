@@ -5,6 +5,7 @@ server. The "limit" of a family is reading its input rows once plus COPYing the 
 empty table of the same shape, on the same server, both as COPY CSV (the fastest text path psycopg offers).
 """
 
+import csv
 import os
 import tempfile
 import time
@@ -12,13 +13,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 from psycopg import sql
 
 from bench.compute import synthetic_prices
 from trading_assets.config import Settings
-from trading_assets.defs.market.assets import BAR_KEYS
+from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
 from trading_assets.io.database import ensure_database, resolve_database_url, with_database
 from trading_assets.io.market_store import BAR_TABLES
@@ -122,21 +124,56 @@ def full_rebuild(assets: int, days: int) -> None:
     with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
         prices = synthetic_prices(assets, days).with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
         seed_prices(url, prices)
-        first, last = prices["trade_date"].min(), prices["trade_date"].max()
-        wall, per_table = run_bars(settings, first, last)
-        sizes = table_sizes(url)
-        print(f"{'table':<36} {'rows':>11} {'asset s':>8} {'rows/s':>10} {'limit s':>8} {'ratio':>6} {'MiB':>7}")
-        inside = 0.0
-        for family, table in BAR_TABLES.items():
-            rows, seconds = per_table[table]
-            inside += seconds
-            limit = copy_limit(url, table, "price_histories" if family == "1d" else "price_bars_1d")
-            print(
-                f"{table:<36} {rows:>11,} {seconds:>8.2f} {rows / seconds:>10,.0f} {limit:>8.2f} "
-                f"{seconds / limit:>6.2f} {sizes[table] / 2**20:>7.1f}"
-            )
-        overhead = wall - inside
-        print(f"run wall time {wall:.1f}s, of which Dagster bookkeeping {overhead:.1f}s ({overhead / wall:.0%})")
+        report_rebuild(settings, url, prices["trade_date"].min(), prices["trade_date"].max())
+
+
+def shared_files_rebuild(index: Path) -> None:
+    """Load every daily file listed in the shared data index through Dagster, then rebuild every family."""
+    entries = list(csv.DictReader(index.open()))
+    print(f"\nfull rebuild of every bar family through Dagster: the {len(entries)} files of {index.parent.name}/daily")
+    specs = [
+        {
+            "path": str(index.parent / entry["file"]),
+            "symbol": Path(entry["file"]).stem.upper(),  # one asset per file: several files hold the same ticker
+            "price_divisor": float(entry["price_divisor"] or 1),
+            "calendar": "XNYS" if entry["asset_class"] in ("equity_us", "etf_us") else "24/7",
+        }
+        for entry in entries
+    ]
+    with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
+        partitions = monthly_partitions(settings)
+        keys = partitions.get_partition_keys()
+        started = time.perf_counter()
+        loaded = run_assets(
+            settings,
+            [PRICE_HISTORIES],
+            tags=range_tags(keys[0], keys[-1]),
+            run_config={"ops": {"market__price_histories": {"config": {"files": specs}}}},
+            table_checks=False,
+        )
+        if not loaded.success:
+            raise RuntimeError(f"load failed: {loaded.errors}")
+        rows = loaded.materializations[0][2]["rows"]
+        print(f"loaded {rows:,} price rows in {time.perf_counter() - started:.1f}s")
+        report_rebuild(settings, url, date.fromisoformat(keys[0]), date.fromisoformat(keys[-1]))
+
+
+def report_rebuild(settings: Settings, url: str, first: date, last: date) -> None:
+    """Rebuild every family over first..last and print rows, rates, the limit ratio and table sizes."""
+    wall, per_table = run_bars(settings, first, last)
+    sizes = table_sizes(url)
+    print(f"{'table':<36} {'rows':>11} {'asset s':>8} {'rows/s':>10} {'limit s':>8} {'ratio':>6} {'MiB':>7}")
+    inside = 0.0
+    for family, table in BAR_TABLES.items():
+        rows, seconds = per_table[table]
+        inside += seconds
+        limit = copy_limit(url, table, "price_histories" if family == "1d" else "price_bars_1d")
+        print(
+            f"{table:<36} {rows:>11,} {seconds:>8.2f} {rows / seconds:>10,.0f} {limit:>8.2f} "
+            f"{seconds / limit:>6.2f} {sizes[table] / 2**20:>7.1f}"
+        )
+    overhead = wall - inside
+    print(f"run wall time {wall:.1f}s, of which Dagster bookkeeping {overhead:.1f}s ({overhead / wall:.0%})")
 
 
 def one_day_refresh(assets: int, history_days: int) -> float:

@@ -84,8 +84,10 @@ create table if not exists market.bars_dirty (
     primary key (family, asset_id)
 );
 
+-- Bar tables carry no foreign key to dim_assets: every row derives from price_histories, which has one,
+-- and a per-row referential check made bulk COPY of millions of snapshot rows several times slower.
 create table if not exists market.price_bars_1d (
-    asset_id integer not null references market.dim_assets (asset_id),
+    asset_id integer not null,
     tf text not null default '1D' check (tf = '1D'),
     bar_seq integer not null,
     trade_date date not null,
@@ -111,7 +113,7 @@ create table if not exists market.price_bars_1d (
 );
 
 create table if not exists market.price_bars_multi_tf (
-    asset_id integer not null references market.dim_assets (asset_id),
+    asset_id integer not null,
     tf text not null,
     bar_seq integer not null,
     trade_date date not null,
