@@ -24,7 +24,7 @@ from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
 from trading_assets.io.database import ensure_database, resolve_database_url, with_database
 from trading_assets.io.market_store import BAR_TABLES
-from trading_assets.io.postgres import connect, copy_frame
+from trading_assets.io.postgres import connect, copy_frame, copy_out
 from trading_assets.orchestration import prepare_environment, run_assets
 
 
@@ -89,18 +89,13 @@ def run_bars(settings: Settings, first: date, last: date) -> tuple[float, dict[s
     return wall, {t: (r, s) for t, (r, s) in per_table.items()}
 
 
-def _copy_out(conn, query: sql.Composable) -> bytes:
-    with conn.cursor() as cur, cur.copy(sql.SQL("copy ({}) to stdout (format csv)").format(query)) as copy:
-        return b"".join(bytes(block) for block in copy)
-
-
 def copy_limit(url: str, table: str, source: str) -> float:
     """Seconds to read the family's input once and COPY its output rows into an empty table of the same shape."""
     target = sql.Identifier(table)
     with connect(url) as conn:
-        output = _copy_out(conn, sql.SQL("select * from market.{}").format(target))
+        output = copy_out(conn, sql.SQL("select * from market.{}").format(target))
         started = time.perf_counter()
-        _copy_out(conn, sql.SQL("select * from market.{}").format(sql.Identifier(source)))
+        copy_out(conn, sql.SQL("select * from market.{}").format(sql.Identifier(source)))
         conn.execute(sql.SQL("create temp table copy_limit (like market.{})").format(target))
         with conn.cursor() as cur, cur.copy("copy copy_limit from stdin (format csv)") as copy:
             copy.write(output)

@@ -35,6 +35,12 @@ def copy_frame(
     return frame.height
 
 
+def copy_out(conn: psycopg.Connection, query: sql.Composable) -> bytes:
+    """The rows of `query` as CSV bytes, through COPY TO STDOUT."""
+    with conn.cursor() as cur, cur.copy(sql.SQL("copy ({}) to stdout (format csv)").format(query)) as copy:
+        return b"".join(bytes(block) for block in copy)
+
+
 def read_frame(
     conn: psycopg.Connection,
     query: sql.Composable | str,
@@ -47,11 +53,7 @@ def read_frame(
     faster than building Python tuples for large results.
     """
     if schema is not None and params is None:
-        statement = sql.SQL("copy ({}) to stdout (format csv)").format(
-            sql.SQL(query) if isinstance(query, str) else query
-        )
-        with conn.cursor() as cur, cur.copy(statement) as copy:
-            payload = b"".join(bytes(block) for block in copy)
+        payload = copy_out(conn, sql.SQL(query) if isinstance(query, str) else query)
         # PostgreSQL writes booleans as t/f: read them as text first.
         as_read = {name: pl.String if dtype == pl.Boolean else dtype for name, dtype in schema.items()}
         frame = pl.read_csv(payload, has_header=False, new_columns=list(schema), schema=as_read) if payload else None

@@ -14,6 +14,7 @@ import polars as pl
 import psycopg
 
 from trading_assets.compute.bars import (
+    PRICES,
     SNAPSHOT_COLUMNS,
     calendar_bars,
     daily_bars,
@@ -56,19 +57,9 @@ FOLLOW_PARENTS = dg.AutomationCondition.eager() & dg.AutomationCondition.all_dep
 _BAR_COLUMNS = [c for c in SNAPSHOT_COLUMNS if c not in ("bar_start", "bar_end")] + ["time_open_bar", "time_close_bar"]
 # The other daily-bar columns are constants (tf_days 1, never partial) filled by the table defaults.
 _DAILY_COLUMNS = [
-    "asset_id",
-    "bar_seq",
-    "trade_date",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "time_open_bar",
-    "time_close_bar",
-    "repaired_high",
-    "repaired_low",
-]
+    "asset_id", "bar_seq", "trade_date", *PRICES, "volume",
+    "time_open_bar", "time_close_bar", "repaired_high", "repaired_low",
+]  # fmt: skip
 
 
 class PriceFileSpec(dg.Config):
