@@ -33,6 +33,11 @@ FAMILIES = {
 }
 
 
+def peak_mib() -> float:
+    """Peak resident memory of this process (each bench stage runs in its own process)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def synthetic_prices(assets: int, days: int, seed: int = 7, first: date = date(2015, 1, 1)) -> pl.DataFrame:
     """Geometric Brownian motion closes with plausible open/high/low/volume, every calendar day."""
     rng = np.random.default_rng(seed)
@@ -81,7 +86,6 @@ def compute_throughput(assets: int, days: int) -> None:
             )
         )
 
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nbar compute, {assets} assets x {days} days ({raw.height:,} daily rows, {rejects.height} rejects)")
     print(f"{'family':<40} {'rows':>12} {'seconds':>9} {'rows/s':>12}")
     for name, rows, seconds in timings:
@@ -89,4 +93,4 @@ def compute_throughput(assets: int, days: int) -> None:
     total_rows = sum(r for _, r, _ in timings)
     total_seconds = sum(s for _, _, s in timings)
     print(f"{'total':<40} {total_rows:>12,} {total_seconds:>9.2f} {total_rows / total_seconds:>12,.0f}")
-    print(f"peak resident memory of the process: {peak_mib:,.0f} MiB")
+    print(f"peak resident memory of the process: {peak_mib():,.0f} MiB")

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from trading_assets.config import Settings
+from trading_assets.defs.market import assets as market_assets
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
@@ -154,6 +155,27 @@ def test_day_by_day_build_equals_full_rebuild_on_real_data(
     assert conn.execute(
         "select count(*), count(*) filter (where not is_partial_end) from market.price_bars_multi_tf where tf = '2D'"
     ).fetchone() == (124, 62)
+
+
+@needs_shared
+def test_rebuilding_asset_by_asset_in_chunks_gives_the_same_rows(
+    platform: Platform, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [
+        {"path": str(SHARED_DATA / "daily" / f"binance_{ticker}_1d.csv"), "symbol": ticker}
+        for ticker in ("BTCUSDT", "ETCUSDT", "LTCUSDT")
+    ]
+    months = ("2019-02-01", "2019-12-01")  # not the first partition: that one also owns every earlier date
+    _load(platform, files, months)
+    _bars(platform, months)
+    together = _snapshot(conn)
+    monkeypatch.setattr(market_assets, "_CHUNK_DAILY_ROWS", 1)  # every asset its own chunk
+    rebuilt = _bars(platform, months, full_window=True)
+    assert _snapshot(conn) == together
+    metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in rebuilt.get_asset_materialization_events()}
+    assert metadata["price_bars_1d"]["rows"].value == len(together["price_bars_1d"]) == 3 * 334
+    assert metadata["price_bars_multi_tf"]["rows"].value == len(together["price_bars_multi_tf"])
+    assert metadata["price_bars_multi_tf"]["last_date"].value == "2019-12-31"
 
 
 @needs_shared

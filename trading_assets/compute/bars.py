@@ -6,9 +6,10 @@ day's close, volume the running sum. The row on which the bar completes is canon
 (`is_partial_end = false`); that is decided from the data and the calendar alone.
 
 Inputs are daily rows of one or more assets (`asset_id, trade_date, open, high, low, close, volume`).
-Callers that recompute only part of a history pass rows starting at a bar boundary plus the per-asset
-context these functions document (row index, first trade date), so that a partial recompute yields
-exactly the rows of a full one.
+Callers that recompute only the end of a history pass the daily rows from any date on, the per-asset
+context these functions document (row index, first trade date), and the `carry`: each asset's last
+stored snapshot row before that date. A bar in progress continues from it, so a one-day refresh reads
+one day, and a partial recompute yields exactly the rows of a full one.
 """
 
 from __future__ import annotations
@@ -91,38 +92,69 @@ def validate_daily(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return bars.sort("asset_id", "trade_date"), rejects
 
 
+# What a bar in progress carries from its last stored snapshot row into the rows after it.
+CARRY_SCHEMA = {
+    "asset_id": pl.Int64,
+    "tf": pl.String,
+    "bar_seq": pl.Int64,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "volume": pl.Float64,
+    "pos_in_bar": pl.Int64,
+    "bar_start": pl.Date,
+}
+
+
+def _with_carry(frame: pl.DataFrame, carry: pl.DataFrame | None, timeframe: Timeframe) -> pl.DataFrame:
+    """Join each row to the carried state of its bar (`carry_*` columns; null where the bar starts here)."""
+    state = pl.DataFrame(schema=CARRY_SCHEMA) if carry is None else carry.select(list(CARRY_SCHEMA))
+    state = state.filter(pl.col("tf") == timeframe.label).drop("tf").cast({"asset_id": pl.Int64, "bar_seq": pl.Int64})
+    renamed = state.rename({c: f"carry_{c}" for c in CARRY_SCHEMA if c not in ("asset_id", "tf", "bar_seq")})
+    return frame.join(renamed, on=["asset_id", "bar_seq"], how="left")
+
+
 def _running(group: list[str]) -> list[pl.Expr]:
-    """Snapshot values of a bar as of each row (rows sorted by date within `group`)."""
-    has_volume = pl.col("volume").is_not_null().cum_sum().over(group) > 0
+    """Snapshot values of a bar as of each row (rows sorted by date within `group`), continuing the carry."""
+    carried_volume = pl.col("carry_volume").is_not_null()
+    has_volume = (pl.col("volume").is_not_null().cum_sum().over(group) > 0) | carried_volume
+    # The carried sum enters at the bar's first new row, so additions happen in the order a full build makes them.
+    first_row = pl.int_range(pl.len()).over(group) == 0
+    volume_terms = pl.when(first_row & carried_volume).then(pl.col("carry_volume") + pl.col("volume").fill_null(0))
     return [
-        pl.col("open").first().over(group).alias("open"),
-        pl.col("high").cum_max().over(group).alias("high"),
-        pl.col("low").cum_min().over(group).alias("low"),
+        pl.coalesce("carry_open", pl.col("open").first().over(group)).alias("open"),
+        pl.max_horizontal(pl.col("high").cum_max().over(group), "carry_high").alias("high"),
+        pl.min_horizontal(pl.col("low").cum_min().over(group), "carry_low").alias("low"),
         pl.col("close"),
-        pl.when(has_volume).then(pl.col("volume").fill_null(0).cum_sum().over(group)).alias("volume"),
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(group).alias("pos_in_bar"),
+        pl.when(has_volume)
+        .then(volume_terms.otherwise(pl.col("volume").fill_null(0)).cum_sum().over(group))
+        .alias("volume"),
+        (pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(group) + pl.col("carry_pos_in_bar").fill_null(0)).alias(
+            "pos_in_bar"
+        ),
     ]
 
 
-def multi_tf_bars(daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFrame) -> pl.DataFrame:
+def multi_tf_bars(
+    daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFrame, carry: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Non-overlapping blocks of `n` available daily rows from each asset's first row.
 
     `daily` needs `row_index` (0-based position of the row in the asset's whole daily history) and
-    `calendar`; it must start at a block boundary for every asset.
+    `calendar`; where it starts inside a block, `carry` holds that block's last earlier row (with its
+    `bar_start`, the block's first date).
     """
     n = timeframe.n
     group = ["asset_id", "bar_seq"]
-    rows = sessions_up_to(
-        daily.sort("asset_id", "trade_date").with_columns(bar_seq=pl.col("row_index") // n + 1),
-        "trade_date",
-        sessions,
-        "sessions_to_date",
+    rows = _with_carry(
+        daily.sort("asset_id", "trade_date").with_columns(bar_seq=pl.col("row_index") // n + 1), carry, timeframe
     )
+    rows = rows.with_columns(
+        *_running(group), bar_start=pl.coalesce("carry_bar_start", pl.col("trade_date").first().over(group))
+    )
+    for day_column, name in [("trade_date", "sessions_to_date"), ("bar_start", "first_sessions")]:
+        rows = sessions_up_to(rows, day_column, sessions, name)
     snapshots = rows.with_columns(
-        *_running(group),
-        bar_start=pl.col("trade_date").first().over(group),
-        first_sessions=pl.col("sessions_to_date").first().over(group),
-    ).with_columns(
         count_missing_days=(pl.col("sessions_to_date") - pl.col("first_sessions") + 1 - pl.col("pos_in_bar")).clip(
             lower_bound=0
         ),
@@ -139,11 +171,13 @@ def multi_tf_bars(daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFr
     ).select(SNAPSHOT_COLUMNS)
 
 
-def calendar_bars(daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFrame) -> pl.DataFrame:
+def calendar_bars(
+    daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFrame, carry: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Snapshot rows of fixed calendar windows (weeks, months, years).
 
-    `daily` needs `first_trade_date` (the asset's first daily row ever) and `calendar`; it must start at
-    a window start (or the asset's first row) for every asset. Anchored timeframes keep the asset's
+    `daily` needs `first_trade_date` (the asset's first daily row ever) and `calendar`; where it starts
+    inside a window, `carry` holds that window's last earlier row. Anchored timeframes keep the asset's
     partial first window and add `bar_anchor_offset`; the others keep full windows only. A row is
     canonical on the window's last expected session. bar_seq counts windows from the first kept one.
     """
@@ -182,7 +216,8 @@ def calendar_bars(daily: pl.DataFrame, timeframe: Timeframe, sessions: pl.DataFr
     )
     is_session = pl.col("sessions_to_date") > pl.col("sessions_before_date")
     frame = (
-        frame.with_columns(*_running(group))
+        _with_carry(frame, carry, timeframe)
+        .with_columns(*_running(group))
         .with_columns(
             tf=pl.lit(timeframe.label),
             tf_days=(pl.col("bar_end") - pl.col("bar_start")).dt.total_days() + 1,

@@ -6,6 +6,8 @@ reaches every row after it. `full_window` rebuilds every asset from the run's fi
 """
 
 import time
+from collections import Counter
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from trading_assets.compute.bars import (
     value_rejects,
     with_bar_times,
 )
-from trading_assets.compute.calendars import Timeframe, session_table, window_start_end
+from trading_assets.compute.calendars import Timeframe, session_table
 from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.partitions import partitions_end, run_date_window
@@ -69,6 +71,7 @@ class PriceFileSpec(dg.Config):
     price_divisor: float = 1.0
     timezone: str | None = None
     calendar: str | None = None
+    catalog_symbol: str | None = None
 
 
 class PriceFilesConfig(dg.Config):
@@ -99,19 +102,57 @@ def invariant_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def invariant_results(bars: pl.DataFrame, orphans: int) -> list[dg.AssetCheckResult]:
-    counts = {**invariant_violations(bars), "rows_without_prices": orphans}
-    failing = {
-        "ohlc_consistent": counts["ohlc_inconsistent"],
-        "one_canonical_row_per_bar": counts["duplicate_canonical"],
-        "not_newer_than_prices": counts["rows_without_prices"],
-    }
-    return [
-        dg.AssetCheckResult(
-            check_name=name, passed=bad == 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"violations": bad}
-        )
-        for name, bad in failing.items()
-    ]
+# Daily rows per rebuild chunk: bounds memory to one chunk's snapshots of every timeframe (about 2 GB).
+_CHUNK_DAILY_ROWS = 400_000
+
+
+class _Tally:
+    """Rows written, date range and invariant violations over the chunks of one run."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.violations: Counter[str] = Counter()
+        self.dates: list[date] = []
+
+    def add(self, conn: psycopg.Connection, bars: pl.DataFrame, written: int) -> None:
+        self.rows += written
+        self.violations.update(invariant_violations(bars))
+        self.violations["rows_without_prices"] += market_store.rows_without_prices(conn, bars)
+        if bars.height:
+            self.dates += [bars["trade_date"].min(), bars["trade_date"].max()]
+
+    def check_results(self) -> list[dg.AssetCheckResult]:
+        failing = {
+            "ohlc_consistent": self.violations["ohlc_inconsistent"],
+            "one_canonical_row_per_bar": self.violations["duplicate_canonical"],
+            "not_newer_than_prices": self.violations["rows_without_prices"],
+        }
+        return [
+            dg.AssetCheckResult(
+                check_name=name, passed=bad == 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"violations": bad}
+            )
+            for name, bad in failing.items()
+        ]
+
+    def metadata(self) -> dict:
+        first, last = (str(min(self.dates)), str(max(self.dates))) if self.dates else ("", "")
+        return {"rows": self.rows, "first_date": first, "last_date": last}
+
+
+def _chunks(conn: psycopg.Connection, source: str, starts: dict[int, date]) -> Iterator[dict[int, date]]:
+    """`starts` split into groups of assets of at most _CHUNK_DAILY_ROWS days to rebuild (a one-day refresh
+    of every asset is one group)."""
+    spans = market_store.days_to_rebuild(conn, source, starts)
+    chunk: dict[int, date] = {}
+    days = 0
+    for asset_id, first in starts.items():
+        if chunk and days + spans.get(asset_id, 0) > _CHUNK_DAILY_ROWS:
+            yield chunk
+            chunk, days = {}, 0
+        chunk[asset_id] = first
+        days += spans.get(asset_id, 0)
+    if chunk:
+        yield chunk
 
 
 def prices_landing_dir(settings: Settings) -> Path:
@@ -125,7 +166,9 @@ def _date_range(frame: pl.DataFrame) -> dict[str, str]:
 
 
 def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, start: date | None, end: date, last_day: date) -> dict:
-    asset_id, timezone, _ = market_store.ensure_asset(conn, spec.symbol, spec.timezone, spec.calendar)
+    asset_id, timezone, _ = market_store.ensure_asset(
+        conn, spec.symbol, spec.timezone, spec.calendar, catalog_symbol=spec.catalog_symbol
+    )
     parsed = read_price_file(Path(spec.path), spec.format, spec.price_divisor, timezone)
     rows = rows_in_window(parsed.prices, "trade_date", start, end).with_columns(asset_id=pl.lit(asset_id))
     acceptable, refused = value_rejects(rows)
@@ -240,26 +283,28 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         window_start, _ = run_date_window(context)
         with warehouse.transaction() as conn:
             starts = _rebuild_starts(conn, "1d", "price_histories", window_start, config)
-            prices = market_store.read_rows_from(conn, "price_histories", starts, market_store.PRICE_SCHEMA)
-            context_rows = market_store.daily_context(conn, starts)
-            bars, repairs = daily_bars(prices, context_rows)
-            bars = with_bar_times(bars, market_store.assets(conn))
-            replace_from = pl.DataFrame(
-                {"asset_id": list(starts), "from_date": list(starts.values())},
-                schema={"asset_id": pl.Int64, "from_date": pl.Date},
-            ).with_columns(tf=pl.lit("1D"))
-            written = market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS)
-            market_store.replace_bar_rejects(conn, starts, repairs)
+            assets = market_store.assets(conn)
+            tally, repairs = _Tally(), 0
+            for chunk in _chunks(conn, "price_histories", starts):
+                prices = market_store.read_rows_from(conn, "price_histories", chunk, market_store.PRICE_SCHEMA)
+                bars, repaired = daily_bars(prices, market_store.daily_context(conn, chunk))
+                bars = with_bar_times(bars, assets)
+                replace_from = pl.DataFrame(
+                    {"asset_id": list(chunk), "from_date": list(chunk.values())},
+                    schema={"asset_id": pl.Int64, "from_date": pl.Date},
+                ).with_columns(tf=pl.lit("1D"))
+                written = market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS)
+                market_store.replace_bar_rejects(conn, chunk, repaired)
+                repairs += repaired.height
+                tally.add(conn, bars, written)
             for family in market_store.MULTI_FAMILIES:
                 market_store.mark_dirty(conn, family, starts)
-            checks = invariant_results(bars, market_store.rows_without_prices(conn, "1d", starts))
         return dg.MaterializeResult(
-            check_results=checks,
+            check_results=tally.check_results(),
             metadata={
-                "rows": written,
-                "repairs": repairs.height,
+                **tally.metadata(),
+                "repairs": repairs,
                 "assets": len(starts),
-                **_date_range(bars),
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
@@ -283,16 +328,16 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             with warehouse.transaction() as conn:
                 timeframes = _timeframes(conn, family)
                 starts = _rebuild_starts(conn, family, "price_bars_1d", window_start, config)
-                written, frames = _rebuild_family(conn, family, timeframes, starts)
-                rows = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=_EMPTY_BARS)
-                checks = invariant_results(rows, market_store.rows_without_prices(conn, family, starts))
+                tally = _Tally()
+                for chunk in _chunks(conn, "price_bars_1d", starts):
+                    written, bars = _rebuild_family(conn, family, timeframes, chunk)
+                    tally.add(conn, bars, written)
             return dg.MaterializeResult(
-                check_results=checks,
+                check_results=tally.check_results(),
                 metadata={
-                    "rows": written,
+                    **tally.metadata(),
                     "assets": len(starts),
                     "timeframes": ", ".join(t.label for t in timeframes),
-                    **_date_range(rows),
                     "seconds": round(time.perf_counter() - started, 3),
                 },
             )
@@ -304,42 +349,41 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
 
 def _rebuild_family(
     conn: psycopg.Connection, family: str, timeframes: list[Timeframe], starts: dict[int, date]
-) -> tuple[int, list[pl.DataFrame]]:
-    """Rewrite each asset's bars of every timeframe from its start date; returns rows written.
+) -> tuple[int, pl.DataFrame]:
+    """Rewrite each asset's bars of every timeframe from its start date; returns (rows written, the rows).
 
-    Rows are recomputed from the start of the bar holding the start date (their running values need the
-    bar's earlier rows) but only rows on or after the start date are rewritten: a snapshot depends on
-    nothing later than its own date, so the earlier rows of the bar are already right.
+    Only daily rows from the start date on are read: a bar in progress continues from its last stored
+    snapshot row (the carry). Stored rows before the start are right, since a snapshot depends on nothing
+    later than its own date, so a one-day refresh costs one day whatever the history behind it.
     """
     if not starts or not timeframes:
-        return 0, []
+        return 0, pl.DataFrame(schema=_EMPTY_BARS)
     context = market_store.daily_context(conn, starts)
     rewrite_from = context.select("asset_id", "from_date").join(
         pl.DataFrame({"tf": [t.label for t in timeframes]}), how="cross"
     )
-    tf_starts = []
-    for timeframe in timeframes:
-        if timeframe.unit == "D":
-            # A block starts at a multiple of n rows from the asset's first row: find that row's date.
-            first_seq = context.select("asset_id", bar_seq=(pl.col("rows_before") // timeframe.n) * timeframe.n + 1)
-            block_dates = market_store.dates_of_bar_seq(conn, first_seq)
-            start = first_seq.join(block_dates, on=["asset_id", "bar_seq"], how="left").select("asset_id", "from_date")
-        else:
-            _, window_start, _ = window_start_end(pl.col("from_date"), timeframe)
-            start = context.select("asset_id", from_date=pl.max_horizontal(window_start, pl.col("first_trade_date")))
-        tf_starts.append(start.drop_nulls("from_date").with_columns(tf=pl.lit(timeframe.label)))
-    bar_starts = pl.concat(tf_starts)
-    load_from = dict(bar_starts.group_by("asset_id").agg(pl.col("from_date").min()).iter_rows())
+    carry = market_store.last_snapshots_before(conn, family, rewrite_from)
+    for timeframe in (t for t in timeframes if t.unit == "D"):
+        # A block's first date (its bar_start) is the date of its first row.
+        first_seq = context.select("asset_id", bar_seq=(pl.col("rows_before") // timeframe.n) * timeframe.n + 1)
+        block_start = market_store.dates_of_bar_seq(conn, first_seq).select(
+            "asset_id", block_start="from_date", tf=pl.lit(timeframe.label)
+        )
+        carry = (
+            carry.join(block_start, on=["asset_id", "tf"], how="left")
+            .with_columns(bar_start=pl.coalesce("bar_start", "block_start"))
+            .drop("block_start")
+        )
     assets = market_store.assets(conn)
     daily = (
-        market_store.read_rows_from(conn, "price_bars_1d", load_from, market_store.DAILY_BAR_SCHEMA)
+        market_store.read_rows_from(conn, "price_bars_1d", starts, market_store.DAILY_BAR_SCHEMA)
         .with_columns(row_index=pl.col("bar_seq") - 1)
         .drop("bar_seq")
         .join(context.select("asset_id", "first_trade_date"), on="asset_id")
         .join(assets.select("asset_id", "calendar"), on="asset_id")
     )
     if daily.is_empty():
-        return market_store.replace_bars(conn, family, daily, rewrite_from, []), []
+        return market_store.replace_bars(conn, family, daily, rewrite_from, []), pl.DataFrame(schema=_EMPTY_BARS)
     years = max((t.n for t in timeframes if t.unit == "Y"), default=1)
     sessions = session_table(
         daily["calendar"].unique().to_list(),
@@ -348,16 +392,8 @@ def _rebuild_family(
     )
     frames = []
     for timeframe in timeframes:
-        sliced = daily.join(bar_starts.filter(pl.col("tf") == timeframe.label), on="asset_id").filter(
-            pl.col("trade_date") >= pl.col("from_date")
-        )
         build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
-        changed = (
-            build(sliced, timeframe, sessions)
-            .join(context.select("asset_id", rewrite_from="from_date"), on="asset_id")
-            .filter(pl.col("trade_date") >= pl.col("rewrite_from"))
-        )
-        frames.append(with_bar_times(changed.drop("rewrite_from"), assets))
+        frames.append(with_bar_times(build(daily, timeframe, sessions, carry), assets))
     columns = _BAR_COLUMNS + (["bar_anchor_offset"] if family.startswith("cal_anchor") else [])
-    written = market_store.replace_bars(conn, family, pl.concat(frames), rewrite_from, columns)
-    return written, frames
+    bars = pl.concat(frames)
+    return market_store.replace_bars(conn, family, bars, rewrite_from, columns), bars

@@ -8,10 +8,12 @@ import dagster as dg
 from trading_assets.config import Settings
 from trading_assets.defs.landing import landing_sensor
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES, prices_landing_dir
+from trading_assets.defs.market.checks import MARKET_CHECKS
 from trading_assets.defs.partitions import key_range_for_dates, range_tags
 from trading_assets.sources.price_files import read_price_file
 
-MARKET_ASSETS = dg.AssetSelection.assets(PRICE_HISTORIES, *BAR_KEYS.values())
+# The checks that read whole tables run in the validate job's own schedule, not in every refresh.
+MARKET_ASSETS = dg.AssetSelection.assets(PRICE_HISTORIES, *BAR_KEYS.values()) - dg.AssetSelection.checks(*MARKET_CHECKS)
 
 
 def daily_refresh_range(partitions: dg.TimeWindowPartitionsDefinition, today: date) -> tuple[str, str]:
