@@ -1,36 +1,73 @@
 """`make bench`: measured throughput of the bars, printed as tables.
 
 1. the pure compute of every family (rows/s, peak memory);
-2. a full rebuild of every family through Dagster on PostgreSQL, against the read + COPY limit, on synthetic
-   prices and on every daily file of ../shared/data when it is there;
-3. a one-day incremental refresh with one and with three years of history behind it.
+2. (a) a full rebuild of every family through Dagster on PostgreSQL, against the read + COPY limit, on
+   synthetic prices and on every daily file of ../shared/data when it is there; (b) the same for
+   price_bars_1d and price_bars_multi_tf at ten times the assets;
+3. (c) a one-day incremental refresh with one and with three years of history behind it;
+4. the symbol catalog: deriving 10,000 symbols x 50 versions, as-of lookups, the bars-to-symbol join.
+
+Each stage runs in its own process so that its peak memory is its own.
 """
 
 import argparse
+import subprocess
+import sys
 import warnings
 
-from bench.compute import compute_throughput
-from bench.pipeline import full_rebuild, one_day_refresh, shared_files_rebuild
 from trading_assets.config import PROJECT_ROOT
+
+SHARED_INDEX = PROJECT_ROOT.parent / "shared" / "data" / "daily_index.csv"
+
+
+def run_stage(stage: list[str]) -> None:
+    from bench.catalog import catalog_at_scale
+    from bench.compute import compute_throughput
+    from bench.pipeline import full_rebuild, one_day_refresh, shared_files_rebuild
+
+    name, *numbers = stage
+    if name == "compute":
+        compute_throughput(int(numbers[0]), int(numbers[1]))
+    elif name == "rebuild":
+        full_rebuild(int(numbers[0]), int(numbers[1]))
+    elif name == "rebuild-1d-multi":
+        full_rebuild(int(numbers[0]), int(numbers[1]), ("1d", "multi_tf"))
+    elif name == "shared-files":
+        shared_files_rebuild(SHARED_INDEX)
+    elif name == "refresh":
+        one_day_refresh(int(numbers[0]), int(numbers[1]))
+    elif name == "catalog":
+        catalog_at_scale(*map(int, numbers))
+    else:
+        raise SystemExit(f"unknown bench stage {name!r}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--assets", type=int, default=100, help="assets of the compute and full-rebuild runs")
     parser.add_argument("--days", type=int, default=3650, help="days of history of those runs")
-    parser.add_argument("--refresh-assets", type=int, default=200, help="assets of the one-day refreshes")
+    parser.add_argument("--large-assets", type=int, default=1000, help="assets of the 1d + multi_tf rebuild")
+    parser.add_argument("--refresh-assets", type=int, default=1000, help="assets of the one-day refreshes")
+    parser.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
+    if args.stage:
+        run_stage(args.stage)
+        return
 
-    compute_throughput(args.assets, args.days)
-    full_rebuild(args.assets, args.days)
-    index = PROJECT_ROOT.parent / "shared" / "data" / "daily_index.csv"
-    if index.exists():
-        shared_files_rebuild(index)
-    print(f"\none-day incremental refresh of every bar family through Dagster, {args.refresh_assets} assets")
-    for years in (1, 3):
-        seconds = one_day_refresh(args.refresh_assets, 365 * years)
-        print(f"  with {years} year(s) of history: {seconds:.1f}s")
+    stages = [
+        ["compute", args.assets, args.days],
+        ["rebuild", args.assets, args.days],
+        *([["shared-files"]] if SHARED_INDEX.exists() else []),
+        ["rebuild-1d-multi", args.large_assets, args.days],
+        ["refresh", args.refresh_assets, 1],
+        ["refresh", args.refresh_assets, 3],
+        ["catalog", 10_000, 50, args.large_assets, args.days],
+    ]
+    for stage in stages:
+        if stage[0] == "refresh" and stage[2] == 1:
+            print("\none-day incremental refresh of every bar family through Dagster")
+        subprocess.run([sys.executable, "-m", "bench", "--stage", *map(str, stage)], check=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,7 @@ def _load_prices(settings: Settings, args: argparse.Namespace) -> int:
         dates += read_price_file(path, args.format, args.price_divisor).prices["trade_date"].to_list()
         spec = {"path": str(path.resolve()), "symbol": args.symbol or path.stem.upper(), "format": args.format}
         spec |= {"price_divisor": args.price_divisor, "timezone": args.timezone, "calendar": args.calendar}
+        spec |= {"catalog_symbol": args.catalog_symbol}
         specs.append(spec)
     if not dates:
         print("no price rows in the given files")
@@ -116,6 +118,38 @@ def _load_prices(settings: Settings, args: argparse.Namespace) -> int:
     if summary.success:
         print("bars follow by automation under `trading-assets ui`, or now with `trading-assets refresh --bars`")
     return 0 if summary.success else 1
+
+
+def _load_symbols(settings: Settings, args: argparse.Namespace) -> int:
+    from trading_assets.catalog import to_utc
+    from trading_assets.defs.catalog.assets import SYMBOLS
+    from trading_assets.orchestration import prepare_environment, run_assets
+
+    prepare_environment(settings)
+    effective_at = to_utc(args.effective_at).isoformat() if args.effective_at else None
+    local = args.source in ("file", "binance")
+    inputs = [str(Path(name).resolve()) if local else name for name in args.inputs]
+    config = {"inputs": inputs, "source": args.source, "effective_at": effective_at}
+    started = time.perf_counter()
+    summary = run_assets(settings, [SYMBOLS], run_config={"ops": {"catalog__symbols": {"config": config}}})
+    _print_summary("load symbols", summary, time.perf_counter() - started)
+    return 0 if summary.success else 1
+
+
+def _symbols_as_of(settings: Settings, args: argparse.Namespace) -> int:
+    from trading_assets import catalog
+
+    at = args.at
+    if at is not None and re.fullmatch(r"-?\d+(\.\d+)?", at):
+        at = float(at)
+    version = catalog.get_instrument(args.symbol, at, settings=settings)
+    if version is None:
+        print(f"{args.symbol}: no version valid at {args.at or 'now'}")
+        return 1
+    for name, value in version.items():
+        if value is not None:
+            print(f"{name:<14} {value}")
+    return 0
 
 
 def _refresh(settings: Settings, args: argparse.Namespace) -> int:
@@ -191,14 +225,14 @@ def _refresh(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-# The bundled sample prices (data/sample/prices) and what the platform needs to know of each asset.
-SAMPLE_PRICES = {
-    "SPY": {"timezone": "America/New_York", "calendar": "XNYS"},
-    "BTCUSD": {"timezone": "UTC", "calendar": "24/7"},
-}
+# The bundled sample prices (data/sample/prices) and their symbols in the bundled catalog sample, which
+# gives them their timezone and trading calendar.
+SAMPLE_PRICES = {"SPY": "AMEX:SPY", "BTCUSD": "COINBASE:BTCUSD"}
+SAMPLE_SYMBOLS_EFFECTIVE = "2010-01-01T00:00:00+00:00"
 
 
 def _demo(settings: Settings) -> int:
+    from trading_assets.defs.catalog.assets import EXCHANGES, SYMBOLS
     from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
     from trading_assets.defs.metadata.assets import series_landing_dir
     from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
@@ -216,14 +250,29 @@ def _demo(settings: Settings) -> int:
     partitions = monthly_partitions(settings)
     keys = partitions.get_partition_keys()
     market = {PRICE_HISTORIES, *BAR_KEYS.values()}
+    catalog = {SYMBOLS, EXCHANGES}
     series = run_assets(
-        settings, [k for k in all_asset_keys(settings) if k not in market], tags=range_tags(keys[0], keys[-1])
+        settings,
+        [k for k in all_asset_keys(settings) if k not in market | catalog],
+        tags=range_tags(keys[0], keys[-1]),
     )
     _print_summary("series metadata (whole history)", series, time.perf_counter() - started)
 
+    sample_symbols = str(SAMPLE_DATA_DIR / "symbols" / "symbols.csv")
+    symbols = run_assets(
+        settings,
+        sorted(catalog),
+        run_config={
+            "ops": {
+                "catalog__symbols": {"config": {"inputs": [sample_symbols], "effective_at": SAMPLE_SYMBOLS_EFFECTIVE}}
+            }
+        },
+    )
+    _print_summary("symbol catalog (sample records)", symbols, time.perf_counter() - started)
+
     specs = [
-        {"path": str(SAMPLE_DATA_DIR / "prices" / f"{symbol}.csv"), "symbol": symbol, **attributes}
-        for symbol, attributes in SAMPLE_PRICES.items()
+        {"path": str(SAMPLE_DATA_DIR / "prices" / f"{symbol}.csv"), "symbol": symbol, "catalog_symbol": listed}
+        for symbol, listed in SAMPLE_PRICES.items()
     ]
     dates = [d for spec in specs for d in read_price_file(Path(spec["path"])).prices["trade_date"].to_list()]
     prices = run_assets(
@@ -245,13 +294,19 @@ def _demo(settings: Settings) -> int:
             "select alignment_source, count(*), count(*) filter (where not is_partial_end) "
             "from market.price_bars_multi_tf_u group by 1 order by 1"
         ).fetchall()
+        linked = conn.execute(
+            "select asset_symbol, symbol, count(*), min(tick_size) from catalog.price_bars_1d_with_symbol "
+            "group by 1, 2 order by 1"
+        ).fetchall()
     print(f"\ncore_energy.v_series_wide: {rows} dates {first}..{last}, columns {', '.join(columns)}")
     for source, total, canonical in bars:
         print(f"market.price_bars_multi_tf_u [{source}]: {total} snapshot rows, {canonical} canonical")
+    for asset, symbol, days, tick in linked:
+        print(f"catalog.price_bars_1d_with_symbol: {asset} -> {symbol}, {days} daily bars, tick size {tick}")
     print(
         f"\ndemo finished in {time.perf_counter() - started:.1f}s. Open the UI with `make ui` (http://127.0.0.1:3000)."
     )
-    succeeded = series.success and prices.success
+    succeeded = series.success and symbols.success and prices.success
     return 0 if succeeded and not checked.failed_error_checks else 1
 
 
@@ -305,6 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     prices.add_argument("--price-divisor", type=float, default=1.0, help="Lean equity files store price x 10000")
     prices.add_argument("--timezone", help="the asset's IANA timezone (assigns trading dates)")
     prices.add_argument("--calendar", help="exchange_calendars code, e.g. XNYS (default: every day)")
+    prices.add_argument(
+        "--catalog-symbol", help="EXCHANGE:SYMBOL in the symbol catalog: timezone and calendar come from it"
+    )
+
+    symbols = load_kinds.add_parser("symbols", help="symbol records: files, Binance snapshots, ccxt, TradingView")
+    symbols.add_argument(
+        "inputs", nargs="+", help="files (file, binance), ccxt exchange ids (ccxt) or scanner markets (tradingview)"
+    )
+    symbols.add_argument("--source", choices=["file", "binance", "ccxt", "tradingview"], default="file")
+    symbols.add_argument("--effective-at", help="when the records were true (default: the snapshot's time, else now)")
+
+    as_of = commands.add_parser("symbols", help="point-in-time symbol lookups")
+    as_of.add_argument("action", choices=["as-of"])
+    as_of.add_argument("symbol", help="EXCHANGE:SYMBOL, e.g. BINANCE:ETHBTC")
+    as_of.add_argument("--at", help="ISO time or date, or epoch seconds (default: now)")
 
     refresh = commands.add_parser("refresh", help="bring bars up to date through Dagster")
     stage = refresh.add_mutually_exclusive_group(required=True)
@@ -339,15 +409,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "load":
             if args.kind == "prices":
                 return _load_prices(settings, args)
+            if args.kind == "symbols":
+                return _load_symbols(settings, args)
             return _load_series(settings, args.files)
         if args.command == "refresh":
             return _refresh(settings, args)
+        if args.command == "symbols":
+            return _symbols_as_of(settings, args)
         if args.command == "demo":
             return _demo(settings)
         if args.command == "validate":
             return _validate(settings)
         return _ui(settings, args.port)
-    except (InputError, ConfigError) as exc:
+    except (InputError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

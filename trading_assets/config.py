@@ -27,6 +27,9 @@ class Settings:
     start_date: date
     series_config: Path
     market_staleness_hours: int
+    # Symbol sources: a mirror of (or a recorded stand-in for) the ccxt exchanges' API and the TradingView scanner.
+    ccxt_api_url: str | None = None
+    tradingview_url: str = "https://scanner.tradingview.com"
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -69,4 +72,6 @@ class Settings:
             start_date=start_date,
             series_config=path_setting("TRADING_ASSETS_SERIES_CONFIG", PROJECT_ROOT / "config" / "dim_series.csv"),
             market_staleness_hours=int(staleness_text),
+            ccxt_api_url=env.get("TRADING_ASSETS_CCXT_API_URL") or None,
+            tradingview_url=env.get("TRADING_ASSETS_TRADINGVIEW_URL") or "https://scanner.tradingview.com",
         )

@@ -3,6 +3,8 @@
 import dagster as dg
 
 from trading_assets.config import Settings
+from trading_assets.defs.catalog.assets import build_catalog_assets
+from trading_assets.defs.catalog.checks import CATALOG_CHECKS
 from trading_assets.defs.market.assets import build_market_assets
 from trading_assets.defs.market.automation import build_market_automation
 from trading_assets.defs.market.checks import MARKET_CHECKS
@@ -26,10 +28,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         pgdata=str(settings.embedded_pgdata),
     )
     # Checks that read whole tables; the bars' blocking invariants run inside the bar assets on what they write.
-    validate_job = dg.define_asset_job(VALIDATE_JOB, selection=dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS))
+    validate_job = dg.define_asset_job(
+        VALIDATE_JOB, selection=dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS, *CATALOG_CHECKS)
+    )
     return dg.Definitions(
-        assets=[*build_series_assets(settings, partitions), *build_market_assets(settings, partitions)],
-        asset_checks=[*SERIES_CHECKS, *MARKET_CHECKS],
+        assets=[
+            *build_series_assets(settings, partitions),
+            *build_market_assets(settings, partitions),
+            *build_catalog_assets(settings),
+        ],
+        asset_checks=[*SERIES_CHECKS, *MARKET_CHECKS, *CATALOG_CHECKS],
         schedules=[
             *series_schedules,
             *market_schedules,

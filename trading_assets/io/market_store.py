@@ -9,6 +9,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from trading_assets.compute.bars import CARRY_SCHEMA
 from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
 from trading_assets.sources import price_files
 
@@ -36,13 +37,27 @@ def ensure_asset(
     timezone: str | None = None,
     calendar: str | None = None,
     asset_class: str | None = None,
+    catalog_symbol: str | None = None,
 ) -> tuple[int, str, str]:
-    """(asset_id, timezone, calendar) of `symbol`, created on first load; given attributes are updated."""
+    """(asset_id, timezone, calendar) of `symbol`, created on first load; given attributes are updated.
+
+    A `catalog_symbol` (EXCHANGE:SYMBOL) links the asset to the symbol catalog, whose current version's
+    timezone and exchange calendar apply unless given here.
+    """
+    if catalog_symbol is not None:
+        linked = conn.execute(
+            "select s.timezone, e.calendar from catalog.symbols s left join catalog.exchanges e "
+            "on e.exchange = s.exchange and e.valid_until is null where s.symbol = %s and s.valid_until is null",
+            (catalog_symbol,),
+        ).fetchone()
+        if linked is None:
+            raise ValueError(f"{catalog_symbol!r} is not in the symbol catalog (load it with `load symbols`)")
+        timezone, calendar = timezone or linked[0], calendar or linked[1]
     conn.execute("insert into market.dim_assets (symbol) values (%s) on conflict (symbol) do nothing", (symbol,))
     conn.execute(
         "update market.dim_assets set timezone = coalesce(%s, timezone), calendar = coalesce(%s, calendar), "
-        "asset_class = coalesce(%s, asset_class) where symbol = %s",
-        (timezone, calendar, asset_class, symbol),
+        "asset_class = coalesce(%s, asset_class), catalog_symbol = coalesce(%s, catalog_symbol) where symbol = %s",
+        (timezone, calendar, asset_class, catalog_symbol, symbol),
     )
     return conn.execute(
         "select asset_id, timezone, calendar from market.dim_assets where symbol = %s", (symbol,)
@@ -159,11 +174,23 @@ def read_rows_from(
     """Rows of market.`table` of each asset on or after its start date, ordered by asset and date."""
     columns = list(schema)
     _starts_table(conn, starts)
+    # One index range scan per asset (`offset 0` keeps the planner from flattening the lateral subquery into
+    # a scan of the whole table: it cannot tell that a one-day refresh wants one row per asset).
     query = sql.SQL(
-        "select {cols} from market.{table} t join rebuild_from r using (asset_id) "
-        "where t.trade_date >= r.from_date order by t.asset_id, t.trade_date"
+        "select {cols} from rebuild_from r cross join lateral (select * from market.{table} t "
+        "where t.asset_id = r.asset_id and t.trade_date >= r.from_date offset 0) t order by t.asset_id, t.trade_date"
     ).format(cols=sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in columns), table=sql.Identifier(table))
     return read_frame(conn, query, schema=schema)
+
+
+def days_to_rebuild(conn: psycopg.Connection, source: str, starts: dict[int, date]) -> dict[int, int]:
+    """Per asset, the days from its start date to its last row in market.`source` (at least its rows)."""
+    _starts_table(conn, starts)
+    query = sql.SQL(
+        "select r.asset_id, coalesce((select max(t.trade_date) from market.{} t where t.asset_id = r.asset_id) "
+        "- r.from_date + 1, 0) from rebuild_from r"
+    ).format(sql.Identifier(source))
+    return dict(conn.execute(query).fetchall())
 
 
 def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataFrame:
@@ -235,6 +262,22 @@ PRICE_SCHEMA = {
 DAILY_BAR_SCHEMA = {**{k: v for k, v in PRICE_SCHEMA.items() if not k.startswith("source")}, "bar_seq": pl.Int64}
 
 
+def last_snapshots_before(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl.DataFrame:
+    """Per (asset_id, tf) of `starts` (with from_date), the stored snapshot row just before from_date: the
+    state a bar in progress carries into its rebuilt rows."""
+    scratch_table(conn, "carry_from", "(asset_id integer, tf text, from_date date)")
+    copy_frame(conn, sql.SQL("carry_from"), starts, ["asset_id", "tf", "from_date"])
+    conn.execute("analyze carry_from")
+    query = sql.SQL(
+        "select r.asset_id, r.tf, p.bar_seq, p.open, p.high, p.low, p.volume, p.pos_in_bar from carry_from r "
+        "cross join lateral (select bar_seq, open, high, low, volume, pos_in_bar from market.{} t "
+        "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date < r.from_date "
+        "order by t.trade_date desc limit 1) p"
+    ).format(sql.Identifier(BAR_TABLES[family]))
+    schema = {k: v for k, v in CARRY_SCHEMA.items() if k != "bar_start"}
+    return read_frame(conn, query, schema=schema).with_columns(bar_start=pl.lit(None, pl.Date))
+
+
 def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataFrame:
     """trade_date of daily bars by (asset_id, bar_seq) as `from_date`."""
     scratch_table(conn, "wanted_seq", "(asset_id integer, bar_seq integer)")
@@ -248,12 +291,14 @@ def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataF
     )
 
 
-def rows_without_prices(conn: psycopg.Connection, family: str, starts: dict[int, date]) -> int:
-    """Rebuilt bar rows (from each asset's start) on a date with no loaded price: bars newer than prices."""
-    _starts_table(conn, starts)
-    query = sql.SQL(
-        "select count(*) from market.{} t join rebuild_from r using (asset_id) where t.trade_date >= r.from_date "
-        "and not exists (select 1 from market.price_histories p "
-        "where p.asset_id = t.asset_id and p.trade_date = t.trade_date)"
-    ).format(sql.Identifier(BAR_TABLES[family]))
-    return conn.execute(query).fetchone()[0]
+def rows_without_prices(conn: psycopg.Connection, written: pl.DataFrame) -> int:
+    """Rows of `written` (bar rows just stored) on a date with no loaded price: bars newer than prices."""
+    if written.is_empty():
+        return 0
+    scratch_table(conn, "written_days", "(asset_id integer, trade_date date, rows integer)")
+    copy_frame(conn, sql.SQL("written_days"), written.group_by("asset_id", "trade_date").agg(rows=pl.len()))
+    conn.execute("analyze written_days")
+    return conn.execute(
+        "select coalesce(sum(rows), 0) from written_days w where not exists "
+        "(select 1 from market.price_histories p where p.asset_id = w.asset_id and p.trade_date = w.trade_date)"
+    ).fetchone()[0]

@@ -1,0 +1,232 @@
+"""Point-in-time symbol lookups and catalog writes, for backtests and scripts.
+
+    from trading_assets import catalog
+    catalog.get_instrument("BINANCE:ETHBTC", as_of="2019-01-01")   # the version valid then, or None
+    catalog.list_active_symbols("BINANCE", as_of=1600000000)        # epoch seconds, dates, datetimes
+    catalog.upsert_symbols([{"symbol": "BINANCE:ETHBTC", "tick_size": 1e-6}], effective_at="2020-01-01")
+    catalog.retire_symbols(["BINANCE:ETHBTC"])
+
+Lookups read an in-memory copy of `catalog.symbols`, reloaded whenever `symbols.parquet` in the
+lakehouse changes (every committed catalog write rewrites it), so they cost a file stat, not a query.
+Writes append to the observation log and re-derive the symbols they touch in one transaction under the
+catalog's lock, then publish the lakehouse files of the committed versions.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+
+from trading_assets.config import Settings
+from trading_assets.errors import Problem, raise_if_any
+from trading_assets.io import catalog_store
+from trading_assets.io.postgres import connect
+from trading_assets.sources.symbol_files import (
+    exchange_observations_frame,
+    normalise_exchange,
+    normalise_record,
+    observations_frame,
+)
+
+# Epoch seconds beyond this (year 5138) are milliseconds or nanoseconds passed by mistake.
+_MAX_EPOCH_SECONDS = 1e11
+
+
+def to_utc(moment: datetime | date | str | float | int) -> datetime:
+    """An aware UTC datetime from an aware or naive-as-UTC datetime, a date (its midnight UTC), an ISO
+    string, or epoch seconds."""
+    if isinstance(moment, bool):
+        raise TypeError("a boolean is not a point in time")
+    if isinstance(moment, int | float):
+        if abs(moment) >= _MAX_EPOCH_SECONDS:
+            raise ValueError(f"{moment} is not epoch seconds (milliseconds or nanoseconds?)")
+        return datetime.fromtimestamp(moment, tz=UTC)
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.strip().replace("Z", "+00:00"))
+    if isinstance(moment, datetime):
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if isinstance(moment, date):
+        return datetime.combine(moment, time(), tzinfo=UTC)
+    raise TypeError(f"cannot read {moment!r} as a point in time")
+
+
+class SymbolCatalog:
+    """All symbol versions in memory, indexed for as-of lookups by bisection."""
+
+    def __init__(self, versions: pl.DataFrame) -> None:
+        self._rows: dict[str, list[dict[str, Any]]] = {}
+        for row in versions.sort("symbol", "valid_from").iter_rows(named=True):
+            self._rows.setdefault(row["symbol"], []).append(row)
+        self._starts = {symbol: [r["valid_from"] for r in rows] for symbol, rows in self._rows.items()}
+
+    def get_instrument(self, symbol: str, as_of: Any = None) -> dict[str, Any] | None:
+        rows = self._rows.get(symbol)
+        if not rows:
+            return None
+        if as_of is None:
+            return dict(rows[-1]) if rows[-1]["valid_until"] is None else None
+        moment = to_utc(as_of)
+        index = bisect_right(self._starts[symbol], moment) - 1
+        if index < 0:
+            return None
+        row = rows[index]
+        return dict(row) if row["valid_until"] is None or row["valid_until"] > moment else None
+
+    def list_active_symbols(self, exchange: str | None = None, as_of: Any = None) -> list[str]:
+        found = []
+        for symbol in self._rows:
+            row = self.get_instrument(symbol, as_of)
+            if row and row["active"] and (exchange is None or row["exchange"] == exchange.upper()):
+                found.append(symbol)
+        return sorted(found)
+
+
+# (database setting, embedded data folder, lakehouse) -> (identity of symbols.parquet when loaded, catalog)
+_loaded: dict[tuple[str | None, Path, Path], tuple[tuple | None, SymbolCatalog]] = {}
+
+
+def _url(settings: Settings) -> str:
+    from trading_assets.io.database import ready_database_url
+
+    return ready_database_url(settings.database_url, settings.embedded_pgdata)
+
+
+def _file_identity(path: Path) -> tuple | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _catalog(settings: Settings | None) -> SymbolCatalog:
+    settings = settings or Settings.from_env()
+    key = (settings.database_url, settings.embedded_pgdata, settings.lakehouse)
+    identity = _file_identity(settings.lakehouse / "symbols.parquet")
+    cached = _loaded.get(key)
+    if cached is None or cached[0] != identity:
+        with connect(_url(settings)) as conn:
+            cached = (identity, SymbolCatalog(catalog_store.read_symbols(conn)))
+        _loaded[key] = cached
+    return cached[1]
+
+
+def get_instrument(symbol: str, as_of: Any = None, *, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The version of `symbol` valid at `as_of` (default: the current one); None before its first version."""
+    return _catalog(settings).get_instrument(symbol, as_of)
+
+
+def list_active_symbols(
+    exchange: str | None = None, as_of: Any = None, *, settings: Settings | None = None
+) -> list[str]:
+    return _catalog(settings).list_active_symbols(exchange, as_of)
+
+
+def publish_lakehouse(url: str, lakehouse: Path) -> None:
+    """symbols.parquet and exchanges.parquet of the committed versions, each replaced atomically (temp file +
+    rename). Under the catalog's lock, so the last publisher always writes the newest versions."""
+    lakehouse.mkdir(parents=True, exist_ok=True)
+    with connect(url, autocommit=True) as conn, catalog_store.catalog_session_lock(conn):
+        for name, frame in (
+            ("symbols", catalog_store.read_symbols(conn)),
+            ("exchanges", catalog_store.read_exchanges(conn)),
+        ):
+            target = lakehouse / f"{name}.parquet"
+            temporary = target.with_name(f".{name}.parquet.tmp")
+            frame.write_parquet(temporary)
+            temporary.replace(target)
+
+
+def apply_observations(
+    conn: psycopg.Connection,
+    records: list[dict],
+    effective_at: datetime,
+    source: str,
+    *,
+    action: str = "upsert",
+    full_listings: dict[str, list[str]] | None = None,
+) -> dict[str, int]:
+    """Log what a source said and re-derive the symbols it concerns; the caller holds the transaction."""
+    catalog_store.lock_catalog(conn)
+    added = catalog_store.append_observations(conn, observations_frame(records, effective_at, source, action))
+    touched = {r["symbol"] for r in records}
+    for exchange, members in (full_listings or {}).items():
+        catalog_store.record_full_listing(conn, exchange, effective_at, members, source)
+        touched |= catalog_store.symbols_of_exchange(conn, exchange)
+    versions = catalog_store.rederive_symbols(conn, sorted(touched))
+    catalog_store.rederive_exchanges(conn)
+    return {"observations": added, "symbols": len(touched), "versions": versions}
+
+
+def _write(settings: Settings, records: list[dict], effective_at: Any, action: str) -> dict[str, int]:
+    url = _url(settings)
+    moment = to_utc(effective_at) if effective_at is not None else datetime.now(UTC)
+    with connect(url) as conn:
+        counts = apply_observations(conn, records, moment, "api", action=action)
+        conn.commit()
+    publish_lakehouse(url, settings.lakehouse)
+    return counts
+
+
+def upsert_exchanges(
+    records: Iterable[dict[str, Any]], effective_at: Any = None, *, settings: Settings | None = None
+) -> dict[str, int]:
+    """Record exchanges (exchange, country, timezone, is_crypto, calendar, description) as of `effective_at`
+    (default now); symbols can then name them. Missing fields keep their value."""
+    settings = settings or Settings.from_env()
+    normalised, problems = [], []
+    for number, raw in enumerate(records, start=1):
+        record, reason = normalise_exchange(raw)
+        if reason:
+            problems.append(Problem("upsert_exchanges", number, reason))
+        else:
+            normalised.append(record)
+    raise_if_any(problems)
+    url = _url(settings)
+    moment = to_utc(effective_at) if effective_at is not None else datetime.now(UTC)
+    with connect(url) as conn:
+        catalog_store.lock_catalog(conn)
+        added = catalog_store.append_exchange_observations(conn, exchange_observations_frame(normalised, moment, "api"))
+        versions = catalog_store.rederive_exchanges(conn)
+        conn.commit()
+    publish_lakehouse(url, settings.lakehouse)
+    return {"observations": added, "versions": versions}
+
+
+def upsert_symbols(
+    records: Iterable[dict[str, Any]], effective_at: Any = None, *, settings: Settings | None = None
+) -> dict[str, int]:
+    """Record what is known about symbols as of `effective_at` (default now); missing fields keep their value."""
+    settings = settings or Settings.from_env()
+    url = _url(settings)
+    with connect(url) as conn:
+        exchanges = catalog_store.known_exchanges(conn)
+    normalised, problems = [], []
+    for number, raw in enumerate(records, start=1):
+        record, reason = normalise_record(raw, exchanges)
+        if reason:
+            problems.append(Problem("upsert_symbols", number, reason))
+        else:
+            normalised.append(record)
+    raise_if_any(problems)
+    return _write(settings, normalised, effective_at, "upsert")
+
+
+def retire_symbols(
+    symbols: Iterable[str], effective_at: Any = None, *, settings: Settings | None = None
+) -> dict[str, int]:
+    """Mark symbols delisted from `effective_at` (default now); retiring an inactive symbol changes nothing."""
+    settings = settings or Settings.from_env()
+    wanted = list(dict.fromkeys(symbols))
+    with connect(_url(settings)) as conn:
+        known = catalog_store.observed_symbols(conn, wanted)
+    raise_if_any(
+        [Problem("retire_symbols", i, f"unknown symbol {s!r}") for i, s in enumerate(wanted, 1) if s not in known]
+    )
+    return _write(settings, [{"symbol": s} for s in wanted], effective_at, "retire")

@@ -1,0 +1,183 @@
+"""Reads and writes of the `catalog` tables. Each function runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from trading_assets.compute.scd2 import (
+    EXCHANGE_FIELDS,
+    SYMBOL_FIELDS,
+    SYMBOL_VERSIONED,
+    UTC_TIME,
+    derive_versions,
+    retirements_from_snapshots,
+)
+from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
+
+# One writer at a time derives and rewrites the catalog (and its parquet files): no lost updates.
+_CATALOG_LOCK = 7_302_551_002
+_OBSERVATION_SCHEMA = {
+    "observation_id": pl.Int64,
+    "symbol": pl.String,
+    "action": pl.String,
+    "effective_at": UTC_TIME,
+    "recorded_at": UTC_TIME,
+    **SYMBOL_FIELDS,
+}
+_BOUNDS = {"valid_from": UTC_TIME, "valid_until": UTC_TIME}
+VERSION_SCHEMA = {"symbol": pl.String, **_BOUNDS, **SYMBOL_FIELDS, "recorded_at": UTC_TIME}
+EXCHANGE_VERSION_SCHEMA = {"exchange": pl.String, **_BOUNDS, **EXCHANGE_FIELDS, "recorded_at": UTC_TIME}
+
+
+def lock_catalog(conn: psycopg.Connection) -> None:
+    """Serialise catalog writers until the caller's transaction ends."""
+    conn.execute("select pg_advisory_xact_lock(%s)", (_CATALOG_LOCK,))
+
+
+@contextmanager
+def catalog_session_lock(conn: psycopg.Connection) -> Iterator[None]:
+    """The same lock held by a session across transactions (to publish files of committed versions)."""
+    conn.execute("select pg_advisory_lock(%s)", (_CATALOG_LOCK,))
+    try:
+        yield
+    finally:
+        conn.execute("select pg_advisory_unlock(%s)", (_CATALOG_LOCK,))
+
+
+def known_exchanges(conn: psycopg.Connection) -> dict[str, dict]:
+    """Every exchange with its latest stated attributes (defaults included)."""
+    rows = read_frame(
+        conn,
+        "select distinct on (exchange) exchange, country, timezone, is_crypto, calendar "
+        "from catalog.exchange_observations order by exchange, effective_at desc, observation_id desc",
+        schema={"exchange": pl.String, **{k: v for k, v in EXCHANGE_FIELDS.items() if k != "description"}},
+    )
+    return {row.pop("exchange"): row for row in rows.to_dicts()}
+
+
+def append_observations(conn: psycopg.Connection, observations: pl.DataFrame) -> int:
+    """Append to the log what is not already in it (a re-load of the same source is a no-op); returns rows added."""
+    if observations.is_empty():
+        return 0
+    columns = ["symbol", "action", "effective_at", "source", *SYMBOL_FIELDS]
+    types = {pl.String: "text", pl.Int64: "bigint", pl.Float64: "float8", pl.Boolean: "boolean"}
+    fields = ", ".join(f"{name} {types[dtype]}" for name, dtype in SYMBOL_FIELDS.items())
+    scratch_table(
+        conn, "incoming_observations", f"(symbol text, action text, effective_at timestamptz, source text, {fields})"
+    )
+    copy_frame(conn, sql.SQL("incoming_observations"), observations, columns)
+    listed = sql.SQL(", ").join(map(sql.Identifier, columns))
+    return conn.execute(
+        sql.SQL(
+            "insert into catalog.symbol_observations ({cols}) select distinct {cols} from incoming_observations i "
+            "where not exists (select 1 from catalog.symbol_observations o where o.symbol = i.symbol "
+            "and o.effective_at = i.effective_at and row({o_cols}) is not distinct from row({i_cols}))"
+        ).format(
+            cols=listed,
+            o_cols=sql.SQL(", ").join(sql.SQL("o.") + sql.Identifier(c) for c in columns),
+            i_cols=sql.SQL(", ").join(sql.SQL("i.") + sql.Identifier(c) for c in columns),
+        )
+    ).rowcount
+
+
+def append_exchange_observations(conn: psycopg.Connection, observations: pl.DataFrame) -> int:
+    columns = ["exchange", "effective_at", "source", *EXCHANGE_FIELDS]
+    return copy_frame(conn, sql.SQL("catalog.exchange_observations"), observations, columns)
+
+
+def record_full_listing(
+    conn: psycopg.Connection, exchange: str, effective_at: datetime, symbols: list[str], source: str
+) -> None:
+    conn.execute(
+        "insert into catalog.exchange_snapshots (exchange, effective_at, source, symbols) values (%s, %s, %s, %s) "
+        "on conflict (exchange, effective_at) do update set symbols = excluded.symbols, source = excluded.source",
+        (exchange, effective_at, source, symbols),
+    )
+
+
+def observed_symbols(conn: psycopg.Connection, symbols: list[str]) -> set[str]:
+    """Which of `symbols` the catalog has ever observed."""
+    rows = conn.execute(
+        "select distinct symbol from catalog.symbol_observations where symbol = any(%s)", (symbols,)
+    ).fetchall()
+    return {symbol for (symbol,) in rows}
+
+
+def symbols_of_exchange(conn: psycopg.Connection, exchange: str) -> set[str]:
+    rows = conn.execute(
+        "select distinct symbol from catalog.symbol_observations where exchange = %s", (exchange,)
+    ).fetchall()
+    return {symbol for (symbol,) in rows}
+
+
+def rederive_symbols(conn: psycopg.Connection, symbols: list[str] | None = None) -> int:
+    """Rewrite the versions of `symbols` (all when None) from the log; returns versions written."""
+    where = sql.SQL("") if symbols is None else sql.SQL("where symbol = any({})").format(sql.Literal(symbols))
+    columns = sql.SQL(", ").join(map(sql.Identifier, _OBSERVATION_SCHEMA))
+    observations = read_frame(
+        conn,
+        sql.SQL("select {} from catalog.symbol_observations {}").format(columns, where),
+        schema=_OBSERVATION_SCHEMA,
+    )
+    listings = read_frame(
+        conn,
+        "select exchange, effective_at, unnest(symbols) as symbol from catalog.exchange_snapshots",
+        schema={"exchange": pl.String, "effective_at": UTC_TIME, "symbol": pl.String},
+    )
+    retired = retirements_from_snapshots(observations, listings)
+    if retired.height:
+        observations = pl.concat(
+            [
+                observations,
+                retired.with_columns(
+                    action=pl.lit("retire"),
+                    recorded_at=pl.col("effective_at"),
+                    observation_id=pl.lit(None, pl.Int64),
+                ),
+            ],
+            how="diagonal_relaxed",
+        )
+    versions = derive_versions(observations, SYMBOL_FIELDS, SYMBOL_VERSIONED)
+    conn.execute(sql.SQL("delete from catalog.symbols {}").format(where))
+    return copy_frame(conn, sql.SQL("catalog.symbols"), versions)
+
+
+def rederive_exchanges(conn: psycopg.Connection) -> int:
+    observations = read_frame(
+        conn,
+        "select observation_id, exchange, action, effective_at, recorded_at, country, timezone, is_crypto, "
+        "calendar, description from catalog.exchange_observations",
+        schema={
+            "observation_id": pl.Int64,
+            "exchange": pl.String,
+            "action": pl.String,
+            "effective_at": UTC_TIME,
+            "recorded_at": UTC_TIME,
+            **EXCHANGE_FIELDS,
+        },
+    )
+    versions = derive_versions(observations, EXCHANGE_FIELDS, list(EXCHANGE_FIELDS), key="exchange")
+    conn.execute("delete from catalog.exchanges")
+    return copy_frame(conn, sql.SQL("catalog.exchanges"), versions)
+
+
+def _read_versions(conn: psycopg.Connection, table: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    key = next(iter(schema))
+    query = sql.SQL("select {} from catalog.{} order by {}, valid_from").format(
+        sql.SQL(", ").join(map(sql.Identifier, schema)), sql.Identifier(table), sql.Identifier(key)
+    )
+    return read_frame(conn, query, schema=schema)
+
+
+def read_symbols(conn: psycopg.Connection) -> pl.DataFrame:
+    return _read_versions(conn, "symbols", VERSION_SCHEMA)
+
+
+def read_exchanges(conn: psycopg.Connection) -> pl.DataFrame:
+    return _read_versions(conn, "exchanges", EXCHANGE_VERSION_SCHEMA)
