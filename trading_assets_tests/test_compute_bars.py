@@ -49,6 +49,21 @@ def test_d6_multi_tf_blocks_of_seven_rows() -> None:
     assert (day3["open"], day3["high"], day3["close"], day3["volume"]) == (100.0, 104.0, 103.0, 30.0)
 
 
+def test_d8_extreme_dates_keep_the_earliest_tie_and_move_on_a_strictly_higher_high() -> None:
+    days = _span(date(2024, 1, 1), date(2024, 1, 7))
+    daily = _daily(days).with_columns(
+        high=pl.Series([102.0, 110.0, 105.0, 110.0, 112.0, 111.0, 112.0]),
+        low=pl.Series([99.0, 95.0, 95.0, 98.0, 99.0, 94.0, 99.0]),
+        open=pl.lit(100.0),
+        close=pl.lit(101.0),
+    )
+    bars = multi_tf_bars(daily, Timeframe.parse("7D"), SESSIONS)
+    jan = [date(2024, 1, d) for d in (1, 2, 2, 2, 5, 5, 5)]
+    assert bars["high_date"].to_list() == jan  # the tie on 01-04 keeps 01-02; 112 on 01-05 moves it
+    assert bars["low_date"].to_list() == [date(2024, 1, d) for d in (1, 2, 2, 2, 2, 6, 6)]
+    assert bars["high"].to_list() == [102.0, 110.0, 110.0, 110.0, 112.0, 112.0, 112.0]
+
+
 def test_d7_multi_tf_gap_spans_more_days() -> None:
     days = [*_span(date(2024, 1, 1), date(2024, 1, 5)), *_span(date(2024, 1, 7), date(2024, 1, 9))]
     bars = multi_tf_bars(_daily(days), Timeframe.parse("7D"), SESSIONS)
@@ -213,7 +228,15 @@ def test_property_recompute_from_any_day_with_the_carry_equals_full_build(
     if len(days) < 2:
         return
     timeframe = Timeframe.parse(label)
-    daily = _daily(days).with_columns(volume=pl.when(pl.col("row_index") % 5 == 2).then(None).otherwise("volume"))
+    # Highs and lows that rise, fall and repeat, so the running extremes and their dates move and tie.
+    i = pl.col("row_index")
+    daily = _daily(days).with_columns(
+        volume=pl.when(i % 5 == 2).then(None).otherwise("volume"),
+        open=100.0 + i % 3,
+        close=100.0 + i % 4,
+        high=104.0 + (i * 7) % 5,
+        low=96.0 - (i * 3) % 4,
+    )
     build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
     full = build(daily, timeframe, SESSIONS)
     start = days[min(cut, len(days) - 1)]

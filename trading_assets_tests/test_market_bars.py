@@ -270,3 +270,19 @@ def test_bad_print_in_lean_goog_is_reported(platform: Platform, conn: psycopg.Co
     assert not outliers.passed and outliers.severity == dg.AssetCheckSeverity.WARN
     assert outliers.metadata["outliers"].value == 2
     assert "2008-09-30" in outliers.metadata["rows"].value
+
+
+def test_d1_five_clean_days_make_five_daily_bars(platform: Platform, conn: psycopg.Connection, tmp_path: Path) -> None:
+    prices = _write(tmp_path / "x.csv", [f"2024-03-{d:02d},10,11,9,10.5,100" for d in range(4, 9)])
+    spec = {"path": str(prices), "symbol": "XNY", "timezone": "America/New_York"}
+    _load(platform, [spec], ("2024-03-01", "2024-03-01"))
+    _bars(platform, ("2024-03-01", "2024-03-01"))
+    rows = conn.execute(
+        "select tf, bar_seq, tf_days, pos_in_bar, count_days, count_days_remaining, is_partial_start, "
+        "is_partial_end, is_missing_days, count_missing_days, time_open_bar, time_close_bar - time_open_bar "
+        "from market.price_bars_1d order by trade_date"
+    ).fetchall()
+    assert [r[:10] for r in rows] == [("1D", i, 1, 1, 1, 0, False, False, False, 0) for i in range(1, 6)]
+    # Each bar is its trading day in New York, half-open: [local midnight, next local midnight) in UTC.
+    assert [r[10].isoformat() for r in rows] == [f"2024-03-{d:02d}T05:00:00+00:00" for d in range(4, 9)]
+    assert {r[11].total_seconds() for r in rows} == {86400.0}

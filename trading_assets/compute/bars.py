@@ -38,6 +38,8 @@ SNAPSHOT_COLUMNS = [
     "is_partial_end",
     "is_missing_days",
     "count_missing_days",
+    "high_date",
+    "low_date",
     "bar_start",
     "bar_end",
 ]
@@ -102,6 +104,8 @@ CARRY_SCHEMA = {
     "low": pl.Float64,
     "volume": pl.Float64,
     "pos_in_bar": pl.Int64,
+    "high_date": pl.Date,
+    "low_date": pl.Date,
     "bar_start": pl.Date,
 }
 
@@ -114,6 +118,19 @@ def _with_carry(frame: pl.DataFrame, carry: pl.DataFrame | None, timeframe: Time
     return frame.join(renamed, on=["asset_id", "bar_seq"], how="left")
 
 
+def _extreme_date(side: str, group: list[str]) -> pl.Expr:
+    """The first date on which the bar's running high (low) reached its value: ties keep the earlier day."""
+    value, carried = pl.col(side), pl.col(f"carry_{side}")
+    if side == "high":
+        before = pl.max_horizontal(value.cum_max().shift(1).over(group), carried)
+        new_extreme = before.is_null() | (value > before)
+    else:
+        before = pl.min_horizontal(value.cum_min().shift(1).over(group), carried)
+        new_extreme = before.is_null() | (value < before)
+    reached = pl.when(new_extreme).then(pl.col("trade_date")).forward_fill().over(group)
+    return pl.coalesce(reached, f"carry_{side}_date").alias(f"{side}_date")
+
+
 def _running(group: list[str]) -> list[pl.Expr]:
     """Snapshot values of a bar as of each row (rows sorted by date within `group`), continuing the carry."""
     carried_volume = pl.col("carry_volume").is_not_null()
@@ -122,6 +139,7 @@ def _running(group: list[str]) -> list[pl.Expr]:
     first_row = pl.int_range(pl.len()).over(group) == 0
     volume_terms = pl.when(first_row & carried_volume).then(pl.col("carry_volume") + pl.col("volume").fill_null(0))
     return [
+        *(_extreme_date(side, group) for side in ("high", "low")),
         pl.coalesce("carry_open", pl.col("open").first().over(group)).alias("open"),
         pl.max_horizontal(pl.col("high").cum_max().over(group), "carry_high").alias("high"),
         pl.min_horizontal(pl.col("low").cum_min().over(group), "carry_low").alias("low"),

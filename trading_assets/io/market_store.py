@@ -269,8 +269,8 @@ def last_snapshots_before(conn: psycopg.Connection, family: str, starts: pl.Data
     copy_frame(conn, sql.SQL("carry_from"), starts, ["asset_id", "tf", "from_date"])
     conn.execute("analyze carry_from")
     query = sql.SQL(
-        "select r.asset_id, r.tf, p.bar_seq, p.open, p.high, p.low, p.volume, p.pos_in_bar from carry_from r "
-        "cross join lateral (select bar_seq, open, high, low, volume, pos_in_bar from market.{} t "
+        "select r.asset_id, r.tf, p.* from carry_from r cross join lateral "
+        "(select bar_seq, open, high, low, volume, pos_in_bar, high_date, low_date from market.{} t "
         "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date < r.from_date "
         "order by t.trade_date desc limit 1) p"
     ).format(sql.Identifier(BAR_TABLES[family]))

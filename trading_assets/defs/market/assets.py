@@ -121,17 +121,29 @@ class _Tally:
         if bars.height:
             self.dates += [bars["trade_date"].min(), bars["trade_date"].max()]
 
-    def check_results(self) -> list[dg.AssetCheckResult]:
-        failing = {
+    def _failing(self) -> dict[str, int]:
+        return {
             "ohlc_consistent": self.violations["ohlc_inconsistent"],
             "one_canonical_row_per_bar": self.violations["duplicate_canonical"],
             "not_newer_than_prices": self.violations["rows_without_prices"],
         }
+
+    def keep_or_roll_back(self, conn: psycopg.Connection) -> None:
+        """Roll the run's writes back when an invariant fails: bad rows never replace the previous good ones,
+        and the dirty marks stay for the next run."""
+        if any(self._failing().values()):
+            conn.rollback()
+            self.rows = 0
+
+    def check_results(self) -> list[dg.AssetCheckResult]:
         return [
             dg.AssetCheckResult(
-                check_name=name, passed=bad == 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"violations": bad}
+                check_name=name,
+                passed=bad == 0,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"violations": bad, "rolled_back": any(self._failing().values())},
             )
-            for name, bad in failing.items()
+            for name, bad in self._failing().items()
         ]
 
     def metadata(self) -> dict:
@@ -299,6 +311,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 tally.add(conn, bars, written)
             for family in market_store.MULTI_FAMILIES:
                 market_store.mark_dirty(conn, family, starts)
+            tally.keep_or_roll_back(conn)
         return dg.MaterializeResult(
             check_results=tally.check_results(),
             metadata={
@@ -332,6 +345,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 for chunk in _chunks(conn, "price_bars_1d", starts):
                     written, bars = _rebuild_family(conn, family, timeframes, chunk)
                     tally.add(conn, bars, written)
+                tally.keep_or_roll_back(conn)
             return dg.MaterializeResult(
                 check_results=tally.check_results(),
                 metadata={
