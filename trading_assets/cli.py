@@ -157,12 +157,11 @@ def _refresh(settings: Settings, args: argparse.Namespace) -> int:
 
     from trading_assets.defs.market.assets import BAR_KEYS
     from trading_assets.defs.market.automation import daily_refresh_range
+    from trading_assets.defs.market.emas import EMA_KEYS
     from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+    from trading_assets.io.alerts import Alert, send_alert
     from trading_assets.orchestration import prepare_environment, run_assets
 
-    if args.emas:
-        print("error: EMAs are not part of the platform yet; use --bars", file=sys.stderr)
-        return 2
     partitions = monthly_partitions(settings)
     keys = partitions.get_partition_keys()
     if args.start or args.end:
@@ -174,20 +173,26 @@ def _refresh(settings: Settings, args: argparse.Namespace) -> int:
     else:
         key_range = daily_refresh_range(partitions, datetime.now(UTC).date())
     ids = [] if args.ids in (None, "all") else [int(i) for i in args.ids.split(",")]
-    config = {"full_window": args.full_rebuild, "asset_ids": ids}
-    components = list(BAR_KEYS.values())
+    bars_config = {"full_window": args.full_rebuild, "asset_ids": ids}
+    # The freshness gate guards EMAs built on their own; `--all` has just refreshed the bars.
+    hours = args.staleness_hours or settings.market_staleness_hours
+    ema_config = {**bars_config, "skip_stale_check": args.skip_stale_check or args.all, "staleness_hours": hours}
+    components = [(key, bars_config) for key in BAR_KEYS.values()] if args.bars or args.all else []
+    components += [(key, ema_config) for key in EMA_KEYS.values()] if args.emas or args.all else []
     plan = f"partitions {key_range[0]}..{key_range[1]}, assets {ids or 'all'}"
     plan += ", full rebuild" if args.full_rebuild else ", new and changed days"
+    if args.emas or args.all:
+        plan += ", EMAs on stale bars too" if ema_config["skip_stale_check"] else f", EMAs gated at {hours:g} h"
     if args.dry_run:
         print(f"would refresh {plan}:")
-        for key in components:
+        for key, _ in components:
             print(f"  {key.to_user_string()}")
         return 0
 
-    prepare_environment(settings)
+    url = prepare_environment(settings)
     run_config = {} if not args.verbose else {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    lines, failed = [f"refresh {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z: {plan}"], []
-    for key in components:
+    lines, failed, failed_checks = [f"refresh {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z: {plan}"], [], []
+    for key, config in components:
         op = "__".join(key.path)
         started = time.perf_counter()
         summary = run_assets(
@@ -200,11 +205,15 @@ def _refresh(settings: Settings, args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
         metadata = next((m for _, _, m in summary.materializations), {})
         checks_failed = [name for _, name, passed, _ in summary.checks if not passed]
+        failed_checks += summary.failed_error_checks
         status = "ok" if summary.success else "FAILED"
         line = (
             f"  {key.to_user_string():<42} {status:<6} rows={metadata.get('rows', 0)} "
-            f"repairs={metadata.get('repairs', 0)} assets={metadata.get('assets', 0)} {seconds:.1f}s"
+            f"rejects={metadata.get('rejects', 0)} repairs={metadata.get('repairs', 0)} "
+            f"assets={metadata.get('assets', 0)} {seconds:.1f}s"
         )
+        if metadata.get("stale_assets_waiting"):
+            line += f" stale assets left queued={metadata['stale_assets_waiting']}"
         if checks_failed:
             line += f" checks failed: {', '.join(checks_failed)}"
         for entry in [line, *(f"    error: {e}" for e in summary.errors)]:
@@ -222,6 +231,10 @@ def _refresh(settings: Settings, args: argparse.Namespace) -> int:
     with log_file.open("a") as handle:
         handle.write("\n".join(lines) + "\n")
     print(f"summary appended to {log_file}")
+    if failed_checks:
+        send_alert(settings, url, Alert("CRITICAL", "Refresh: blocking checks FAILED", "\n".join(failed_checks), "cli"))
+    elif failed:
+        send_alert(settings, url, Alert("ERROR", "Refresh failed", "\n".join(failed), "cli"))
     return 1 if failed else 0
 
 
@@ -376,9 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     as_of.add_argument("symbol", help="EXCHANGE:SYMBOL, e.g. BINANCE:ETHBTC")
     as_of.add_argument("--at", help="ISO time or date, or epoch seconds (default: now)")
 
-    refresh = commands.add_parser("refresh", help="bring bars up to date through Dagster")
+    refresh = commands.add_parser("refresh", help="bring bars and EMAs up to date through Dagster")
     stage = refresh.add_mutually_exclusive_group(required=True)
-    stage.add_argument("--all", action="store_true", help="every stage available (bars)")
+    stage.add_argument("--all", action="store_true", help="bars, then EMAs (no freshness gate)")
     stage.add_argument("--bars", action="store_true")
     stage.add_argument("--emas", action="store_true")
     refresh.add_argument("--ids", help="asset ids, e.g. 1,52 (default: all)")
@@ -389,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--verbose", action="store_true")
     refresh.add_argument("--continue-on-error", action="store_true")
     refresh.add_argument("--skip-stale-check", action="store_true", help="(EMAs) build on stale bars")
-    refresh.add_argument("--staleness-hours", type=float, default=48.0, help="(EMAs) bars older than this are stale")
+    refresh.add_argument(
+        "--staleness-hours", type=float, help="(EMAs) bars older than this are stale (default: the setting, 48)"
+    )
 
     commands.add_parser("demo", help="load the sample data, materialize everything, run the checks")
     commands.add_parser("validate", help="run every asset check; exit 1 when an ERROR check fails")

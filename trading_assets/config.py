@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -17,10 +17,15 @@ class ConfigError(ValueError):
     """A setting has a value the platform cannot use."""
 
 
+# Alert severities, least to most severe.
+SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    database_url: str | None
+    # Secrets (a password in a URL, tokens) stay out of the repr, and so out of logs and tracebacks.
+    database_url: str | None = field(repr=False)
     lakehouse: Path
     landing: Path
     backup_dir: Path
@@ -30,6 +35,12 @@ class Settings:
     # Symbol sources: a mirror of (or a recorded stand-in for) the ccxt exchanges' API and the TradingView scanner.
     ccxt_api_url: str | None = None
     tradingview_url: str = "https://scanner.tradingview.com"
+    # Alerts: sent at or above the threshold (CRITICAL always) to Telegram and/or a webhook; always recorded.
+    alert_min_severity: str = "ERROR"
+    alert_url: str | None = field(default=None, repr=False)
+    telegram_bot_token: str | None = field(default=None, repr=False)
+    telegram_chat_id: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -59,6 +70,10 @@ class Settings:
                 f"TRADING_ASSETS_MARKET_STALENESS_HOURS={staleness_text!r} must be a positive whole number"
             )
 
+        severity = (env.get("TRADING_ASSETS_ALERT_MIN_SEVERITY") or "ERROR").upper()
+        if severity not in SEVERITIES:
+            raise ConfigError(f"TRADING_ASSETS_ALERT_MIN_SEVERITY={severity!r} is not one of {', '.join(SEVERITIES)}")
+
         def path_setting(name: str, default: Path) -> Path:
             value = env.get(name)
             return Path(value).expanduser().resolve() if value else default
@@ -74,4 +89,9 @@ class Settings:
             market_staleness_hours=int(staleness_text),
             ccxt_api_url=env.get("TRADING_ASSETS_CCXT_API_URL") or None,
             tradingview_url=env.get("TRADING_ASSETS_TRADINGVIEW_URL") or "https://scanner.tradingview.com",
+            alert_min_severity=severity,
+            alert_url=env.get("TRADING_ASSETS_ALERT_URL") or None,
+            telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN") or None,
+            telegram_chat_id=env.get("TELEGRAM_CHAT_ID") or None,
+            telegram_api_url=env.get("TRADING_ASSETS_TELEGRAM_API_URL") or "https://api.telegram.org",
         )

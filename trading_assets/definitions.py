@@ -8,9 +8,12 @@ from trading_assets.defs.catalog.checks import CATALOG_CHECKS
 from trading_assets.defs.market.assets import build_market_assets
 from trading_assets.defs.market.automation import build_market_automation
 from trading_assets.defs.market.checks import MARKET_CHECKS
+from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS, build_freshness_gate
+from trading_assets.defs.market.emas import build_ema_assets
 from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
+from trading_assets.defs.ops.alerts import build_alert_sensors
 from trading_assets.defs.partitions import monthly_partitions
 from trading_assets.defs.resources import Warehouse
 
@@ -27,17 +30,25 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         database_url=dg.EnvVar("TRADING_ASSETS_DATABASE_URL") if settings.database_url else None,
         pgdata=str(settings.embedded_pgdata),
     )
-    # Checks that read whole tables; the bars' blocking invariants run inside the bar assets on what they write.
+    # Checks that read whole tables; the blocking invariants of bars and EMAs run inside their assets.
     validate_job = dg.define_asset_job(
-        VALIDATE_JOB, selection=dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS, *CATALOG_CHECKS)
+        VALIDATE_JOB,
+        selection=dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS, *EMA_TABLE_CHECKS, *CATALOG_CHECKS),
     )
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
             *build_market_assets(settings, partitions),
+            *build_ema_assets(settings, partitions),
             *build_catalog_assets(settings),
         ],
-        asset_checks=[*SERIES_CHECKS, *MARKET_CHECKS, *CATALOG_CHECKS],
+        asset_checks=[
+            *SERIES_CHECKS,
+            *MARKET_CHECKS,
+            build_freshness_gate(settings),
+            *EMA_TABLE_CHECKS,
+            *CATALOG_CHECKS,
+        ],
         schedules=[
             *series_schedules,
             *market_schedules,
@@ -53,6 +64,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[
             *series_sensors,
             *market_sensors,
+            *build_alert_sensors(settings),
             dg.AutomationConditionSensorDefinition(
                 "trading_assets_automation",
                 target=dg.AssetSelection.all(),

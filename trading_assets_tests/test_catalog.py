@@ -15,6 +15,7 @@ from trading_assets.cli import main
 from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import SYMBOLS
 from trading_assets.defs.catalog.checks import CATALOG_CHECKS
+from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.errors import InputError
 from trading_assets.io import catalog_store
 from trading_assets.io.market_store import ensure_asset
@@ -226,7 +227,8 @@ def test_daily_bars_join_the_symbol_version_valid_on_each_trade_date(
     spec = {"path": str(prices), "symbol": "ETCUSDT", "catalog_symbol": "BINANCE:ETCUSDT"}
     months = ("2018-06-01", "2021-01-01")
     loaded = platform.run(
-        dg.AssetSelection.assets(dg.AssetKey(["market", "price_histories"]), dg.AssetKey(["market", "price_bars_1d"])),
+        dg.AssetSelection.assets(dg.AssetKey(["market", "price_histories"]), dg.AssetKey(["market", "price_bars_1d"]))
+        - dg.AssetSelection.checks(FRESHNESS_GATE),  # history: EMAs are not the point here
         partition_range=months,
         ops={"market__price_histories": {"files": [spec]}},
     )

@@ -1,5 +1,6 @@
 """The `trading-assets` CLI: runs go through Dagster onto the PostgreSQL instance; errors exit non-zero."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -114,8 +115,6 @@ def test_load_prices_then_refresh_bars_writes_the_log(
     logs = list((cli_env.home / "logs").glob("refresh-*.log"))
     assert len(logs) == 1 and "market/price_bars_1d" in logs[0].read_text()
 
-    assert main(["refresh", "--emas"]) == 2
-
 
 def test_load_prices_refuses_an_unknown_layout(
     cli_env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture
@@ -150,3 +149,32 @@ def test_d24_a_failed_ohlc_check_fails_the_refresh_even_with_continue_on_error(
     # Nothing of the failed runs was kept: the bars are the previous good ones, the marks wait for a fix.
     assert conn.execute("select count(*), sum(high) from market.price_bars_multi_tf").fetchone() == before
     assert conn.execute("select count(*) from market.bars_dirty where dirty_from = '2020-06-01'").fetchone() == (5,)
+    # One critical alert for the run (recorded; no channel configured here).
+    assert conn.execute("select severity, title, channel from ops.alerts").fetchall() == [
+        ("CRITICAL", "Refresh: blocking checks FAILED", "log")
+    ]
+
+
+def test_d23_emas_refuse_stale_bars_unless_skipped_or_all(
+    cli_env: Settings, conn: psycopg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    today = datetime.now(UTC).date()
+    for symbol, last in (("FRESH", today - timedelta(days=1)), ("OLD", today - timedelta(days=5))):
+        rows = [f"{last - timedelta(days=30 - i)},10,11,9,{10 + i / 10},1" for i in range(31)]
+        path = tmp_path / f"{symbol}.csv"
+        path.write_text("date,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+        assert main(["load", "prices", str(path), "--symbol", symbol]) == 0
+    start = ["--start", f"{today - timedelta(days=40)}"]
+    assert main(["refresh", "--bars", *start]) == 0
+    # OLD's last bar closed four days ago, FRESH's about a day ago: a 48 h gate keeps OLD queued.
+    capsys.readouterr()
+    assert main(["refresh", "--emas", *start]) == 0
+    assert "stale assets left queued=1" in capsys.readouterr().out
+    built = "select distinct a.symbol from market.ema_multi_tf e join market.dim_assets a using (asset_id) order by 1"
+    assert conn.execute(built).fetchall() == [("FRESH",)]
+    assert main(["refresh", "--emas", "--staleness-hours", "200", *start]) == 0
+    assert conn.execute(built).fetchall() == [("FRESH",), ("OLD",)]
+    conn.execute("truncate market.ema_multi_tf_packed")
+    conn.execute("insert into market.bars_dirty select 'ema_multi_tf', asset_id, '2000-01-01' from market.dim_assets")
+    assert main(["refresh", "--all", *start]) == 0  # bars first, so no gate
+    assert conn.execute(built).fetchall() == [("FRESH",), ("OLD",)]

@@ -26,7 +26,7 @@ def test_every_migration_is_recorded_and_a_second_run_changes_nothing(database_u
 
 def test_fresh_database_applies_all_files_then_nothing(database_url: str, tmp_path: Path) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("drop schema core_energy cascade; drop schema ops cascade")
+        conn.execute("drop schema core_energy, market, catalog, ops cascade")
     applied = migrate(database_url)
     assert applied == [m.name for m in discover()]
     assert migrate(database_url) == []

@@ -29,6 +29,11 @@ class Timeframe:
     anchored: bool = False
     week_start: str | None = None  # ISO or US, for weeks only
 
+    @property
+    def nominal_days(self) -> int:
+        """The timeframe's length in days as EMAs count it (months of 30 days, years of 365)."""
+        return self.n * {"D": 1, "W": 7, "M": 30, "Y": 365}[self.unit]
+
     @classmethod
     def parse(cls, label: str) -> Timeframe:
         match = _LABEL.match(label)

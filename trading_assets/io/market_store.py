@@ -72,6 +72,13 @@ def assets(conn: psycopg.Connection) -> pl.DataFrame:
     )
 
 
+def symbols_of(conn: psycopg.Connection, asset_ids: list[int]) -> list[str]:
+    rows = conn.execute(
+        "select symbol from market.dim_assets where asset_id = any(%s) order by symbol", (asset_ids,)
+    ).fetchall()
+    return [symbol for (symbol,) in rows]
+
+
 def upsert_prices(conn: psycopg.Connection, asset_id: int, prices: pl.DataFrame) -> PriceUpsert:
     """Insert new rows and revise changed ones; the asset is marked dirty from the earliest change."""
     scratch_table(conn, "incoming_prices", "(like market.price_histories including defaults)")

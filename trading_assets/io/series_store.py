@@ -163,4 +163,5 @@ def latest_observations(conn: psycopg.Connection) -> pl.DataFrame:
         "select d.series_code, d.freq, max(f.obs_date) as last_obs_date, count(f.obs_date) as observations "
         "from core_energy.dim_series d left join core_energy.fact_series_value f using (series_code) "
         "group by d.series_code, d.freq order by d.series_code",
-    ).cast({"last_obs_date": pl.Date, "observations": pl.Int64})
+        schema={"series_code": pl.String, "freq": pl.String, "last_obs_date": pl.Date, "observations": pl.Int64},
+    )

@@ -30,7 +30,7 @@ from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.partitions import partitions_end, run_date_window
 from trading_assets.defs.resources import Warehouse
-from trading_assets.io import market_store
+from trading_assets.io import ema_store, market_store
 from trading_assets.sources.price_files import read_price_file
 
 GROUP = "market"
@@ -106,7 +106,7 @@ def invariant_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
 _CHUNK_DAILY_ROWS = 400_000
 
 
-class _Tally:
+class BarTally:
     """Rows written, date range and invariant violations over the chunks of one run."""
 
     def __init__(self) -> None:
@@ -151,7 +151,7 @@ class _Tally:
         return {"rows": self.rows, "first_date": first, "last_date": last}
 
 
-def _chunks(conn: psycopg.Connection, source: str, starts: dict[int, date]) -> Iterator[dict[int, date]]:
+def asset_chunks(conn: psycopg.Connection, source: str, starts: dict[int, date]) -> Iterator[dict[int, date]]:
     """`starts` split into groups of assets of at most _CHUNK_DAILY_ROWS days to rebuild (a one-day refresh
     of every asset is one group)."""
     spans = market_store.days_to_rebuild(conn, source, starts)
@@ -208,7 +208,7 @@ def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, start: date | None
     }
 
 
-def _rebuild_starts(
+def rebuild_starts(
     conn: psycopg.Connection, family: str, source: str, window_start: date | None, config: BarsConfig
 ) -> dict[int, date]:
     """Per asset, the first date to rebuild: its dirty mark, or (full_window) the run's first day."""
@@ -221,7 +221,7 @@ def _rebuild_starts(
     return starts
 
 
-def _timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
+def family_timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
     units, anchored, week_start = FAMILY_TIMEFRAME_RULES[family]
     timeframes = []
     for label in market_store.active_timeframes(conn, family):
@@ -294,10 +294,10 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         started = time.perf_counter()
         window_start, _ = run_date_window(context)
         with warehouse.transaction() as conn:
-            starts = _rebuild_starts(conn, "1d", "price_histories", window_start, config)
+            starts = rebuild_starts(conn, "1d", "price_histories", window_start, config)
             assets = market_store.assets(conn)
-            tally, repairs = _Tally(), 0
-            for chunk in _chunks(conn, "price_histories", starts):
+            tally, repairs = BarTally(), 0
+            for chunk in asset_chunks(conn, "price_histories", starts):
                 prices = market_store.read_rows_from(conn, "price_histories", chunk, market_store.PRICE_SCHEMA)
                 bars, repaired = daily_bars(prices, market_store.daily_context(conn, chunk))
                 bars = with_bar_times(bars, assets)
@@ -309,7 +309,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 market_store.replace_bar_rejects(conn, chunk, repaired)
                 repairs += repaired.height
                 tally.add(conn, bars, written)
-            for family in market_store.MULTI_FAMILIES:
+            for family in [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]:
                 market_store.mark_dirty(conn, family, starts)
             tally.keep_or_roll_back(conn)
         return dg.MaterializeResult(
@@ -339,12 +339,14 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             started = time.perf_counter()
             window_start, _ = run_date_window(context)
             with warehouse.transaction() as conn:
-                timeframes = _timeframes(conn, family)
-                starts = _rebuild_starts(conn, family, "price_bars_1d", window_start, config)
-                tally = _Tally()
-                for chunk in _chunks(conn, "price_bars_1d", starts):
+                timeframes = family_timeframes(conn, family)
+                starts = rebuild_starts(conn, family, "price_bars_1d", window_start, config)
+                tally = BarTally()
+                for chunk in asset_chunks(conn, "price_bars_1d", starts):
                     written, bars = _rebuild_family(conn, family, timeframes, chunk)
                     tally.add(conn, bars, written)
+                for emas in ema_store.EMAS_OF_BARS[family]:
+                    market_store.mark_dirty(conn, emas, starts)
                 tally.keep_or_roll_back(conn)
             return dg.MaterializeResult(
                 check_results=tally.check_results(),

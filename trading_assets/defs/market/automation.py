@@ -9,11 +9,15 @@ from trading_assets.config import Settings
 from trading_assets.defs.landing import landing_sensor
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES, prices_landing_dir
 from trading_assets.defs.market.checks import MARKET_CHECKS
+from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS
+from trading_assets.defs.market.emas import EMA_KEYS
 from trading_assets.defs.partitions import key_range_for_dates, range_tags
 from trading_assets.sources.price_files import read_price_file
 
 # The checks that read whole tables run in the validate job's own schedule, not in every refresh.
-MARKET_ASSETS = dg.AssetSelection.assets(PRICE_HISTORIES, *BAR_KEYS.values()) - dg.AssetSelection.checks(*MARKET_CHECKS)
+MARKET_ASSETS = dg.AssetSelection.assets(
+    PRICE_HISTORIES, *BAR_KEYS.values(), *EMA_KEYS.values()
+) - dg.AssetSelection.checks(*MARKET_CHECKS, *EMA_TABLE_CHECKS)
 
 
 def daily_refresh_range(partitions: dg.TimeWindowPartitionsDefinition, today: date) -> tuple[str, str]:
@@ -30,7 +34,8 @@ def build_market_automation(
         execution_timezone="UTC",
         target=MARKET_ASSETS,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Loads waiting price files and brings every bar family up to date (new and dirty days only).",
+        description="Loads waiting price files and brings every bar and EMA family up to date (new and dirty days "
+        "only).",
     )
     def market_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         today = context.scheduled_execution_time.date()

@@ -15,7 +15,7 @@ WARN = dg.AssetCheckSeverity.WARN
 _SHOWN = 20
 
 
-def _sample(frame: pl.DataFrame) -> dg.MetadataValue:
+def sample_table(frame: pl.DataFrame) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(_SHOWN).to_pandas().to_markdown(index=False) if frame.height else "none")
 
 
@@ -40,7 +40,7 @@ def gaps_against_calendar(warehouse: Warehouse) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=missing.is_empty(),
         severity=WARN,
-        metadata={"missing_sessions": missing.height, "by_symbol": _sample(per_asset)},
+        metadata={"missing_sessions": missing.height, "by_symbol": sample_table(per_asset)},
     )
 
 
@@ -49,11 +49,14 @@ def price_outliers(warehouse: Warehouse) -> dg.AssetCheckResult:
     daily = _daily(warehouse)
     outliers = outlier_days(daily) if daily.height else daily
     return dg.AssetCheckResult(
-        passed=outliers.is_empty(), severity=WARN, metadata={"outliers": outliers.height, "rows": _sample(outliers)}
+        passed=outliers.is_empty(),
+        severity=WARN,
+        metadata={"outliers": outliers.height, "rows": sample_table(outliers)},
     )
 
 
-def _nominal_days(timeframe: Timeframe) -> int:
+def _shortest_bar_days(timeframe: Timeframe) -> int:
+    """Days of history a timeframe needs before its first bar can complete."""
     return timeframe.n * {"D": 1, "W": 7, "M": 28, "Y": 365}[timeframe.unit]
 
 
@@ -79,14 +82,14 @@ def family_checks(family: str) -> list[dg.AssetChecksDefinition]:
             return dg.AssetCheckResult(passed=True, severity=WARN, metadata={"missing": 0})
         days = spans.select("asset_id", span=(pl.col("last") - pl.col("first")).dt.total_days() + 1)
         expected = days.join(
-            pl.DataFrame({"tf": [t.label for t in timeframes], "needed": [_nominal_days(t) for t in timeframes]}),
+            pl.DataFrame({"tf": [t.label for t in timeframes], "needed": [_shortest_bar_days(t) for t in timeframes]}),
             how="cross",
         ).filter((pl.col("span") >= pl.col("needed")) | pl.col("tf").str.ends_with("D"))
         missing = expected.join(present, on=["asset_id", "tf"], how="anti") if present.height else expected
         return dg.AssetCheckResult(
             passed=missing.is_empty(),
             severity=WARN,
-            metadata={"missing": missing.height, "expected": expected.height, "sample": _sample(missing)},
+            metadata={"missing": missing.height, "expected": expected.height, "sample": sample_table(missing)},
         )
 
     @dg.asset_check(
@@ -111,7 +114,7 @@ def family_checks(family: str) -> list[dg.AssetChecksDefinition]:
         return dg.AssetCheckResult(
             passed=skipped.is_empty(),
             severity=WARN,
-            metadata={"bars_without_canonical_row": skipped.height, "sample": _sample(skipped)},
+            metadata={"bars_without_canonical_row": skipped.height, "sample": sample_table(skipped)},
         )
 
     return [coverage, canonical_spacing]

@@ -1,0 +1,186 @@
+"""Reads and writes of the EMA tables (stored packed: one row per asset, timeframe and date with one
+array element per period). Each function runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns
+from trading_assets.io.market_store import BAR_TABLES
+from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
+
+# EMA family (its table) -> the bar families whose rows are its daily grid.
+EMA_SOURCES = {
+    "ema_multi_tf": ("1d", "multi_tf"),
+    "ema_multi_tf_cal_iso": ("cal_iso",),
+    "ema_multi_tf_cal_us": ("cal_us",),
+    "ema_multi_tf_cal_anchor_iso": ("cal_anchor_iso",),
+    "ema_multi_tf_cal_anchor_us": ("cal_anchor_us",),
+    "ema_multi_tf_v2": ("1d",),
+}
+EMA_FAMILIES = list(EMA_SOURCES)
+# Which EMA families read each bar family (they are marked dirty when it is rebuilt).
+EMAS_OF_BARS = {bars: [f for f, sources in EMA_SOURCES.items() if bars in sources] for bars in BAR_TABLES}
+_PACKED_COLUMNS = ["asset_id", "tf", "trade_date", "tf_days", "roll", "is_partial_end", "n_closes", "close_sum"]
+
+
+def _packed(family: str) -> sql.Composable:
+    return sql.SQL("market.{}").format(sql.Identifier(f"{family}_packed"))
+
+
+def active_periods(conn: psycopg.Connection) -> list[int]:
+    rows = conn.execute("select period from market.dim_ema_period where is_active order by period").fetchall()
+    return [period for (period,) in rows]
+
+
+def stored_periods(conn: psycopg.Connection, family: str) -> list[int] | None:
+    row = conn.execute("select periods from market.ema_layout where family = %s", (family,)).fetchone()
+    return None if row is None else list(row[0])
+
+
+def set_periods(conn: psycopg.Connection, family: str, periods: list[int]) -> None:
+    conn.execute(
+        "insert into market.ema_layout (family, periods) values (%s, %s) "
+        "on conflict (family) do update set periods = excluded.periods",
+        (family, periods),
+    )
+
+
+def first_bar_dates(conn: psycopg.Connection, asset_ids: list[int] | None) -> dict[int, date]:
+    """Each asset's first daily bar (where a family rebuilt from scratch starts)."""
+    rows = conn.execute(
+        "select asset_id, min(trade_date) from market.price_bars_1d "
+        "where %s::int[] is null or asset_id = any(%s::int[]) group by asset_id",
+        (asset_ids, asset_ids),
+    ).fetchall()
+    return dict(rows)
+
+
+def queued_assets(conn: psycopg.Connection) -> list[int]:
+    """Assets with EMA work waiting (a dirty mark of any EMA family)."""
+    rows = conn.execute(
+        "select distinct asset_id from market.bars_dirty where family = any(%s) order by 1", (EMA_FAMILIES,)
+    ).fetchall()
+    return [asset_id for (asset_id,) in rows]
+
+
+def newest_bar_close(conn: psycopg.Connection, asset_ids: list[int]) -> dict[int, datetime]:
+    """When each asset's newest daily bar closed (the freshness gate compares it with now)."""
+    rows = conn.execute(
+        "select a.asset_id, (select max(b.time_close_bar) from market.price_bars_1d b where b.asset_id = a.asset_id) "
+        "from unnest(%s::int[]) as a (asset_id)",
+        (asset_ids,),
+    ).fetchall()
+    return {asset_id: closed for asset_id, closed in rows if closed is not None}
+
+
+def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl.DataFrame:
+    """The daily grid (GRID_SCHEMA) of `family` per (asset_id, tf, from_date) of `starts`: the bar rows of
+    its sources from that date, canonical where not is_partial_end (daily bars are tf 1D)."""
+    scratch_table(conn, "ema_grid_from", "(asset_id integer, tf text, from_date date)")
+    copy_frame(conn, sql.SQL("ema_grid_from"), starts, ["asset_id", "tf", "from_date"])
+    conn.execute("analyze ema_grid_from")
+    frames = []
+    for bars in EMA_SOURCES[family]:
+        # One index range scan per (asset, tf); `offset 0` keeps the planner from flattening it into a scan.
+        query = sql.SQL(
+            "select r.asset_id, r.tf, t.trade_date, t.close, not t.is_partial_end from ema_grid_from r "
+            "cross join lateral (select trade_date, close, is_partial_end from market.{} t "
+            "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date offset 0) t "
+            "order by 1, 2, 3"
+        ).format(sql.Identifier(BAR_TABLES[bars]))
+        frames.append(read_frame(conn, query, schema=GRID_SCHEMA))
+    return pl.concat(frames)
+
+
+def read_carry(conn: psycopg.Connection, family: str, starts: pl.DataFrame, periods: list[int]) -> pl.DataFrame:
+    """Per (asset_id, tf, from_date) of `starts`: the state after the last stored row before from_date
+    (carry_schema: closes seen, their sum, each period's ema and its last canonical ema_bar)."""
+    scratch_table(conn, "ema_carry_from", "(asset_id integer, tf text, from_date date)")
+    copy_frame(conn, sql.SQL("ema_carry_from"), starts, ["asset_id", "tf", "from_date"])
+    conn.execute("analyze ema_carry_from")
+    positions = range(1, len(periods) + 1)
+    query = sql.SQL(
+        "select r.asset_id, r.tf, l.n_closes, l.close_sum, {emas}, {bars} from ema_carry_from r "
+        "cross join lateral (select * from {packed} t where t.asset_id = r.asset_id and t.tf = r.tf "
+        "and t.trade_date < r.from_date order by t.trade_date desc limit 1) l "
+        "left join lateral (select * from {packed} t where t.asset_id = r.asset_id and t.tf = r.tf "
+        "and t.trade_date < r.from_date and not t.roll order by t.trade_date desc limit 1) c on true"
+    ).format(
+        emas=sql.SQL(", ").join(sql.SQL("l.ema[{}]").format(sql.Literal(i)) for i in positions),
+        bars=sql.SQL(", ").join(sql.SQL("c.ema_bar[{}]").format(sql.Literal(i)) for i in positions),
+        packed=_packed(family),
+    )
+    return read_frame(conn, query, schema=carry_schema(periods))
+
+
+def _array_text(columns: list[str]) -> pl.Expr:
+    """A PostgreSQL array literal of float columns (polars writes floats in their shortest exact form)."""
+    elements = pl.concat_str([pl.col(c).cast(pl.String).fill_null("NULL") for c in columns], separator=",")
+    return pl.concat_str([pl.lit("{"), elements, pl.lit("}")])
+
+
+def replace_emas(
+    conn: psycopg.Connection, family: str, wide: pl.DataFrame, starts: pl.DataFrame, periods: list[int]
+) -> int:
+    """Delete each (asset, tf)'s rows from its from_date, COPY `wide` packed, and clear is_partial_end on
+    earlier rows of a group whose new rows hold a later canonical row."""
+    packed = _packed(family)
+    scratch_table(conn, "ema_replace_from", "(asset_id integer, tf text, from_date date)")
+    copy_frame(conn, sql.SQL("ema_replace_from"), starts, ["asset_id", "tf", "from_date"])
+    conn.execute("analyze ema_replace_from")
+    conn.execute(
+        sql.SQL(
+            "delete from {} t using ema_replace_from r "
+            "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date"
+        ).format(packed)
+    )
+    emas, bars = ema_columns(periods)
+    rows = wide.select(*_PACKED_COLUMNS, ema=_array_text(emas), ema_bar=_array_text(bars))
+    written = copy_frame(conn, packed, rows)
+    completed = wide.filter(~pl.col("roll")).group_by("asset_id", "tf").agg(last_canonical=pl.col("trade_date").max())
+    if completed.height:
+        scratch_table(conn, "ema_completed", "(asset_id integer, tf text, last_canonical date)")
+        copy_frame(conn, sql.SQL("ema_completed"), completed)
+        conn.execute(
+            sql.SQL(
+                "update {} t set is_partial_end = false from ema_completed c where t.is_partial_end "
+                "and t.asset_id = c.asset_id and t.tf = c.tf and t.trade_date < c.last_canonical"
+            ).format(packed)
+        )
+    return written
+
+
+def replace_rejects(conn: psycopg.Connection, family: str, starts: dict[int, date], rejects: pl.DataFrame) -> int:
+    """Rebuilt dates replace their rejects; `rejects` in the columns of market.ema_rejects."""
+    scratch_table(conn, "ema_rejects_from", "(asset_id integer, from_date date)")
+    copy_frame(
+        conn,
+        sql.SQL("ema_rejects_from"),
+        pl.DataFrame({"asset_id": list(starts), "from_date": list(starts.values())}),
+    )
+    conn.execute(
+        "delete from market.ema_rejects e using ema_rejects_from r "
+        "where e.family = %s and e.asset_id = r.asset_id and e.trade_date >= r.from_date",
+        (family,),
+    )
+    if rejects.is_empty():
+        return 0
+    return copy_frame(conn, sql.SQL("market.ema_rejects"), rejects.with_columns(family=pl.lit(family)))
+
+
+def daily_closes(conn: psycopg.Connection, windows: pl.DataFrame) -> pl.DataFrame:
+    """Daily closes of each asset of `windows` (asset_id, window_start, trade_date) within its windows."""
+    spans = windows.group_by("asset_id").agg(first=pl.col("window_start").min(), last=pl.col("trade_date").max())
+    scratch_table(conn, "ema_close_windows", "(asset_id integer, first date, last date)")
+    copy_frame(conn, sql.SQL("ema_close_windows"), spans)
+    return read_frame(
+        conn,
+        "select b.asset_id, b.trade_date, b.close from ema_close_windows w join market.price_bars_1d b "
+        "on b.asset_id = w.asset_id and b.trade_date between w.first and w.last",
+        schema={"asset_id": pl.Int64, "trade_date": pl.Date, "close": pl.Float64},
+    )
