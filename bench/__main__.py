@@ -4,8 +4,10 @@
 2. (a) a full rebuild of every family through Dagster on PostgreSQL, against the read + COPY limit, on
    synthetic prices and on every daily file of ../shared/data when it is there; (b) the same for
    price_bars_1d and price_bars_multi_tf at ten times the assets;
-3. (c) a one-day incremental refresh with one and with three years of history behind it;
-4. the symbol catalog: deriving 10,000 symbols x 50 versions, as-of lookups, the bars-to-symbol join.
+3. the EMA kernel against polars' ewm_mean (1,000 assets x 3,650 closes x the default periods) and a full
+   rebuild of every EMA family through Dagster against its limit;
+4. a one-day incremental refresh of every bar and EMA family with one and with three years of history;
+5. the symbol catalog: deriving 10,000 symbols x 50 versions, as-of lookups, the bars-to-symbol join.
 
 Each stage runs in its own process so that its peak memory is its own.
 """
@@ -21,9 +23,10 @@ SHARED_INDEX = PROJECT_ROOT.parent / "shared" / "data" / "daily_index.csv"
 
 
 def run_stage(stage: list[str]) -> None:
+    from bench import emas
     from bench.catalog import catalog_at_scale
     from bench.compute import compute_throughput
-    from bench.pipeline import full_rebuild, one_day_refresh, shared_files_rebuild
+    from bench.pipeline import full_rebuild, shared_files_rebuild
 
     name, *numbers = stage
     if name == "compute":
@@ -34,8 +37,12 @@ def run_stage(stage: list[str]) -> None:
         full_rebuild(int(numbers[0]), int(numbers[1]), ("1d", "multi_tf"))
     elif name == "shared-files":
         shared_files_rebuild(SHARED_INDEX)
+    elif name == "ema-kernel":
+        emas.kernel_against_ewm_mean(int(numbers[0]), int(numbers[1]))
+    elif name == "ema-rebuild":
+        emas.full_rebuild(int(numbers[0]), int(numbers[1]))
     elif name == "refresh":
-        one_day_refresh(int(numbers[0]), int(numbers[1]))
+        emas.one_day_refresh(int(numbers[0]), int(numbers[1]))
     elif name == "catalog":
         catalog_at_scale(*map(int, numbers))
     else:
@@ -60,13 +67,15 @@ def main() -> None:
         ["rebuild", args.assets, args.days],
         *([["shared-files"]] if SHARED_INDEX.exists() else []),
         ["rebuild-1d-multi", args.large_assets, args.days],
+        ["ema-kernel", args.large_assets, args.days],
+        ["ema-rebuild", args.assets, args.days],
         ["refresh", args.refresh_assets, 1],
         ["refresh", args.refresh_assets, 3],
         ["catalog", 10_000, 50, args.large_assets, args.days],
     ]
     for stage in stages:
         if stage[0] == "refresh" and stage[2] == 1:
-            print("\none-day incremental refresh of every bar family through Dagster")
+            print("\none-day incremental refresh of every bar family, then every EMA family, through Dagster")
         subprocess.run([sys.executable, "-m", "bench", "--stage", *map(str, stage)], check=True)
 
 

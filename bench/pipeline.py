@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -182,33 +182,3 @@ def report_rebuild(
         f"run wall time {wall:.1f}s, of which Dagster bookkeeping {overhead:.1f}s ({overhead / wall:.0%}); "
         f"peak memory of this Python process during the run {run_peak:,.0f} MiB (the server's is its own)"
     )
-
-
-def one_day_refresh(assets: int, years: int) -> None:
-    """Build `years` of history, add one day for every asset, and time the refresh of the bars through Dagster."""
-    history_days = 365 * years
-    with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
-        end = datetime.now(UTC).date() - timedelta(days=1)
-        prices = synthetic_prices(assets, history_days + 1, first=end - timedelta(days=history_days))
-        prices = prices.with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
-        seed_prices(url, prices.filter(pl.col("trade_date") < end))
-        run_bars(settings, prices["trade_date"].min(), end - timedelta(days=1))
-        # The steady state a daily refresh meets: the bulk history vacuumed, analysed and checkpointed, not
-        # autovacuum or the checkpointer still writing it out during the timed run.
-        with connect(url, autocommit=True) as conn:
-            conn.execute("vacuum analyze")
-            conn.execute("checkpoint")
-        new_day = prices.filter(pl.col("trade_date") == end)
-        with connect(url) as conn:
-            copy_frame(conn, sql.SQL("market.price_histories"), new_day)
-            conn.execute(
-                "insert into market.bars_dirty (family, asset_id, dirty_from) select '1d', asset_id, %s "
-                "from market.dim_assets",
-                (end,),
-            )
-        wall, per_table = run_bars(settings, end, end)
-        rows = sum(r for r, _ in per_table.values())
-        print(
-            f"  {assets} assets with {years} year(s) of history: {wall:.1f}s end to end, {rows:,} rows "
-            f"({rows / wall:,.0f} rows/s), peak memory {peak_mib():,.0f} MiB"
-        )

@@ -247,6 +247,7 @@ SAMPLE_SYMBOLS_EFFECTIVE = "2010-01-01T00:00:00+00:00"
 def _demo(settings: Settings) -> int:
     from trading_assets.defs.catalog.assets import EXCHANGES, SYMBOLS
     from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
+    from trading_assets.defs.market.emas import EMA_KEYS
     from trading_assets.defs.metadata.assets import series_landing_dir
     from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
     from trading_assets.io.postgres import connect
@@ -262,7 +263,7 @@ def _demo(settings: Settings) -> int:
         shutil.copy2(sample, landing / sample.name)
     partitions = monthly_partitions(settings)
     keys = partitions.get_partition_keys()
-    market = {PRICE_HISTORIES, *BAR_KEYS.values()}
+    market = {PRICE_HISTORIES, *BAR_KEYS.values(), *EMA_KEYS.values()}
     catalog = {SYMBOLS, EXCHANGES}
     series = run_assets(
         settings,
@@ -288,13 +289,17 @@ def _demo(settings: Settings) -> int:
         for symbol, listed in SAMPLE_PRICES.items()
     ]
     dates = [d for spec in specs for d in read_price_file(Path(spec["path"])).prices["trade_date"].to_list()]
+    # As `refresh --all`: prices, bars, then EMAs on them (the sample is history, so no freshness gate); the
+    # table-wide checks run with validate below.
+    emas = {"__".join(key.path): {"config": {"skip_stale_check": True}} for key in EMA_KEYS.values()}
     prices = run_assets(
         settings,
         sorted(market),
         tags=range_tags(*key_range_for_dates(partitions, min(dates), max(dates))),
-        run_config={"ops": {"market__price_histories": {"config": {"files": specs}}}},
+        run_config={"ops": {"market__price_histories": {"config": {"files": specs}}, **emas}},
+        table_checks=False,
     )
-    _print_summary("market data (sample months)", prices, time.perf_counter() - started)
+    _print_summary("market data: prices, bars, EMAs (sample months)", prices, time.perf_counter() - started)
     checked = run_all_checks(settings)
     _print_summary("validate (all asset checks)", checked, time.perf_counter() - started)
 
@@ -307,6 +312,10 @@ def _demo(settings: Settings) -> int:
             "select alignment_source, count(*), count(*) filter (where not is_partial_end) "
             "from market.price_bars_multi_tf_u group by 1 order by 1"
         ).fetchall()
+        emas = conn.execute(
+            "select alignment_source, count(*), count(distinct (asset_id, tf, period)) "
+            "from market.ema_multi_tf_u group by 1 order by 1"
+        ).fetchall()
         linked = conn.execute(
             "select asset_symbol, symbol, count(*), min(tick_size) from catalog.price_bars_1d_with_symbol "
             "group by 1, 2 order by 1"
@@ -314,6 +323,8 @@ def _demo(settings: Settings) -> int:
     print(f"\ncore_energy.v_series_wide: {rows} dates {first}..{last}, columns {', '.join(columns)}")
     for source, total, canonical in bars:
         print(f"market.price_bars_multi_tf_u [{source}]: {total} snapshot rows, {canonical} canonical")
+    for source, total, series_count in emas:
+        print(f"market.ema_multi_tf_u [{source}]: {total} EMA rows in {series_count} asset x tf x period series")
     for asset, symbol, days, tick in linked:
         print(f"catalog.price_bars_1d_with_symbol: {asset} -> {symbol}, {days} daily bars, tick size {tick}")
     print(

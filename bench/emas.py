@@ -1,0 +1,165 @@
+"""EMAs: the kernel against polars' ewm_mean, a full rebuild of every family through Dagster against its
+limit, and a one-day incremental refresh with one and three years of history."""
+
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import polars as pl
+from psycopg import sql
+
+from bench.compute import peak_mib, synthetic_prices
+from bench.pipeline import bench_platform, run_bars, seed_prices, table_sizes
+from trading_assets.compute.ema import alpha, ema
+from trading_assets.config import Settings
+from trading_assets.defs.market.emas import EMA_KEYS
+from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+from trading_assets.io.ema_store import EMA_FAMILIES, EMA_SOURCES
+from trading_assets.io.market_store import BAR_TABLES
+from trading_assets.io.postgres import connect, copy_frame, copy_out
+from trading_assets.orchestration import run_assets
+
+PERIODS = [9, 10, 21, 50, 100, 200]
+
+
+def kernel_against_ewm_mean(assets: int, days: int) -> None:
+    closes = synthetic_prices(assets, days).select("asset_id", "close")
+    timings = {}
+    for name, build in {
+        "polars ewm_mean (first-value seed)": lambda p: (
+            pl.col("close").ewm_mean(alpha=alpha(p), adjust=False).over("asset_id")
+        ),
+        "trading_assets ema (SMA seed, null carry)": lambda p: ema(pl.col("close"), p).over("asset_id"),
+    }.items():
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            out = closes.select(build(p).alias(f"e{p}") for p in PERIODS)
+            best = min(best, time.perf_counter() - started)
+        timings[name] = (best, out)
+    (base_name, (base, base_out)), (ours_name, (ours, ours_out)) = timings.items()
+    # Beyond the seed's reach both recursions agree: the check that they compute the same thing.
+    position = closes.select(pl.int_range(pl.len()).over("asset_id"))["literal"].to_numpy()
+    tail = position >= days * 2 // 3
+    gap = max(
+        np.nanmax(np.abs(ours_out[f"e{p}"].to_numpy()[tail] / base_out[f"e{p}"].to_numpy()[tail] - 1)) for p in PERIODS
+    )
+    print(f"\nEMA kernel, {assets} assets x {days} daily closes x periods {PERIODS} (best of 3)")
+    print(f"{'kernel':<44} {'seconds':>8} {'values/s':>14}")
+    values = closes.height * len(PERIODS)
+    for name, seconds in ((base_name, base), (ours_name, ours)):
+        print(f"{name:<44} {seconds:>8.2f} {values / seconds:>14,.0f}")
+    print(f"ratio {ours / base:.2f} (target 1.2); largest relative difference on the last third {gap:.1e}")
+
+
+def _run_emas(settings: Settings, first: date, last: date) -> tuple[float, dict[str, dict]]:
+    partitions = monthly_partitions(settings)
+    ops = {"__".join(EMA_KEYS[f].path): {"config": {"skip_stale_check": True}} for f in EMA_FAMILIES}
+    started = time.perf_counter()
+    summary = run_assets(
+        settings,
+        list(EMA_KEYS.values()),
+        tags=range_tags(*key_range_for_dates(partitions, first, last)),
+        run_config={"ops": ops},
+        table_checks=False,
+    )
+    wall = time.perf_counter() - started
+    if not summary.success:
+        raise RuntimeError(f"EMA run failed: {summary.errors}")
+    per_family = {}
+    for asset, _, metadata in summary.materializations:
+        per_family.setdefault(asset.split("/")[-1], metadata)
+    return wall, per_family
+
+
+def _limits(url: str, family: str) -> tuple[float, float, int]:
+    """(read the grid once + COPY the packed rows into an empty table of the same shape, the same for the long
+    rows into a table of the long shape, that long table's size in bytes)."""
+    packed = sql.Identifier(f"{family}_packed")
+    with connect(url) as conn:
+        packed_rows = copy_out(conn, sql.SQL("select * from market.{}").format(packed))
+        long_rows = copy_out(conn, sql.SQL("select * from market.{}").format(sql.Identifier(family)))
+        results = []
+        for rows, like in ((packed_rows, f"{family}_packed"), (long_rows, family)):
+            started = time.perf_counter()
+            for bars in EMA_SOURCES[family]:
+                table = sql.Identifier(BAR_TABLES[bars])
+                copy_out(
+                    conn, sql.SQL("select asset_id, tf, trade_date, close, is_partial_end from market.{}").format(table)
+                )
+            conn.execute(
+                sql.SQL("create temp table limit_target as select * from market.{} limit 0").format(
+                    sql.Identifier(like)
+                )
+            )
+            with conn.cursor() as cur, cur.copy("copy limit_target from stdin (format csv)") as copy:
+                copy.write(rows)
+            results.append(time.perf_counter() - started)
+            size = conn.execute("select pg_total_relation_size('limit_target')").fetchone()[0]
+            conn.rollback()
+    return results[0], results[1], size
+
+
+def full_rebuild(assets: int, days: int) -> None:
+    print(f"\nfull rebuild of every EMA family through Dagster: {assets} assets x {days} days, periods {PERIODS}")
+    with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
+        prices = synthetic_prices(assets, days).with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
+        seed_prices(url, prices)
+        first, last = prices["trade_date"].min(), prices["trade_date"].max()
+        run_bars(settings, first, last)
+        wall, per_family = _run_emas(settings, first, last)
+        run_peak = peak_mib()
+        sizes = table_sizes(url)
+        print(
+            f"{'table':<28} {'rows':>11} {'packed':>10} {'asset s':>8} {'rows/s':>10} {'limit s':>8} "
+            f"{'ratio':>6} {'long s':>7} {'ratio':>6} {'MiB':>7} {'long MiB':>9}"
+        )
+        inside = 0.0
+        for family in EMA_FAMILIES:
+            metadata = per_family[family]
+            seconds = metadata["seconds"]
+            inside += seconds
+            packed_limit, long_limit, long_size = _limits(url, family)
+            size = sizes[f"{family}_packed"]
+            print(
+                f"{family:<28} {metadata['rows']:>11,} {metadata['packed_rows']:>10,} {seconds:>8.2f} "
+                f"{metadata['rows'] / seconds:>10,.0f} {packed_limit:>8.2f} {seconds / packed_limit:>6.2f} "
+                f"{long_limit:>7.2f} {seconds / long_limit:>6.2f} {size / 2**20:>7.1f} {long_size / 2**20:>9.1f}"
+            )
+        overhead = wall - inside
+        print(
+            f"run wall time {wall:.1f}s, of which Dagster bookkeeping {overhead:.1f}s ({overhead / wall:.0%}); peak "
+            f"memory of this Python process {run_peak:,.0f} MiB. limit = read the bars once + COPY the packed rows; "
+            "long = the same with the long rows (one per period) into a table of the long shape, no index"
+        )
+
+
+def one_day_refresh(assets: int, years: int) -> None:
+    """Build `years` of bars and EMAs, add one day for every asset, and time the bars and the EMAs."""
+    history_days = 365 * years
+    with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
+        end = datetime.now(UTC).date() - timedelta(days=1)
+        prices = synthetic_prices(assets, history_days + 1, first=end - timedelta(days=history_days))
+        prices = prices.with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
+        seed_prices(url, prices.filter(pl.col("trade_date") < end))
+        first = prices["trade_date"].min()
+        run_bars(settings, first, end - timedelta(days=1))
+        _run_emas(settings, first, end - timedelta(days=1))
+        with connect(url, autocommit=True) as conn:
+            conn.execute("vacuum analyze")
+            conn.execute("checkpoint")
+        with connect(url) as conn:
+            copy_frame(conn, sql.SQL("market.price_histories"), prices.filter(pl.col("trade_date") == end))
+            conn.execute(
+                "insert into market.bars_dirty (family, asset_id, dirty_from) select '1d', asset_id, %s "
+                "from market.dim_assets",
+                (end,),
+            )
+        bars_wall, _ = run_bars(settings, end, end)
+        ema_wall, per_family = _run_emas(settings, end, end)
+        rows = sum(m["rows"] for m in per_family.values())
+        print(
+            f"  {assets} assets with {years} year(s) of history: bars {bars_wall:.1f}s, EMAs {ema_wall:.1f}s "
+            f"({rows:,} EMA rows), {bars_wall + ema_wall:.1f}s end to end, peak memory {peak_mib():,.0f} MiB"
+        )
