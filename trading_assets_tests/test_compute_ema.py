@@ -34,9 +34,7 @@ def _grid(closes: list[float | None], canonical_every: int = 1, tf: str = "1D") 
 
 
 def _kernel(values: list[float | None], period: int) -> list[float | None]:
-    return (
-        pl.DataFrame({"x": values}, schema={"x": pl.Float64}).select(ema(pl.col("x"), period).alias("x"))["x"].to_list()
-    )
+    return ema(pl.Series("x", values, pl.Float64), period).to_list()
 
 
 def test_d16_sma_seed() -> None:

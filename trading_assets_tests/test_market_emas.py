@@ -15,7 +15,7 @@ import talib
 from trading_assets.config import Settings
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
-from trading_assets.defs.market.emas import EMA_KEYS
+from trading_assets.defs.market.emas import EMA_KEYS, stale_assets
 from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
@@ -239,3 +239,23 @@ def test_a_new_period_rebuilds_the_families_with_it(
     closes = np.array([10 + (i % 7) / 10 for i in range(120)])
     six = conn.execute("select ema from market.ema_multi_tf where tf = '1D' and period = 6 order by trade_date")
     np.testing.assert_allclose([r[0] for r in six], talib.EMA(closes, timeperiod=6)[5:], rtol=1e-9)
+
+
+def test_d23_gate_threshold_against_the_newest_bar_close(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    _load(
+        platform,
+        _write(tmp_path / "x.csv", ["2024-01-01,10,11,9,10,1", "2024-01-02,10,11,9,10,1"]),
+        ("2024-01-01",) * 2,
+    )
+    conn.execute("insert into market.dim_assets (symbol) values ('NOBARS')")
+    platform.run(
+        dg.AssetSelection.assets(BAR_KEYS["1d"]) - dg.AssetSelection.checks(FRESHNESS_GATE),
+        partition_range=("2024-01-01",) * 2,
+    )
+    closed = datetime(2024, 1, 3, tzinfo=UTC)  # the 2024-01-02 bar of a UTC asset closes at midnight
+    with psycopg.connect(platform.settings.database_url) as gate_conn:
+        ids = [a for (a,) in gate_conn.execute("select asset_id from market.dim_assets order by 1")]
+        assert stale_assets(gate_conn, ids, 48, closed + timedelta(hours=49)) == ids  # 49 h ago: stale
+        assert stale_assets(gate_conn, ids, 48, closed + timedelta(hours=47)) == ids[1:]  # no bars: stale

@@ -12,13 +12,19 @@ completes): `ema_bar` is the EMA of period p over canonical closes, re-anchored 
 
 Incremental runs pass the grid from any date on plus the `carry`: per (asset_id, tf) the state after the
 last stored row before that date (closes seen, their sum, the last `ema` and the last canonical `ema_bar`
-of each period). The carry enters as a first row of its group, so every sum and recursion continues with
-the very operations of a full build, and a partial recompute equals it exactly.
+of each period). Each group starts from its carry, so every sum and recursion continues with the very
+operations of a full build, and a partial recompute equals it exactly.
+
+The recursions are small loops compiled with numba: seeding, carrying and holding in one pass cost about
+what polars' own `ewm_mean` costs, where the same logic as polars expressions cost two to four times more.
 """
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 GROUP = ["asset_id", "tf"]
 GRID_SCHEMA = {
@@ -28,6 +34,9 @@ GRID_SCHEMA = {
     "close": pl.Float64,
     "canonical": pl.Boolean,
 }
+
+
+WIDE_COLUMNS = [*GROUP, "trade_date", "close", "tf_days", "roll", "is_partial_end", "n_closes", "close_sum"]
 
 
 def alpha(horizon: float) -> float:
@@ -52,66 +61,115 @@ def carry_schema(periods: list[int]) -> dict[str, pl.DataType]:
     }
 
 
-def _seed_start(value: pl.Expr, count: pl.Expr, total: pl.Expr, horizon: int) -> pl.Expr:
-    """The recursion's input: null until `horizon` values were seen, their mean on the horizon-th, then the values.
-    `count`/`total` are the running count and sum of the non-null values."""
-    return (
-        pl.when(value.is_null() | (count < horizon))
-        .then(None)
-        .when(count == horizon)
-        .then(total / horizon)
-        .otherwise(value)
-    )
+@numba.njit(cache=True)
+def _running_closes(values, taken, group_starts, first_count, first_total):  # pragma: no cover (compiled)
+    """Per row, how many values of its group were taken so far and their sum, continuing each group's carry."""
+    count = np.empty(values.size, np.int64)
+    total = np.empty(values.size, np.float64)
+    for g in range(group_starts.size - 1):
+        n, s = first_count[g], first_total[g]
+        for i in range(group_starts[g], group_starts[g + 1]):
+            if taken[i]:
+                n += 1
+                s += values[i]
+            count[i], total[i] = n, s
+    return count, total
 
 
-def _recursion(start: pl.Expr, horizon: int) -> pl.Expr:
-    """EMA with alpha(horizon) of a prepared input; a null input carries the previous value."""
-    return start.ewm_mean(alpha=alpha(horizon), adjust=False, ignore_nulls=True).forward_fill()
+@numba.njit(cache=True)
+def _seeded(values, taken, count, total, group_starts, horizon, smoothing, first_ema):  # pragma: no cover
+    """The kernel: per group, null until `horizon` values were taken, their mean on the horizon-th, then
+    `smoothing * value + (1 - smoothing) * previous` on every taken value; a row not taken holds the previous
+    value. A group whose carry has an EMA (`first_ema` not NaN) continues it. Returns (values, defined)."""
+    out = np.empty(values.size, np.float64)
+    defined = np.zeros(values.size, np.bool_)
+    keep = 1.0 - smoothing
+    for g in range(group_starts.size - 1):
+        current = first_ema[g]
+        seeded = not np.isnan(current)
+        for i in range(group_starts[g], group_starts[g + 1]):
+            if taken[i]:
+                if seeded:
+                    current = smoothing * values[i] + keep * current
+                elif count[i] == horizon:
+                    current = total[i] / horizon
+                    seeded = True
+            out[i] = current
+            defined[i] = seeded
+    return out, defined
 
 
-def ema(values: pl.Expr, period: int) -> pl.Expr:
-    """The kernel: SMA-seeded EMA of `values` in row order (wrap in `.over(...)` for groups)."""
-    count = values.is_not_null().cast(pl.Int64).cum_sum()
-    return _recursion(_seed_start(values, count, values.fill_null(0.0).cum_sum(), period), period)
+@numba.njit(cache=True)
+def _continued(values, starts_here, start_values, group_starts, smoothing, first_ema):  # pragma: no cover
+    """An EMA over every row of a group that starts at the first row flagged `starts_here` with that row's
+    `start_values` (or continues the carry's EMA). Returns (values, defined)."""
+    out = np.empty(values.size, np.float64)
+    defined = np.zeros(values.size, np.bool_)
+    keep = 1.0 - smoothing
+    for g in range(group_starts.size - 1):
+        current = first_ema[g]
+        seeded = not np.isnan(current)
+        for i in range(group_starts[g], group_starts[g + 1]):
+            if seeded:
+                current = smoothing * values[i] + keep * current
+            elif starts_here[i]:
+                current = start_values[i]
+                seeded = True
+            out[i] = current
+            defined[i] = seeded
+    return out, defined
 
 
-def _carried(start: pl.Expr, carried: str, horizon: int) -> pl.Expr:
-    """The recursion per (asset_id, tf), started on the carry row at its stored value."""
-    return _recursion(pl.when(pl.col("_is_carry")).then(pl.col(carried)).otherwise(start), horizon).over(GROUP)
+def _series(name: str, values: np.ndarray, defined: np.ndarray) -> pl.Series:
+    """A float column, null where the EMA is not defined (a NaN that is defined stays NaN)."""
+    return pl.Series(name, pa.array(values, mask=~defined), dtype=pl.Float64)
 
 
-def _with_carry(grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int]) -> pl.DataFrame:
-    """The grid with each group's carry as its first row (`_is_carry`), sorted by group and date."""
+def _groups(keys: pl.DataFrame) -> np.ndarray:
+    """Start offsets of the runs of equal keys in `keys` (sorted), with the end as the last element."""
+    runs = keys.select(pl.struct(keys.columns).rle_id())[:, 0].to_numpy()
+    changes = np.flatnonzero(np.diff(runs)) + 1
+    return np.concatenate([[0], changes, [runs.size]]).astype(np.int64)
+
+
+def ema(values: pl.Series, period: int, group_lengths: list[int] | None = None) -> pl.Series:
+    """The kernel on its own: SMA-seeded EMA of `values` in order (per consecutive group of the given lengths)."""
+    lengths = group_lengths or [values.len()]
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    x = values.cast(pl.Float64).fill_null(np.nan).to_numpy()
+    taken = values.is_not_null().to_numpy()
+    zeros, empty = np.zeros(len(lengths), np.int64), np.full(len(lengths), np.nan)
+    count, total = _running_closes(x, taken, starts, zeros, np.zeros(len(lengths)))
+    return _series(values.name, *_seeded(x, taken, count, total, starts, period, alpha(period), empty))
+
+
+def _prepared(grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int]) -> tuple[pl.DataFrame, dict]:
+    """The grid sorted by group and date, and per group (in that order) its carry as numpy arrays."""
+    rows = grid.select(list(GRID_SCHEMA)).cast(GRID_SCHEMA).sort(*GROUP, "trade_date")
     schema = carry_schema(periods)
-    rows = grid.select(list(GRID_SCHEMA)).cast(GRID_SCHEMA).with_columns(_is_carry=pl.lit(False))
     state = pl.DataFrame(schema=schema) if carry is None else carry.select(list(schema)).cast(schema)
-    state = state.join(rows.select(GROUP).unique(), on=GROUP, how="semi").with_columns(_is_carry=pl.lit(True))
-    rows = pl.concat([state, rows], how="diagonal")
-    return rows.sort(*GROUP, "_is_carry", "trade_date", descending=[False, False, True, False], nulls_last=False)
+    keys = rows.select(GROUP).unique(maintain_order=True)
+    aligned = keys.join(state, on=GROUP, how="left", maintain_order="left")
+    arrays = {
+        "starts": _groups(rows.select(GROUP)),
+        "n_closes": aligned["n_closes"].fill_null(0).to_numpy(),
+        "close_sum": aligned["close_sum"].fill_null(0.0).to_numpy(),
+        **{c: aligned[c].fill_null(np.nan).to_numpy() for c in schema if c.startswith("ema_")},
+    }
+    return rows, arrays
 
 
-def _closes_seen(value: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """Running count and sum of the non-null `value`s of each group, continuing the carry's."""
-    carry = pl.col("_is_carry")
-    count = pl.when(carry).then(pl.col("n_closes")).otherwise(value.is_not_null().cast(pl.Int64))
-    total = pl.when(carry).then(pl.col("close_sum")).otherwise(value.fill_null(0.0))
-    return count.cum_sum().over(GROUP), total.cum_sum().over(GROUP)
-
-
-def _finish(frame: pl.DataFrame, tf_days: int, canonical: pl.Expr, periods: list[int]) -> pl.DataFrame:
-    """Drop the carry rows; add roll, is_partial_end (after the group's last canonical row) and tf_days."""
-    emas, bars = ema_columns(periods)
-    last_canonical = pl.col("trade_date").filter(canonical).max().over(GROUP)
+def _finish(rows: pl.DataFrame, tf_days: int, canonical: np.ndarray, columns: list[pl.Series]) -> pl.DataFrame:
+    """Add roll, is_partial_end (after the group's last canonical row), tf_days and the value columns."""
+    last_canonical = pl.col("trade_date").filter(pl.col("_canonical")).max().over(GROUP)
     return (
-        frame.with_columns(
-            roll=~canonical,
+        rows.with_columns(pl.Series("_canonical", canonical), *columns)
+        .with_columns(
+            roll=~pl.col("_canonical"),
             is_partial_end=last_canonical.is_null() | (pl.col("trade_date") > last_canonical),
             tf_days=pl.lit(tf_days, pl.Int64),
         )
-        .filter(~pl.col("_is_carry"))
-        .select(
-            *GROUP, "trade_date", "close", "tf_days", "roll", "is_partial_end", "n_closes", "close_sum", *emas, *bars
-        )
+        .drop("canonical", "_canonical")
     )
 
 
@@ -121,52 +179,39 @@ def dual_ema(grid: pl.DataFrame, tf_days: int, periods: list[int], carry: pl.Dat
     Returns one row per grid row with n_closes / close_sum (canonical closes so far) and the per-period
     columns of `ema_columns`; a period's values are null before its seed.
     """
-    rows = _with_carry(grid, carry, periods)
-    canonical = pl.col("canonical").fill_null(False)
-    bar_close = pl.when(canonical).then(pl.col("close"))
-    count, total = _closes_seen(bar_close)
-    rows = rows.with_columns(n_closes=count, close_sum=total)
-    count, total = pl.col("n_closes"), pl.col("close_sum")
+    rows, state = _prepared(grid, carry, periods)
+    starts = state["starts"]
+    close = rows["close"].to_numpy()
+    canonical = rows["canonical"].fill_null(False).to_numpy()
+    count, total = _running_closes(close, canonical, starts, state["n_closes"], state["close_sum"])
+    columns = [pl.Series("n_closes", count), pl.Series("close_sum", total)]
     emas, bars = ema_columns(periods)
-    # The bar EMA on canonical rows; between them it holds the last canonical value (null input carries).
-    rows = rows.with_columns(
-        _carried(_seed_start(bar_close, count, total, p), bar, p).alias(f"_canonical_{p}")
-        for p, bar in zip(periods, bars, strict=True)
-    )
-    preview = [(pl.col("close") * alpha(p), pl.col(f"_canonical_{p}") * (1.0 - alpha(p))) for p in periods]
-    rows = rows.with_columns(
-        pl.when(canonical).then(pl.col(f"_canonical_{p}")).otherwise(new + held).alias(bar)
-        for p, bar, (new, held) in zip(periods, bars, preview, strict=True)
-    )
-    daily = [
-        pl.when(canonical & (count == p)).then(pl.col(f"_canonical_{p}")).when(count >= p).then(pl.col("close"))
-        for p in periods
-    ]
-    rows = rows.with_columns(
-        _carried(value, column, tf_days * p).alias(column)
-        for p, value, column in zip(periods, daily, emas, strict=True)
-    )
-    return _finish(rows, tf_days, canonical, periods)
+    for p, ema_column, bar_column in zip(periods, emas, bars, strict=True):
+        # The bar EMA over canonical closes; between them it holds the last canonical value.
+        held, defined = _seeded(close, canonical, count, total, starts, p, alpha(p), state[bar_column])
+        preview = alpha(p) * close + (1.0 - alpha(p)) * held
+        columns.append(_series(bar_column, np.where(canonical, held, preview), defined))
+        seed_row = canonical & (count == p)
+        daily, seeded = _continued(close, seed_row, held, starts, alpha(p * tf_days), state[ema_column])
+        columns.append(_series(ema_column, daily, seeded))
+    return _finish(rows, tf_days, canonical, columns).select(WIDE_COLUMNS + emas + bars)
 
 
 def v2_ema(daily: pl.DataFrame, tf_days: int, periods: list[int], carry: pl.DataFrame | None = None) -> pl.DataFrame:
     """The daily EMA of horizon `p * tf_days` on daily closes (GRID_SCHEMA, `canonical` ignored); a row is
     canonical (roll = false) on every tf_days-th daily close from the asset's first one. ema_bar is null."""
-    rows = _with_carry(daily.with_columns(canonical=pl.lit(True)), carry, periods)
-    close = pl.col("close")
-    count, total = _closes_seen(close)
-    rows = rows.with_columns(n_closes=count, close_sum=total)
+    rows, state = _prepared(daily, carry, periods)
+    starts = state["starts"]
+    close = rows["close"].to_numpy()
+    every = np.ones(close.size, np.bool_)
+    count, total = _running_closes(close, every, starts, state["n_closes"], state["close_sum"])
+    columns = [pl.Series("n_closes", count), pl.Series("close_sum", total)]
     emas, bars = ema_columns(periods)
-    rows = rows.with_columns(
-        *(
-            _carried(
-                _seed_start(close, pl.col("n_closes"), pl.col("close_sum"), tf_days * p), column, tf_days * p
-            ).alias(column)
-            for p, column in zip(periods, emas, strict=True)
-        ),
-        *(pl.lit(None, pl.Float64).alias(bar) for bar in bars),
-    )
-    return _finish(rows, tf_days, pl.col("n_closes") % tf_days == 0, periods)
+    for p, ema_column, bar_column in zip(periods, emas, bars, strict=True):
+        horizon = p * tf_days
+        values, defined = _seeded(close, every, count, total, starts, horizon, alpha(horizon), state[ema_column])
+        columns += [_series(ema_column, values, defined), pl.Series(bar_column, [None] * close.size, pl.Float64)]
+    return _finish(rows, tf_days, count % tf_days == 0, columns).select(WIDE_COLUMNS + emas + bars)
 
 
 def long_rows(wide: pl.DataFrame, periods: list[int]) -> pl.DataFrame:
