@@ -77,23 +77,28 @@ def _running_closes(values, taken, group_starts, first_count, first_total):  # p
 
 
 @numba.njit(cache=True)
-def _seeded(values, taken, count, total, group_starts, horizon, smoothing, first_ema):  # pragma: no cover
-    """The kernel: per group, null until `horizon` values were taken, their mean on the horizon-th, then
-    `smoothing * value + (1 - smoothing) * previous` on every taken value; a row not taken holds the previous
-    value. A group whose carry has an EMA (`first_ema` not NaN) continues it. Returns (values, defined)."""
+def _seeded(values, taken, group_starts, horizon, smoothing, first_count, first_total, first_ema):  # pragma: no cover
+    """The kernel: per group, null until `horizon` values were taken (counting and summing on from the carry's
+    count and sum, exactly as `_running_closes`), their mean on the horizon-th, then `smoothing * value +
+    (1 - smoothing) * previous` on every taken value; a row not taken holds the previous value. A group whose
+    carry has an EMA (`first_ema` not NaN) continues it. Returns (values, defined)."""
     out = np.empty(values.size, np.float64)
     defined = np.zeros(values.size, np.bool_)
     keep = 1.0 - smoothing
     for g in range(group_starts.size - 1):
         current = first_ema[g]
         seeded = not np.isnan(current)
+        n, s = first_count[g], first_total[g]
         for i in range(group_starts[g], group_starts[g + 1]):
             if taken[i]:
                 if seeded:
                     current = smoothing * values[i] + keep * current
-                elif count[i] == horizon:
-                    current = total[i] / horizon
-                    seeded = True
+                else:
+                    n += 1
+                    s += values[i]
+                    if n == horizon:
+                        current = s / horizon
+                        seeded = True
             out[i] = current
             defined[i] = seeded
     return out, defined
@@ -138,9 +143,8 @@ def ema(values: pl.Series, period: int, group_lengths: list[int] | None = None) 
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     x = values.cast(pl.Float64).fill_null(np.nan).to_numpy()
     taken = values.is_not_null().to_numpy()
-    zeros, empty = np.zeros(len(lengths), np.int64), np.full(len(lengths), np.nan)
-    count, total = _running_closes(x, taken, starts, zeros, np.zeros(len(lengths)))
-    return _series(values.name, *_seeded(x, taken, count, total, starts, period, alpha(period), empty))
+    none = np.zeros(len(lengths), np.int64), np.zeros(len(lengths)), np.full(len(lengths), np.nan)
+    return _series(values.name, *_seeded(x, taken, starts, period, alpha(period), *none))
 
 
 def _prepared(grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int]) -> tuple[pl.DataFrame, dict]:
@@ -188,7 +192,8 @@ def dual_ema(grid: pl.DataFrame, tf_days: int, periods: list[int], carry: pl.Dat
     emas, bars = ema_columns(periods)
     for p, ema_column, bar_column in zip(periods, emas, bars, strict=True):
         # The bar EMA over canonical closes; between them it holds the last canonical value.
-        held, defined = _seeded(close, canonical, count, total, starts, p, alpha(p), state[bar_column])
+        carried = state["n_closes"], state["close_sum"], state[bar_column]
+        held, defined = _seeded(close, canonical, starts, p, alpha(p), *carried)
         preview = alpha(p) * close + (1.0 - alpha(p)) * held
         columns.append(_series(bar_column, np.where(canonical, held, preview), defined))
         seed_row = canonical & (count == p)
@@ -209,7 +214,8 @@ def v2_ema(daily: pl.DataFrame, tf_days: int, periods: list[int], carry: pl.Data
     emas, bars = ema_columns(periods)
     for p, ema_column, bar_column in zip(periods, emas, bars, strict=True):
         horizon = p * tf_days
-        values, defined = _seeded(close, every, count, total, starts, horizon, alpha(horizon), state[ema_column])
+        carried = state["n_closes"], state["close_sum"], state[ema_column]
+        values, defined = _seeded(close, every, starts, horizon, alpha(horizon), *carried)
         columns += [_series(ema_column, values, defined), pl.Series(bar_column, [None] * close.size, pl.Float64)]
     return _finish(rows, tf_days, count % tf_days == 0, columns).select(WIDE_COLUMNS + emas + bars)
 

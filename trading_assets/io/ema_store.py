@@ -10,8 +10,8 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns
-from trading_assets.io.market_store import BAR_TABLES
-from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
+from trading_assets.io.market_store import BAR_TABLES, TF_STARTS
+from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
 
 # EMA family (its table) -> the bar families whose rows are its daily grid.
 EMA_SOURCES = {
@@ -81,9 +81,7 @@ def newest_bar_close(conn: psycopg.Connection, asset_ids: list[int]) -> dict[int
 def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl.DataFrame:
     """The daily grid (GRID_SCHEMA) of `family` per (asset_id, tf, from_date) of `starts`: the bar rows of
     its sources from that date, canonical where not is_partial_end (daily bars are tf 1D)."""
-    scratch_table(conn, "ema_grid_from", "(asset_id integer, tf text, from_date date)")
-    copy_frame(conn, sql.SQL("ema_grid_from"), starts, ["asset_id", "tf", "from_date"])
-    conn.execute("analyze ema_grid_from")
+    filled_scratch_table(conn, "ema_grid_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     frames = []
     for bars in EMA_SOURCES[family]:
         # One index range scan per (asset, tf); `offset 0` keeps the planner from flattening it into a scan.
@@ -100,9 +98,7 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl
 def read_carry(conn: psycopg.Connection, family: str, starts: pl.DataFrame, periods: list[int]) -> pl.DataFrame:
     """Per (asset_id, tf, from_date) of `starts`: the state after the last stored row before from_date
     (carry_schema: closes seen, their sum, each period's ema and its last canonical ema_bar)."""
-    scratch_table(conn, "ema_carry_from", "(asset_id integer, tf text, from_date date)")
-    copy_frame(conn, sql.SQL("ema_carry_from"), starts, ["asset_id", "tf", "from_date"])
-    conn.execute("analyze ema_carry_from")
+    filled_scratch_table(conn, "ema_carry_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     positions = range(1, len(periods) + 1)
     query = sql.SQL(
         "select r.asset_id, r.tf, l.n_closes, l.close_sum, {emas}, {bars} from ema_carry_from r "
@@ -130,9 +126,7 @@ def replace_emas(
     """Delete each (asset, tf)'s rows from its from_date, COPY `wide` packed, and clear is_partial_end on
     earlier rows of a group whose new rows hold a later canonical row."""
     packed = _packed(family)
-    scratch_table(conn, "ema_replace_from", "(asset_id integer, tf text, from_date date)")
-    copy_frame(conn, sql.SQL("ema_replace_from"), starts, ["asset_id", "tf", "from_date"])
-    conn.execute("analyze ema_replace_from")
+    filled_scratch_table(conn, "ema_replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     conn.execute(
         sql.SQL(
             "delete from {} t using ema_replace_from r "
@@ -144,8 +138,7 @@ def replace_emas(
     written = copy_frame(conn, packed, rows)
     completed = wide.filter(~pl.col("roll")).group_by("asset_id", "tf").agg(last_canonical=pl.col("trade_date").max())
     if completed.height:
-        scratch_table(conn, "ema_completed", "(asset_id integer, tf text, last_canonical date)")
-        copy_frame(conn, sql.SQL("ema_completed"), completed)
+        filled_scratch_table(conn, "ema_completed", "(asset_id integer, tf text, last_canonical date)", completed)
         conn.execute(
             sql.SQL(
                 "update {} t set is_partial_end = false from ema_completed c where t.is_partial_end "
@@ -157,12 +150,8 @@ def replace_emas(
 
 def replace_rejects(conn: psycopg.Connection, family: str, starts: dict[int, date], rejects: pl.DataFrame) -> int:
     """Rebuilt dates replace their rejects; `rejects` in the columns of market.ema_rejects."""
-    scratch_table(conn, "ema_rejects_from", "(asset_id integer, from_date date)")
-    copy_frame(
-        conn,
-        sql.SQL("ema_rejects_from"),
-        pl.DataFrame({"asset_id": list(starts), "from_date": list(starts.values())}),
-    )
+    from_dates = pl.DataFrame({"asset_id": list(starts), "from_date": list(starts.values())})
+    filled_scratch_table(conn, "ema_rejects_from", "(asset_id integer, from_date date)", from_dates)
     conn.execute(
         "delete from market.ema_rejects e using ema_rejects_from r "
         "where e.family = %s and e.asset_id = r.asset_id and e.trade_date >= r.from_date",
@@ -176,8 +165,7 @@ def replace_rejects(conn: psycopg.Connection, family: str, starts: dict[int, dat
 def daily_closes(conn: psycopg.Connection, windows: pl.DataFrame) -> pl.DataFrame:
     """Daily closes of each asset of `windows` (asset_id, window_start, trade_date) within its windows."""
     spans = windows.group_by("asset_id").agg(first=pl.col("window_start").min(), last=pl.col("trade_date").max())
-    scratch_table(conn, "ema_close_windows", "(asset_id integer, first date, last date)")
-    copy_frame(conn, sql.SQL("ema_close_windows"), spans)
+    filled_scratch_table(conn, "ema_close_windows", "(asset_id integer, first date, last date)", spans)
     return read_frame(
         conn,
         "select b.asset_id, b.trade_date, b.close from ema_close_windows w join market.price_bars_1d b "

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.bars import CARRY_SCHEMA
-from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
+from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame, scratch_table
 from trading_assets.sources import price_files
 
 BAR_TABLES = {
@@ -22,6 +22,8 @@ BAR_TABLES = {
     "cal_anchor_us": "price_bars_multi_tf_cal_anchor_us",
 }
 MULTI_FAMILIES = [f for f in BAR_TABLES if f != "1d"]
+# Scratch table of per (asset, timeframe) start dates.
+TF_STARTS = "(asset_id integer, tf text, from_date date)"
 
 
 @dataclass(frozen=True)
@@ -221,9 +223,7 @@ def replace_bars(
 ) -> int:
     """Delete each (asset, tf)'s rows from its start date (`starts`: asset_id, tf, from_date) and COPY `frame`."""
     table = sql.SQL("market.{}").format(sql.Identifier(BAR_TABLES[family]))
-    scratch_table(conn, "replace_from", "(asset_id integer, tf text, from_date date)")
-    copy_frame(conn, sql.SQL("replace_from"), starts, ["asset_id", "tf", "from_date"])
-    conn.execute("analyze replace_from")
+    filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     conn.execute(
         sql.SQL(
             "delete from {} t using replace_from r "
@@ -272,9 +272,7 @@ DAILY_BAR_SCHEMA = {**{k: v for k, v in PRICE_SCHEMA.items() if not k.startswith
 def last_snapshots_before(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl.DataFrame:
     """Per (asset_id, tf) of `starts` (with from_date), the stored snapshot row just before from_date: the
     state a bar in progress carries into its rebuilt rows."""
-    scratch_table(conn, "carry_from", "(asset_id integer, tf text, from_date date)")
-    copy_frame(conn, sql.SQL("carry_from"), starts, ["asset_id", "tf", "from_date"])
-    conn.execute("analyze carry_from")
+    filled_scratch_table(conn, "carry_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     query = sql.SQL(
         "select r.asset_id, r.tf, p.* from carry_from r cross join lateral "
         "(select bar_seq, open, high, low, volume, pos_in_bar, high_date, low_date from market.{} t "
@@ -287,9 +285,7 @@ def last_snapshots_before(conn: psycopg.Connection, family: str, starts: pl.Data
 
 def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataFrame:
     """trade_date of daily bars by (asset_id, bar_seq) as `from_date`."""
-    scratch_table(conn, "wanted_seq", "(asset_id integer, bar_seq integer)")
-    copy_frame(conn, sql.SQL("wanted_seq"), wanted, ["asset_id", "bar_seq"])
-    conn.execute("analyze wanted_seq")
+    filled_scratch_table(conn, "wanted_seq", "(asset_id integer, bar_seq integer)", wanted, ["asset_id", "bar_seq"])
     return read_frame(
         conn,
         "select w.asset_id, w.bar_seq, b.trade_date as from_date "
@@ -302,9 +298,12 @@ def rows_without_prices(conn: psycopg.Connection, written: pl.DataFrame) -> int:
     """Rows of `written` (bar rows just stored) on a date with no loaded price: bars newer than prices."""
     if written.is_empty():
         return 0
-    scratch_table(conn, "written_days", "(asset_id integer, trade_date date, rows integer)")
-    copy_frame(conn, sql.SQL("written_days"), written.group_by("asset_id", "trade_date").agg(rows=pl.len()))
-    conn.execute("analyze written_days")
+    filled_scratch_table(
+        conn,
+        "written_days",
+        "(asset_id integer, trade_date date, rows integer)",
+        written.group_by("asset_id", "trade_date").agg(rows=pl.len()),
+    )
     return conn.execute(
         "select coalesce(sum(rows), 0) from written_days w where not exists "
         "(select 1 from market.price_histories p where p.asset_id = w.asset_id and p.trade_date = w.trade_date)"

@@ -91,3 +91,12 @@ def scratch_table(conn: psycopg.Connection, name: str, definition: str) -> sql.I
     )
     conn.execute(sql.SQL("truncate {}").format(identifier))
     return identifier
+
+
+def filled_scratch_table(
+    conn: psycopg.Connection, name: str, definition: str, frame: pl.DataFrame, columns: Sequence[str] | None = None
+) -> None:
+    """A scratch table holding `frame` (COPY), analysed so that joins against it use the indexes."""
+    scratch_table(conn, name, definition)
+    copy_frame(conn, sql.Identifier(name), frame, columns)
+    conn.execute(sql.SQL("analyze {}").format(sql.Identifier(name)))

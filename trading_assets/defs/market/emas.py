@@ -208,7 +208,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                 periods = ema_store.active_periods(conn)
                 timeframes = ema_timeframes(conn, family)
                 starts = rebuild_starts(conn, family, "price_bars_1d", window_start, config)
-                if ema_store.stored_periods(conn, family) != periods:
+                if periods and ema_store.stored_periods(conn, family) != periods:
                     # The arrays are laid out by period: a changed period list rebuilds the family.
                     starts = ema_store.first_bar_dates(conn, None)
                     ema_store.set_periods(conn, family, periods)
