@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns
-from trading_assets.io.market_store import BAR_TABLES, TF_STARTS
+from trading_assets.io.market_store import BAR_TABLES, TF_STARTS, delete_from_dates
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
 
 # EMA family (its table) -> the bar families whose rows are its daily grid.
@@ -127,23 +127,20 @@ def replace_emas(
     earlier rows of a group whose new rows hold a later canonical row."""
     packed = _packed(family)
     filled_scratch_table(conn, "ema_replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    conn.execute(
-        sql.SQL(
-            "delete from {} t using ema_replace_from r "
-            "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date"
-        ).format(packed)
-    )
+    delete_from_dates(conn, packed, "ema_replace_from", wide.height)
     emas, bars = ema_columns(periods)
     rows = wide.select(*_PACKED_COLUMNS, ema=_array_text(emas), ema_bar=_array_text(bars))
     written = copy_frame(conn, packed, rows)
     completed = wide.filter(~pl.col("roll")).group_by("asset_id", "tf").agg(last_canonical=pl.col("trade_date").max())
     if completed.height:
         filled_scratch_table(conn, "ema_completed", "(asset_id integer, tf text, last_canonical date)", completed)
+        # The rows of a bar in progress are few and indexed (partial index on is_partial_end).
         conn.execute(
             sql.SQL(
-                "update {} t set is_partial_end = false from ema_completed c where t.is_partial_end "
-                "and t.asset_id = c.asset_id and t.tf = c.tf and t.trade_date < c.last_canonical"
-            ).format(packed)
+                "update {t} set is_partial_end = false where ctid = any(array(select x.ctid from ema_completed c "
+                "cross join lateral (select ctid from {t} x where x.is_partial_end and x.asset_id = c.asset_id "
+                "and x.tf = c.tf and x.trade_date < c.last_canonical offset 0) x))"
+            ).format(t=packed)
         )
     return written
 

@@ -224,13 +224,33 @@ def replace_bars(
     """Delete each (asset, tf)'s rows from its start date (`starts`: asset_id, tf, from_date) and COPY `frame`."""
     table = sql.SQL("market.{}").format(sql.Identifier(BAR_TABLES[family]))
     filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    conn.execute(
-        sql.SQL(
-            "delete from {} t using replace_from r "
-            "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date"
-        ).format(table)
-    )
+    delete_from_dates(conn, table, "replace_from", frame.height)
     return copy_frame(conn, table, frame, columns)
+
+
+# Up to this many rows, a rewrite deletes by one index range scan per (asset, tf).
+_FEW_ROWS = 500_000
+
+
+def delete_from_dates(conn: psycopg.Connection, table: sql.Composable, starts: str, expected_rows: int) -> None:
+    """Delete each (asset_id, tf)'s rows of `table` on or after its from_date in the scratch table `starts`.
+
+    The planner cannot know that a one-day refresh deletes one row per key (it guesses a third of each
+    key's history) and joins against a scan of the whole table, which grows with history; so a rewrite
+    expected to be small names its rows by index lookups instead.
+    """
+    if expected_rows <= _FEW_ROWS:
+        query = (
+            "delete from {t} where ctid = any(array(select x.ctid from {s} r cross join lateral "
+            "(select ctid from {t} x where x.asset_id = r.asset_id and x.tf = r.tf "
+            "and x.trade_date >= r.from_date offset 0) x))"
+        )
+    else:
+        query = (
+            "delete from {t} t using {s} r "
+            "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date"
+        )
+    conn.execute(sql.SQL(query).format(t=table, s=sql.Identifier(starts)))
 
 
 def replace_bar_rejects(conn: psycopg.Connection, starts: dict[int, date], rejects: pl.DataFrame) -> int:
