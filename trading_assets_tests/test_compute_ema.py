@@ -11,7 +11,7 @@ import talib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trading_assets.compute.ema import GROUP, dual_ema, ema, ema_columns, long_rows, v2_ema
+from trading_assets.compute.ema import GROUP, dual_ema, ema, ema_columns, v2_ema
 from trading_assets.sources.price_files import read_price_file
 from trading_assets_tests.conftest import SHARED_DATA
 
@@ -31,6 +31,19 @@ def _grid(closes: list[float | None], canonical_every: int = 1, tf: str = "1D") 
         },
         schema_overrides={"close": pl.Float64},
     )
+
+
+def long_rows(wide: pl.DataFrame, periods: list[int]) -> pl.DataFrame:
+    """The contract's long shape: one row per period from its seed on."""
+    emas, bars = ema_columns(periods)
+    parts = [
+        wide.select(
+            *GROUP, "trade_date", pl.lit(p, pl.Int64).alias("period"), "tf_days", "roll",
+            pl.col(e).alias("ema"), pl.col(b).alias("ema_bar"), "is_partial_end",
+        ).filter(pl.col("ema").is_not_null())
+        for p, e, b in zip(periods, emas, bars, strict=True)
+    ]  # fmt: skip
+    return pl.concat(parts).sort(*GROUP, "period", "trade_date")
 
 
 def _kernel(values: list[float | None], period: int) -> list[float | None]:

@@ -21,6 +21,8 @@ what polars' own `ewm_mean` costs, where the same logic as polars expressions co
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 import polars as pl
@@ -220,22 +222,29 @@ def v2_ema(daily: pl.DataFrame, tf_days: int, periods: list[int], carry: pl.Data
     return _finish(rows, tf_days, count % tf_days == 0, columns).select(WIDE_COLUMNS + emas + bars)
 
 
-def long_rows(wide: pl.DataFrame, periods: list[int]) -> pl.DataFrame:
-    """The contract's long shape (one row per period from its seed on) of `dual_ema` / `v2_ema` output,
-    with the day's close."""
+def _period_rows(wide: pl.DataFrame, periods: list[int], keep: Callable[[pl.Expr, pl.Expr], pl.Expr]) -> pl.DataFrame:
+    """Long rows (keys, period, tf_days, close, ema, ema_bar) of the wide rows whose period columns pass
+    `keep(ema, ema_bar)`: only the few rows a check wants are ever put in the long shape."""
     emas, bars = ema_columns(periods)
-    parts = [
-        wide.select(
-            *GROUP, "trade_date", pl.lit(p, pl.Int64).alias("period"), "tf_days", "roll",
-            pl.col(e).alias("ema"), pl.col(b).alias("ema_bar"), "is_partial_end", "close",
-        ).filter(pl.col("ema").is_not_null())
-        for p, e, b in zip(periods, emas, bars, strict=True)
-    ]  # fmt: skip
-    return pl.concat(parts).sort(*GROUP, "period", "trade_date")
+    return pl.concat(
+        [
+            wide.filter(keep(pl.col(e), pl.col(b))).select(
+                *GROUP, "trade_date", pl.lit(p, pl.Int64).alias("period"), "tf_days", "close",
+                pl.col(e).alias("ema"), pl.col(b).alias("ema_bar"),
+            )
+            for p, e, b in zip(periods, emas, bars, strict=True)
+        ]
+    )  # fmt: skip
 
 
-def value_violations(rows: pl.DataFrame) -> pl.DataFrame:
-    """Long EMA rows whose ema or ema_bar is NaN, infinite or negative: (keys, value_column, value, violation)."""
+def value_violations(wide: pl.DataFrame, periods: list[int]) -> pl.DataFrame:
+    """EMA values (of `dual_ema` / `v2_ema` output) that are NaN, infinite or negative: keys, period,
+    value_column, value, violation_type, source_close."""
+
+    def invalid(value: pl.Expr) -> pl.Expr:
+        return value.is_nan() | value.is_infinite() | (value < 0)
+
+    rows = _period_rows(wide, periods, lambda e, b: invalid(e) | invalid(b))
     found = []
     for column in ("ema", "ema_bar"):
         value = pl.col(column)
@@ -261,11 +270,17 @@ def value_violations(rows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(found)
 
 
-def price_bound_candidates(rows: pl.DataFrame) -> pl.DataFrame:
-    """Rows that may leave [0.5 x min, 2 x max] of their window's closes: the window holds the row's own
-    close, so an EMA within [0.5, 2] x that close cannot (and the window need not be read)."""
-    ema_value = pl.col("ema")
-    return rows.filter((ema_value < 0.5 * pl.col("close")) | (ema_value > 2.0 * pl.col("close")))
+def price_bound_candidates(wide: pl.DataFrame, periods: list[int]) -> pl.DataFrame:
+    """Long rows whose finite ema may leave [0.5 x min, 2 x max] of its window's closes: the window holds
+    the row's own close, so an EMA within [0.5, 2] x that close cannot (and the window need not be read)."""
+    close = pl.col("close")
+    return _period_rows(wide, periods, lambda e, _: e.is_finite() & ((e < 0.5 * close) | (e > 2.0 * close)))
+
+
+def stored_values(wide: pl.DataFrame, periods: list[int]) -> int:
+    """How many long rows (one per period from its seed on) the wide rows hold."""
+    emas, _ = ema_columns(periods)
+    return int(wide.select(pl.sum_horizontal(pl.col(e).is_not_null().sum() for e in emas)).item()) if emas else 0
 
 
 def price_bound_violations(candidates: pl.DataFrame, closes: pl.DataFrame) -> pl.DataFrame:
@@ -278,15 +293,17 @@ def price_bound_violations(candidates: pl.DataFrame, closes: pl.DataFrame) -> pl
         return candidates.select(*GROUP, "period", "trade_date", "ema").with_columns(
             min_close=pl.lit(None, pl.Float64), max_close=pl.lit(None, pl.Float64), window_days=pl.lit(0, pl.Int64)
         )
-    windows = candidates.with_columns(window_days=pl.col("period") * pl.col("tf_days")).with_columns(
-        window_start=pl.col("trade_date") - pl.duration(days=pl.col("window_days") - 1)
-    )
-    daily = closes.select("asset_id", day="trade_date", day_close="close")
-    bounds = (
-        windows.join(daily, on="asset_id")
-        .filter(pl.col("day").is_between(pl.col("window_start"), pl.col("trade_date")))
-        .group_by(*GROUP, "period", "trade_date", "ema", "window_days")
-        .agg(min_close=pl.col("day_close").min(), max_close=pl.col("day_close").max())
-    )
+    windows = candidates.with_columns(window_days=pl.col("period") * pl.col("tf_days"))
+    daily = closes.select("asset_id", "trade_date", "close").sort("asset_id", "trade_date")
+    parts = []
+    # One rolling pass per window length (a handful of timeframe x period products), never a join of every
+    # candidate with every close: on a trending series nearly every long EMA is a candidate.
+    for (days,), wanted in windows.group_by("window_days"):
+        extremes = daily.with_columns(
+            min_close=pl.col("close").rolling_min_by("trade_date", f"{days}d").over("asset_id"),
+            max_close=pl.col("close").rolling_max_by("trade_date", f"{days}d").over("asset_id"),
+        ).drop("close")
+        parts.append(wanted.join(extremes, on=["asset_id", "trade_date"], how="left"))
+    bounds = pl.concat(parts).select(*GROUP, "period", "trade_date", "ema", "min_close", "max_close", "window_days")
     outside = (pl.col("ema") < 0.5 * pl.col("min_close")) | (pl.col("ema") > 2.0 * pl.col("max_close"))
     return bounds.filter(outside).sort(*GROUP, "period", "trade_date")

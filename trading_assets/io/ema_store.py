@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns
-from trading_assets.io.market_store import BAR_TABLES, TF_STARTS, delete_from_dates
+from trading_assets.io.market_store import BAR_TABLES, TF_STARTS, delete_from_dates, read_rows_from
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
 
 # EMA family (its table) -> the bar families whose rows are its daily grid.
@@ -79,20 +79,52 @@ def newest_bar_close(conn: psycopg.Connection, asset_ids: list[int]) -> dict[int
 
 
 def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl.DataFrame:
-    """The daily grid (GRID_SCHEMA) of `family` per (asset_id, tf, from_date) of `starts`: the bar rows of
-    its sources from that date, canonical where not is_partial_end (daily bars are tf 1D)."""
+    """The daily grid (GRID_SCHEMA) of `family` per (asset_id, tf, from_date) of `starts`.
+
+    A bar family has a snapshot row for every daily bar from its first row to its last, closing at the
+    day's close, so the grid is read as the daily closes, each (asset, tf)'s first and last bar date and its
+    canonical dates: a few rows per bar instead of one per timeframe and day (daily bars are tf 1D, all
+    canonical).
+    """
+    from_dates = starts.group_by("asset_id").agg(pl.col("from_date").min())
+    daily = read_rows_from(
+        conn,
+        "price_bars_1d",
+        dict(from_dates.iter_rows()),
+        {"asset_id": pl.Int64, "trade_date": pl.Date, "close": pl.Float64},
+    )
     filled_scratch_table(conn, "ema_grid_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    frames = []
+    span_schema = {"asset_id": pl.Int64, "tf": pl.String, "first": pl.Date, "last": pl.Date}
+    grids = []
     for bars in EMA_SOURCES[family]:
-        # One index range scan per (asset, tf); `offset 0` keeps the planner from flattening it into a scan.
-        query = sql.SQL(
-            "select r.asset_id, r.tf, t.trade_date, t.close, not t.is_partial_end from ema_grid_from r "
-            "cross join lateral (select trade_date, close, is_partial_end from market.{} t "
-            "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date offset 0) t "
-            "order by 1, 2, 3"
-        ).format(sql.Identifier(BAR_TABLES[bars]))
-        frames.append(read_frame(conn, query, schema=GRID_SCHEMA))
-    return pl.concat(frames)
+        table = sql.Identifier(BAR_TABLES[bars])
+        # Index lookups per (asset, tf); `offset 0` keeps the planner from flattening them into a table scan.
+        spans = read_frame(
+            conn,
+            sql.SQL(
+                "select r.asset_id, r.tf, greatest(r.from_date, (select min(t.trade_date) from market.{t} t "
+                "where t.asset_id = r.asset_id and t.tf = r.tf)), (select max(t.trade_date) from market.{t} t "
+                "where t.asset_id = r.asset_id and t.tf = r.tf) from ema_grid_from r"
+            ).format(t=table),
+            schema=span_schema,
+        ).drop_nulls()
+        canonical = read_frame(
+            conn,
+            sql.SQL(
+                "select r.asset_id, r.tf, t.trade_date from ema_grid_from r cross join lateral "
+                "(select trade_date from market.{} t where t.asset_id = r.asset_id and t.tf = r.tf "
+                "and t.trade_date >= r.from_date and not t.is_partial_end offset 0) t"
+            ).format(table),
+            schema={"asset_id": pl.Int64, "tf": pl.String, "trade_date": pl.Date},
+        ).with_columns(canonical=pl.lit(True))
+        grid = (
+            spans.join(daily, on="asset_id")
+            .filter(pl.col("trade_date").is_between(pl.col("first"), pl.col("last")))
+            .join(canonical, on=["asset_id", "tf", "trade_date"], how="left")
+            .with_columns(pl.col("canonical").fill_null(False))
+        )
+        grids.append(grid.select(list(GRID_SCHEMA)))
+    return pl.concat(grids).sort("asset_id", "tf", "trade_date")
 
 
 def read_carry(conn: psycopg.Connection, family: str, starts: pl.DataFrame, periods: list[int]) -> pl.DataFrame:

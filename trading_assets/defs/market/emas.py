@@ -18,9 +18,9 @@ from trading_assets.compute.calendars import Timeframe
 from trading_assets.compute.ema import (
     GROUP,
     dual_ema,
-    long_rows,
     price_bound_candidates,
     price_bound_violations,
+    stored_values,
     v2_ema,
     value_violations,
 )
@@ -83,14 +83,15 @@ class EmaTally:
         self.rejects: list[pl.DataFrame] = []
         self.dates: list[date] = []
 
-    def add(self, rows: pl.DataFrame, packed: int, invalid: pl.DataFrame, rejects: pl.DataFrame, bounds: int) -> None:
-        self.rows += rows.height
+    def add(
+        self, rows: int, dates: tuple[date, ...], packed: int, invalid: pl.DataFrame, rejects: pl.DataFrame, bounds: int
+    ) -> None:
+        self.rows += rows
+        self.dates += dates
         self.packed_rows += packed
         self.invalid = pl.concat([self.invalid, invalid], how="diagonal_relaxed")
         self.out_of_bounds += bounds
         self.rejects.append(rejects)
-        if rows.height:
-            self.dates += [rows["trade_date"].min(), rows["trade_date"].max()]
 
     def check_results(self) -> list[dg.AssetCheckResult]:
         sample = self.invalid.head(20).to_dicts() if self.invalid.height else []
@@ -133,10 +134,11 @@ def _rejects(invalid: pl.DataFrame, bounds: pl.DataFrame) -> pl.DataFrame:
 
 def _rebuild_emas(
     conn: psycopg.Connection, family: str, timeframes: list[Timeframe], periods: list[int], starts: dict[int, date]
-) -> tuple[pl.DataFrame, int, pl.DataFrame, pl.DataFrame, int]:
+) -> tuple[int, tuple[date, ...], int, pl.DataFrame, pl.DataFrame, int]:
     """Rewrite each asset's EMAs of every timeframe from its start date.
 
-    Returns (long rows written, packed rows written, invalid values, rejects, out-of-bounds count).
+    Returns (long rows written, their first and last date, packed rows written, invalid values, rejects,
+    out-of-bounds count).
     """
     from_dates = pl.DataFrame(
         {"asset_id": list(starts), "from_date": list(starts.values())},
@@ -155,16 +157,16 @@ def _rebuild_emas(
             frames.append(dual_ema(rows, timeframe.nominal_days, periods, carry))
     wide = pl.concat(frames)
     packed = ema_store.replace_emas(conn, family, wide, rewrite_from, periods)
-    rows = long_rows(wide, periods)
-    invalid = value_violations(rows)
-    candidates = price_bound_candidates(rows.filter(pl.col("ema").is_finite()))
+    invalid = value_violations(wide, periods)
+    candidates = price_bound_candidates(wide, periods)
     bounds = price_bound_violations(candidates, ema_store.daily_closes(conn, _windows(candidates)))
     bounds = bounds.join(
         candidates.select(*GROUP, "period", "trade_date", "close"), on=[*GROUP, "period", "trade_date"]
     )
     rejects = _rejects(invalid, bounds)
     ema_store.replace_rejects(conn, family, starts, rejects)
-    return rows, packed, invalid, rejects, bounds.height
+    dates = (wide["trade_date"].min(), wide["trade_date"].max()) if wide.height else ()
+    return stored_values(wide, periods), dates, packed, invalid, rejects, bounds.height
 
 
 def _windows(candidates: pl.DataFrame) -> pl.DataFrame:
