@@ -293,12 +293,16 @@ def price_bound_violations(candidates: pl.DataFrame, closes: pl.DataFrame) -> pl
         return candidates.select(*GROUP, "period", "trade_date", "ema").with_columns(
             min_close=pl.lit(None, pl.Float64), max_close=pl.lit(None, pl.Float64), window_days=pl.lit(0, pl.Int64)
         )
-    windows = candidates.with_columns(window_days=pl.col("period") * pl.col("tf_days"))
     daily = closes.select("asset_id", "trade_date", "close").sort("asset_id", "trade_date")
+    # A window longer than the closes at hand holds all of them: such windows are one and the same.
+    longest = (daily["trade_date"].max() - daily["trade_date"].min()).days + 1 if daily.height else 1
+    windows = candidates.with_columns(window_days=pl.col("period") * pl.col("tf_days")).with_columns(
+        reach=pl.min_horizontal("window_days", pl.lit(longest))
+    )
     parts = []
     # One rolling pass per window length (a handful of timeframe x period products), never a join of every
     # candidate with every close: on a trending series nearly every long EMA is a candidate.
-    for (days,), wanted in windows.group_by("window_days"):
+    for (days,), wanted in windows.group_by("reach"):
         extremes = daily.with_columns(
             min_close=pl.col("close").rolling_min_by("trade_date", f"{days}d").over("asset_id"),
             max_close=pl.col("close").rolling_max_by("trade_date", f"{days}d").over("asset_id"),
