@@ -2,6 +2,7 @@
 and incremental builds that equal a full rebuild."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -267,6 +268,15 @@ def test_bad_print_in_lean_goog_is_reported(platform: Platform, conn: psycopg.Co
         "timezone": "America/New_York",
     }
     _load(platform, [spec], ("2019-01-01", "2026-11-01"))  # the first partition holds 2004-2018 too
+    # The source's stamp is kept as an instant: midnight in New York, 04:00 UTC in summer, 05:00 in winter.
+    stamps = conn.execute(
+        "select trade_date::text, ts from market.price_histories where trade_date in ('2008-09-30', '2008-12-01') "
+        "order by trade_date"
+    ).fetchall()
+    assert stamps == [
+        ("2008-09-30", datetime(2008, 9, 30, 4, tzinfo=UTC)),
+        ("2008-12-01", datetime(2008, 12, 1, 5, tzinfo=UTC)),
+    ]
     result = platform.run(
         dg.AssetSelection.assets(BAR_KEYS["1d"]) - dg.AssetSelection.checks(FRESHNESS_GATE),
         partition_range=("2019-01-01", "2019-01-01"),

@@ -1,14 +1,14 @@
 """Every daily file in the shared data loads, with the row counts and prices its index states."""
 
 import csv
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from trading_assets.errors import InputError
-from trading_assets.sources.price_files import parse_trade_date, read_price_file
+from trading_assets.sources.price_files import parse_stamp, read_price_file
 from trading_assets_tests.conftest import SHARED_DATA
 
 INDEX = SHARED_DATA / "daily_index.csv"
@@ -84,6 +84,16 @@ def test_unrecognised_layout_raises(tmp_path: Path) -> None:
 
 
 def test_aware_timestamps_take_the_date_in_the_asset_timezone() -> None:
-    assert parse_trade_date("2024-03-11T03:30:00Z", "America/New_York") == date(2024, 3, 10)
-    assert parse_trade_date("2024-03-11T03:30:00Z") == date(2024, 3, 11)
-    assert parse_trade_date("20240311 00:00") == date(2024, 3, 11)
+    instant = datetime(2024, 3, 11, 3, 30, tzinfo=UTC)
+    assert parse_stamp("2024-03-11T03:30:00Z", "America/New_York") == (date(2024, 3, 10), instant)
+    assert parse_stamp("2024-03-11T03:30:00Z") == (date(2024, 3, 11), instant)
+
+
+def test_naive_times_are_read_in_the_asset_timezone_and_dates_have_no_instant() -> None:
+    # Lean stamps daily rows at midnight exchange time: 05:00 UTC in winter, 04:00 in summer.
+    new_york = "America/New_York"
+    assert parse_stamp("20240311 00:00", new_york) == (date(2024, 3, 11), datetime(2024, 3, 11, 4, tzinfo=UTC))
+    assert parse_stamp("20240308 00:00", new_york) == (date(2024, 3, 8), datetime(2024, 3, 8, 5, tzinfo=UTC))
+    assert parse_stamp("3/8/2024", new_york) == (date(2024, 3, 8), None)
+    assert parse_stamp("2024-03-08") == (date(2024, 3, 8), None)
+    assert parse_stamp("not a date") is None

@@ -84,7 +84,7 @@ def symbols_of(conn: psycopg.Connection, asset_ids: list[int]) -> list[str]:
 def upsert_prices(conn: psycopg.Connection, asset_id: int, prices: pl.DataFrame) -> PriceUpsert:
     """Insert new rows and revise changed ones; the asset is marked dirty from the earliest change."""
     scratch_table(conn, "incoming_prices", "(like market.price_histories including defaults)")
-    columns = ["trade_date", "open", "high", "low", "close", "volume", "source_file", "source_line"]
+    columns = ["trade_date", "ts", "open", "high", "low", "close", "volume", "source_file", "source_line"]
     copy_frame(
         conn,
         sql.SQL("incoming_prices"),
@@ -94,14 +94,16 @@ def upsert_prices(conn: psycopg.Connection, asset_id: int, prices: pl.DataFrame)
     changed = conn.execute(
         """
         insert into market.price_histories as p
-            (asset_id, trade_date, open, high, low, close, volume, source_file, source_line)
-        select asset_id, trade_date, open, high, low, close, volume, source_file, source_line from incoming_prices
+            (asset_id, trade_date, ts, open, high, low, close, volume, source_file, source_line)
+        select asset_id, trade_date, ts, open, high, low, close, volume, source_file, source_line
+        from incoming_prices
         on conflict (asset_id, trade_date) do update
-            set open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-                volume = excluded.volume, source_file = excluded.source_file,
+            set ts = excluded.ts, open = excluded.open, high = excluded.high, low = excluded.low,
+                close = excluded.close, volume = excluded.volume, source_file = excluded.source_file,
                 source_line = excluded.source_line, loaded_at = now()
-            where (p.open, p.high, p.low, p.close, p.volume)
-                  is distinct from (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
+            where (p.ts, p.open, p.high, p.low, p.close, p.volume)
+                  is distinct from (excluded.ts, excluded.open, excluded.high, excluded.low, excluded.close,
+                                    excluded.volume)
         returning trade_date, (xmax = 0) as inserted
         """
     ).fetchall()
@@ -281,10 +283,15 @@ def active_timeframes(conn: psycopg.Connection, family: str) -> list[str]:
     ]
 
 
-# Rows of price_histories: what the readers produce, per asset.
+# Rows of price_histories that daily bars are built from: what the readers produce, per asset (the source's
+# timestamp stays behind: a daily bar is the trading date's).
 PRICE_SCHEMA = {
     "asset_id": pl.Int64,
-    **{("source_line" if name == "line" else name): dtype for name, dtype in price_files.PRICE_SCHEMA.items()},
+    **{
+        ("source_line" if name == "line" else name): dtype
+        for name, dtype in price_files.PRICE_SCHEMA.items()
+        if name != "ts"
+    },
 }
 DAILY_BAR_SCHEMA = {**{k: v for k, v in PRICE_SCHEMA.items() if not k.startswith("source")}, "bar_seq": pl.Int64}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,6 +19,7 @@ from trading_assets.errors import InputError, Problem
 
 PRICE_SCHEMA = {
     "trade_date": pl.Date,
+    "ts": pl.Datetime("us", "UTC"),
     "open": pl.Float64,
     "high": pl.Float64,
     "low": pl.Float64,
@@ -42,8 +43,9 @@ class PriceFile:
     problems: list[Problem]
 
 
-def parse_trade_date(text: str, timezone: str = "UTC") -> date | None:
-    """The trading date of a date or timestamp: aware instants are converted to `timezone` first."""
+def parse_stamp(text: str, timezone: str = "UTC") -> tuple[date, datetime | None] | None:
+    """The trading date of a date or timestamp and, when the text holds a time, the instant in UTC (a naive
+    time is read in `timezone`, an aware one is converted to it for the date)."""
     value = text.strip()
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -57,9 +59,14 @@ def parse_trade_date(text: str, timezone: str = "UTC") -> date | None:
                 continue
     if parsed is None:
         return None
+    zone = ZoneInfo(timezone)
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(ZoneInfo(timezone))
-    return parsed.date()
+        parsed = parsed.astimezone(zone)
+    elif ":" not in value:
+        return parsed.date(), None
+    else:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.date(), parsed.astimezone(UTC)
 
 
 def _number(text: str) -> float | None:
@@ -70,7 +77,7 @@ def _number(text: str) -> float | None:
 
 
 def _is_lean(first_row: list[str]) -> bool:
-    return len(first_row) in (_LEAN_TRADE_FIELDS, _LEAN_QUOTE_FIELDS) and parse_trade_date(first_row[0]) is not None
+    return len(first_row) in (_LEAN_TRADE_FIELDS, _LEAN_QUOTE_FIELDS) and parse_stamp(first_row[0]) is not None
 
 
 def _csv_columns(header: list[str], name: str) -> dict[str, int]:
@@ -139,8 +146,8 @@ def read_price_file(
             date_text = fields[columns["date"]]
             ohlc = [_number(fields[columns[k]]) for k in ("open", "high", "low", "close")]
             volume_text = fields[columns["volume"]] if "volume" in columns else None
-        trade_date = parse_trade_date(date_text, timezone)
-        if trade_date is None:
+        stamp = parse_stamp(date_text, timezone)
+        if stamp is None:
             problems.append(Problem(name, line, f"date {date_text!r} is not a recognised date"))
             continue
         if any(v is None for v in ohlc):
@@ -152,7 +159,7 @@ def read_price_file(
             if volume is None:
                 problems.append(Problem(name, line, f"volume {volume_text!r} is not a number"))
                 continue
-        records.append((trade_date, *(v / price_divisor for v in ohlc), volume, name, line))
+        records.append((*stamp, *(v / price_divisor for v in ohlc), volume, name, line))
     frame = pl.DataFrame(records, schema=PRICE_SCHEMA, orient="row")
     repeated = duplicate_problems(frame, ["trade_date"], "trade_date")
     repeated_lines = [p.line for p in repeated]
