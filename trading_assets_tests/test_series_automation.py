@@ -63,7 +63,7 @@ def test_automation_sensor_and_schedules_run_by_default(platform: Platform) -> N
     sensors = {s.name: s for s in platform.defs.sensors}
     assert sensors["trading_assets_automation"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["series_files_landed"].default_status == dg.DefaultSensorStatus.RUNNING
-    schedule = platform.defs.get_schedule_def("core_energy_daily")
+    schedule = platform.defs.resolve_schedule_def("core_energy_daily")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * *", "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
@@ -71,7 +71,7 @@ def test_automation_sensor_and_schedules_run_by_default(platform: Platform) -> N
 def test_landing_sensor_requests_a_ranged_run_for_new_files(platform: Platform) -> None:
     landing = platform.settings.landing / "series"
     landing.mkdir(parents=True)
-    sensor = platform.defs.get_sensor_def("series_files_landed")
+    sensor = platform.defs.resolve_sensor_def("series_files_landed")
 
     empty = sensor.evaluate_tick(dg.build_sensor_context(instance=platform.instance))
     assert empty.run_requests == [] and empty.skip_message
@@ -102,7 +102,7 @@ def test_landing_sensor_run_loads_the_files(platform: Platform, conn: psycopg.Co
     landing = platform.settings.landing / "series"
     landing.mkdir(parents=True)
     (landing / "obs.csv").write_text("series_code,obs_date,value\nUNRATE,2024-02-01,3.9\nUNRATE,2024-03-01,3.8\n")
-    sensor = platform.defs.get_sensor_def("series_files_landed")
+    sensor = platform.defs.resolve_sensor_def("series_files_landed")
     [request] = sensor.evaluate_tick(dg.build_sensor_context(instance=platform.instance)).run_requests
     result = platform.defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=platform.instance,
@@ -115,7 +115,7 @@ def test_landing_sensor_run_loads_the_files(platform: Platform, conn: psycopg.Co
 
 
 def test_config_sensor_fires_once_per_change(platform: Platform) -> None:
-    sensor = platform.defs.get_sensor_def("series_config_changed")
+    sensor = platform.defs.resolve_sensor_def("series_config_changed")
     first = sensor.evaluate_tick(dg.build_sensor_context(instance=platform.instance))
     assert len(first.run_requests) == 1
     same = sensor.evaluate_tick(dg.build_sensor_context(instance=platform.instance, cursor=first.cursor))
