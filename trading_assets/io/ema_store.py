@@ -93,11 +93,14 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl
         dict(from_dates.iter_rows()),
         {"asset_id": pl.Int64, "trade_date": pl.Date, "close": pl.Float64},
     )
-    filled_scratch_table(conn, "ema_grid_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     span_schema = {"asset_id": pl.Int64, "tf": pl.String, "first": pl.Date, "last": pl.Date}
     grids = []
     for bars in EMA_SOURCES[family]:
         table = sql.Identifier(BAR_TABLES[bars])
+        # Each (asset, tf) is looked up only in the table that holds its tf: daily bars hold 1D alone, and a
+        # tf a table lacks would walk all of the asset's rows there (a cost that grows with history).
+        held = starts.filter((pl.col("tf") == "1D") == (bars == "1d"))
+        filled_scratch_table(conn, "ema_grid_from", TF_STARTS, held, ["asset_id", "tf", "from_date"])
         # Index lookups per (asset, tf); `offset 0` keeps the planner from flattening them into a table scan.
         spans = read_frame(
             conn,
