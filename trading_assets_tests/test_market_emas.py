@@ -115,7 +115,7 @@ def test_real_data_tf_1d_matches_talib_and_weekly_bars_match_their_closes(
 
 
 @needs_shared
-def test_day_by_day_and_a_late_revision_equal_a_full_rebuild(
+def test_d20_d21_day_by_day_and_a_late_revision_equal_a_full_rebuild_and_the_union_follows(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
     rows = _btc_rows("2019-06-01", "2020-03-10")
@@ -131,13 +131,20 @@ def test_day_by_day_and_a_late_revision_equal_a_full_rebuild(
     _load(platform, _write(tmp_path / "rev.csv", [",".join([*revised[:4], "9999.5", revised[5]])]), ("2019-07-01",) * 2)
     assert _build(platform, ("2019-07-01", "2019-07-01")).success
     incremental = _emas(conn)
+    assert incremental["ema_multi_tf"] != day_by_day["ema_multi_tf"]
+    # §D 21: the union shows the re-anchored rows at once (the original's watermark copy kept the stale ones).
+    union = conn.execute(
+        "select asset_id, tf, period, trade_date, tf_days, roll, ema, ema_bar, is_partial_end "
+        "from market.ema_multi_tf_u where alignment_source = 'multi_tf' order by 1, 2, 3, 4"
+    ).fetchall()
+    assert union == incremental["ema_multi_tf"]
     assert conn.execute("select count(*) from market.bars_dirty").fetchone() == (0,)
     assert _build(platform, ("2019-01-01", "2020-03-01"), full_window=True).success
     assert _emas(conn) == incremental
     assert sum(len(v) for v in incremental.values()) > 6_000
 
 
-def test_out_of_bounds_ema_is_rejected_with_its_bounds_and_still_stored(
+def test_d22_out_of_bounds_ema_is_rejected_with_its_bounds_and_still_stored(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
     first = date(2023, 1, 1)
