@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns
-from trading_assets.io.market_store import BAR_TABLES, TF_STARTS, delete_from_dates, read_rows_from
+from trading_assets.io.market_store import BAR_TABLES, DAILY_TF, TF_STARTS, delete_from_dates, read_rows_from
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
 
 # EMA family (its table) -> the bar families whose rows are its daily grid.
@@ -99,7 +99,7 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl
         table = sql.Identifier(BAR_TABLES[bars])
         # Each (asset, tf) is looked up only in the table that holds its tf: daily bars hold 1D alone, and a
         # tf a table lacks would walk all of the asset's rows there (a cost that grows with history).
-        held = starts.filter((pl.col("tf") == "1D") == (bars == "1d"))
+        held = starts.filter((pl.col("tf") == DAILY_TF) == (bars == "1d"))
         filled_scratch_table(conn, "ema_grid_from", TF_STARTS, held, ["asset_id", "tf", "from_date"])
         # Index lookups per (asset, tf); `offset 0` keeps the planner from flattening them into a table scan.
         spans = read_frame(

@@ -23,6 +23,8 @@ BAR_TABLES = {
 }
 MULTI_FAMILIES = [f for f in BAR_TABLES if f != "1d"]
 # Scratch table of per (asset, timeframe) start dates.
+# The one timeframe of price_bars_1d (its check constraint).
+DAILY_TF = "1D"
 TF_STARTS = "(asset_id integer, tf text, from_date date)"
 
 

@@ -304,7 +304,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 replace_from = pl.DataFrame(
                     {"asset_id": list(chunk), "from_date": list(chunk.values())},
                     schema={"asset_id": pl.Int64, "from_date": pl.Date},
-                ).with_columns(tf=pl.lit("1D"))
+                ).with_columns(tf=pl.lit(market_store.DAILY_TF))
                 written = market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS)
                 market_store.replace_bar_rejects(conn, chunk, repaired)
                 repairs += repaired.height

@@ -41,7 +41,7 @@ from trading_assets.defs.resources import Warehouse
 from trading_assets.io import ema_store, market_store
 
 EMA_KEYS = {family: dg.AssetKey([MARKET_GROUP, family]) for family in ema_store.EMA_FAMILIES}
-DAILY = Timeframe.parse("1D")
+DAILY = Timeframe.parse(market_store.DAILY_TF)
 EMA_CHECKS = {
     "ema_values_valid": "no EMA written is NaN, infinite or negative (blocking; the run is rolled back)",
     "ema_within_price_bounds": "EMAs within [0.5 x min, 2 x max] of the closes of their own window (p x tf_days days)",
