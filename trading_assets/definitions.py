@@ -5,20 +5,22 @@ import dagster as dg
 from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import build_catalog_assets
 from trading_assets.defs.catalog.checks import CATALOG_CHECKS
+from trading_assets.defs.jobs import MARKET_WRITER, VALIDATE_JOB, build_jobs
 from trading_assets.defs.market.assets import build_market_assets
 from trading_assets.defs.market.automation import build_market_automation
 from trading_assets.defs.market.checks import MARKET_CHECKS
+from trading_assets.defs.market.dimensions import build_dimension_assets, build_dimension_sensor
 from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS, build_freshness_gate
 from trading_assets.defs.market.emas import build_ema_assets
 from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
 from trading_assets.defs.ops.alerts import build_alert_sensors
-from trading_assets.defs.partitions import monthly_partitions
+from trading_assets.defs.partitions import REBUILD_TAG, monthly_partitions
 from trading_assets.defs.resources import Warehouse
 
-# Jobs the CLI and the UI share.
-VALIDATE_JOB = "validate_all_checks"
+DEFINITIONS_MODULE = "trading_assets.definitions"
+CODE_LOCATION = "trading_assets"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -30,16 +32,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         database_url=dg.EnvVar("TRADING_ASSETS_DATABASE_URL") if settings.database_url else None,
         pgdata=str(settings.embedded_pgdata),
     )
-    # Checks that read whole tables; the blocking invariants of bars and EMAs run inside their assets.
-    validate_job = dg.define_asset_job(
-        VALIDATE_JOB,
-        selection=dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS, *EMA_TABLE_CHECKS, *CATALOG_CHECKS),
-    )
+    market_assets = [*build_market_assets(settings, partitions), *build_ema_assets(settings, partitions)]
+    market = dg.AssetSelection.assets(*market_assets)
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
-            *build_market_assets(settings, partitions),
-            *build_ema_assets(settings, partitions),
+            *build_dimension_assets(),
+            *market_assets,
             *build_catalog_assets(settings),
         ],
         asset_checks=[
@@ -54,7 +53,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *market_schedules,
             dg.ScheduleDefinition(
                 name="validate_daily",
-                job=validate_job,
+                job_name=VALIDATE_JOB,
                 cron_schedule="30 6 * * *",
                 execution_timezone="UTC",
                 default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -64,14 +63,22 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[
             *series_sensors,
             *market_sensors,
+            build_dimension_sensor(settings),
             *build_alert_sensors(settings),
+            # Market runs started by automation apply changes only, one writer at a time (run queue limit).
+            dg.AutomationConditionSensorDefinition(
+                "market_automation",
+                target=market,
+                run_tags={REBUILD_TAG: "changed", **MARKET_WRITER},
+                default_status=dg.DefaultSensorStatus.RUNNING,
+            ),
             dg.AutomationConditionSensorDefinition(
                 "trading_assets_automation",
-                target=dg.AssetSelection.all(),
+                target=dg.AssetSelection.all() - market,
                 default_status=dg.DefaultSensorStatus.RUNNING,
             ),
         ],
-        jobs=[validate_job],
+        jobs=build_jobs(),
         resources={"warehouse": warehouse},
         # Steps share one process: on two cores a subprocess per step costs more than it saves.
         executor=dg.in_process_executor,

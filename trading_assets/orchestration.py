@@ -1,16 +1,44 @@
-"""Running assets and checks through Dagster on the configured instance, as the CLI does."""
+"""Running the code location's named jobs from the CLI, as runs the UI knows.
+
+A run is created with the origin the UI's workspace gives the code location, so it is listed under its job,
+can be re-executed from the UI and is seen by the run-failure sensor. When a daemon serves the run queue,
+the run is submitted to it (and waits for the queue's limits, e.g. one market writer at a time);
+otherwise it executes here, in this process.
+"""
+
+from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import (
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._daemon.controller import get_daemon_statuses
 
-from trading_assets.config import Settings
-from trading_assets.definitions import VALIDATE_JOB, build_definitions
+from trading_assets.config import PROJECT_ROOT, Settings
+from trading_assets.definitions import CODE_LOCATION, DEFINITIONS_MODULE
 from trading_assets.io.database import prepare_dagster_environment, ready_database_url
+
+_REPOSITORY = "__repository__"
+_QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
+_FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+# Dagster's console logger prints every event at DEBUG; the CLI prints its own summary instead.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def prepare_environment(settings: Settings) -> str:
@@ -23,15 +51,17 @@ def prepare_environment(settings: Settings) -> str:
 @dataclass
 class RunSummary:
     run_id: str
+    job_name: str
     success: bool
+    queued: bool = False
     materializations: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
-    checks: list[tuple[str, str, bool, str]] = field(default_factory=list)
+    checks: list[tuple[str, str, bool, str, bool]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
     def failed_error_checks(self) -> list[str]:
         return [
-            f"{asset}:{name}" for asset, name, passed, severity in self.checks if not passed and severity == "ERROR"
+            f"{asset}:{name}" for asset, name, passed, severity, _ in self.checks if not passed and severity == "ERROR"
         ]
 
 
@@ -41,27 +71,38 @@ def root_error_message(error: Any) -> str:
     return error.message.strip()
 
 
-def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
-    summary = RunSummary(run_id=result.run_id, success=result.success)
-    for event in result.get_asset_materialization_events():
-        materialization = event.materialization
-        summary.materializations.append(
-            (
-                materialization.asset_key.to_user_string(),
-                materialization.partition,
-                {k: getattr(v, "value", v) for k, v in materialization.metadata.items()},
+def summarize(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
+    """What a run recorded on the instance: materializations, check evaluations, step errors."""
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    summary = RunSummary(run_id=run_id, job_name=run.job_name, success=run.status == DagsterRunStatus.SUCCESS)
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.event_specific_data.materialization
+            summary.materializations.append(
+                (
+                    materialization.asset_key.to_user_string(),
+                    materialization.partition,
+                    {k: getattr(v, "value", v) for k, v in materialization.metadata.items()},
+                )
             )
-        )
-    for evaluation in result.get_asset_check_evaluations():
-        summary.checks.append(
-            (evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.passed, evaluation.severity.value)
-        )
-    summary.errors = [root_error_message(e.step_failure_data.error) for e in result.get_step_failure_events()]
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            summary.checks.append(
+                (
+                    evaluation.asset_key.to_user_string(),
+                    evaluation.check_name,
+                    evaluation.passed,
+                    evaluation.severity.value,
+                    evaluation.blocking,
+                )
+            )
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            summary.errors.append(root_error_message(event.step_failure_data.error))
     return summary
-
-
-# Dagster's console logger prints every event at DEBUG; the CLI prints its own summary instead.
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @contextmanager
@@ -76,44 +117,52 @@ def dagster_instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def run_assets(
-    settings: Settings,
-    assets: Iterable[dg.AssetKey],
+def code_location_origin() -> ManagedGrpcPythonEnvCodeLocationOrigin:
+    """The origin the UI's workspace (pyproject.toml / workspace.yaml) gives this code location."""
+    return ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(
+            executable_path=sys.executable,
+            module_name=DEFINITIONS_MODULE,
+            working_directory=str(PROJECT_ROOT),
+        ),
+        location_name=CODE_LOCATION,
+    )
+
+
+def queue_is_served(instance: dg.DagsterInstance) -> bool:
+    """Whether a daemon is dequeuing runs (its heartbeat is recent)."""
+    status = get_daemon_statuses(instance, [_QUEUE_DAEMON], ignore_errors=True)[_QUEUE_DAEMON]
+    return bool(status.required and status.healthy)
+
+
+def run_job(
+    job_name: str,
     *,
     tags: Mapping[str, str] | None = None,
     run_config: Mapping[str, Any] | None = None,
-    table_checks: bool = True,
+    poll_seconds: float = 1.0,
 ) -> RunSummary:
-    """Materialize `assets` in one run recorded on the instance, with their checks.
-
-    `table_checks=False` leaves out the checks that read whole tables (they run with `validate` and its
-    daily schedule); the blocking checks built into the assets always run.
-    """
-    defs = build_definitions(settings)
-    selection = dg.AssetSelection.assets(*assets)
-    if not table_checks:
-        selection = selection - dg.AssetSelection.checks(*defs.asset_checks)
+    """Run the named job of the code location on the configured instance and wait for it to finish."""
+    recon_job = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT)
+    ).get_reconstructable_job(job_name)
+    job_def = recon_job.get_definition()
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(code_location_origin(), _REPOSITORY), job_name)
     with dagster_instance() as instance:
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks],
-            instance=instance,
-            resources=defs.resources,
-            selection=selection,
-            tags=dict(tags or {}),
+        run = instance.create_run_for_job(
+            job_def=job_def,
             run_config={**QUIET_LOGS, **(run_config or {})},
-            raise_on_error=False,
+            tags={**job_def.tags, **(tags or {})},
+            remote_job_origin=origin,
+            job_code_origin=recon_job.get_python_origin(),
         )
-    return summarize(result)
-
-
-def all_asset_keys(settings: Settings) -> list[dg.AssetKey]:
-    return sorted(build_definitions(settings).resolve_asset_graph().get_all_asset_keys())
-
-
-def run_all_checks(settings: Settings) -> RunSummary:
-    defs = build_definitions(settings)
-    with dagster_instance() as instance:
-        result = defs.resolve_job_def(VALIDATE_JOB).execute_in_process(
-            instance=instance, run_config=QUIET_LOGS, raise_on_error=False
-        )
-    return summarize(result)
+        queued = queue_is_served(instance)
+        if queued:
+            instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+            while instance.get_run_by_id(run.run_id).status not in _FINISHED:
+                time.sleep(poll_seconds)
+        else:
+            execute_run(recon_job, run, instance)
+        summary = summarize(instance, run.run_id)
+    summary.queued = queued
+    return summary

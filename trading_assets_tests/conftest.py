@@ -20,7 +20,7 @@ from psycopg import sql
 from trading_assets.config import PROJECT_ROOT, Settings
 from trading_assets.definitions import build_definitions
 from trading_assets.defs.metadata.assets import series_landing_dir
-from trading_assets.defs.partitions import range_tags
+from trading_assets.defs.partitions import REBUILD_TAG, range_tags
 from trading_assets.io.database import start_embedded, stop_embedded, with_database
 from trading_assets.io.migrations import migrate
 from trading_assets.orchestration import QUIET_LOGS
@@ -104,18 +104,21 @@ class Platform:
         files: list[Path] | None = None,
         ops: dict | None = None,
         raise_on_error: bool = True,
+        rebuild: str = "changed",
     ) -> dg.ExecuteInProcessResult:
-        """Run `selection`; `files` configures the series load, `ops` any op config ({op name: config})."""
+        """Run `selection`; `files` configures the series load, `ops` any op config ({op name: config});
+        `rebuild` the market runs' mode (`changed`, as automation runs, or `all`, as the UI's)."""
         ops = {name: {"config": config} for name, config in (ops or {}).items()}
         if files is not None:
             ops["core_energy__fact_series_value"] = {"config": {"files": [str(f) for f in files]}}
         run_config = {**QUIET_LOGS, "ops": ops}
+        tags = {REBUILD_TAG: rebuild, **(range_tags(*partition_range) if partition_range else {})}
         return dg.materialize(
             [*self.defs.assets, *self.defs.asset_checks],
             instance=self.instance,
             resources=self.defs.resources,
             selection=selection,
-            tags=range_tags(*partition_range) if partition_range else None,
+            tags=tags,
             run_config=run_config,
             raise_on_error=raise_on_error,
         )

@@ -16,7 +16,7 @@ from trading_assets.config import Settings
 from trading_assets.defs.market.assets import PRICE_HISTORIES
 from trading_assets.defs.metadata.assets import DIM_SERIES
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
-from trading_assets.defs.ops.alerts import build_alert_sensors, check_failure_alerts
+from trading_assets.defs.ops.alerts import build_alert_sensors, check_failure_alerts, run_failure_alert
 from trading_assets.io.alerts import Alert, send_alert
 from trading_assets_tests.conftest import Platform
 
@@ -118,16 +118,19 @@ def test_run_failure_sensor_alerts_and_a_dead_listener_does_not_break_it(
     platform: Platform, conn: psycopg.Connection, listener: Listener
 ) -> None:
     missing = {"files": [{"path": "/nonexistent/prices.csv", "symbol": "NOPE"}]}
-    result = platform.run(
-        dg.AssetSelection.assets(PRICE_HISTORIES),
-        partition_range=("2024-01-01", "2024-01-01"),
-        ops={"market__price_histories": missing},
-        raise_on_error=False,
-    )
-    assert not result.success
-    for url in (f"{listener.url}/hook", f"http://127.0.0.1:{_closed_port()}/hook"):
-        settings = replace(platform.settings, alert_url=url)
-        [on_run_failure, _] = build_alert_sensors(settings)
+
+    def failed_run() -> dg.ExecuteInProcessResult:
+        result = platform.run(
+            dg.AssetSelection.assets(PRICE_HISTORIES),
+            partition_range=("2024-01-01", "2024-01-01"),
+            ops={"market__price_histories": missing},
+            raise_on_error=False,
+        )
+        assert not result.success
+        return result
+
+    def sense(result: dg.ExecuteInProcessResult, url: str) -> None:
+        [on_run_failure, _] = build_alert_sensors(replace(platform.settings, alert_url=url))
         context = dg.build_run_status_sensor_context(
             sensor_name="alert_on_run_failure",
             dagster_instance=platform.instance,
@@ -135,33 +138,46 @@ def test_run_failure_sensor_alerts_and_a_dead_listener_does_not_break_it(
             dagster_event=result.get_run_failure_event(),
         ).for_run_failure()
         on_run_failure(context)
+
+    first, second = failed_run(), failed_run()
+    sense(first, f"{listener.url}/hook")
+    sense(first, f"{listener.url}/hook")  # the same failure seen again (by the CLI, or a sensor restart)
+    sense(second, f"http://127.0.0.1:{_closed_port()}/hook")
     [(_, body)] = listener.received
     assert body["severity"] == "ERROR" and body["title"] == "Run failed: __ephemeral_asset_job__"
-    assert result.run_id in body["body"]
+    assert first.run_id in body["body"]
     assert [row[:3] for row in _alerts(conn)] == [("ERROR", "webhook", "sent"), ("ERROR", "webhook", "failed")]
 
 
-def test_check_failure_severities() -> None:
+def test_one_alert_per_failure_with_its_severity() -> None:
     def evaluation(name: str, passed: bool, severity: dg.AssetCheckSeverity, blocking: bool) -> dg.AssetCheckEvaluation:
         return dg.AssetCheckEvaluation(
             asset_key=dg.AssetKey(["market", "x"]), check_name=name, passed=passed, severity=severity, blocking=blocking
         )
 
     error, warn = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
-    alerts = check_failure_alerts(
-        [
-            evaluation("ohlc", False, error, True),
-            evaluation("dup", False, error, True),
-            evaluation("bounds", False, warn, False),
-            evaluation("fine", True, error, True),
-            evaluation("loose", False, error, False),
-        ],
-        "test",
+    evaluations = [
+        evaluation("ohlc", False, error, True),
+        evaluation("dup", False, error, True),
+        evaluation("bounds", False, warn, False),
+        evaluation("fine", True, error, True),
+        evaluation("loose", False, error, False),
+    ]
+    # Failed blocking ERROR checks failed their run: its one alert names them, CRITICAL.
+    run = dg.DagsterRun(job_name="refresh_market", run_id="r1")
+    failure = run_failure_alert(run, evaluations, "")
+    assert (failure.severity, failure.body, failure.dedupe_key) == (
+        "CRITICAL",
+        "run r1\nblocking check failed: market/x:dup\nblocking check failed: market/x:ohlc",
+        "run:r1",
     )
-    assert sorted((a.severity, a.body) for a in alerts) == [
-        ("CRITICAL", "market/x:dup\nmarket/x:ohlc"),
-        ("ERROR", "market/x:loose"),
-        ("WARNING", "market/x:bounds"),
+    quiet = run_failure_alert(run, evaluations[2:], "step failed")
+    assert (quiet.severity, quiet.body) == ("ERROR", "run r1\nstep failed")
+    # The other failed checks: one alert per run and severity.
+    alerts = check_failure_alerts([("r1", e) for e in evaluations], "test")
+    assert sorted((a.severity, a.body, a.dedupe_key) for a in alerts) == [
+        ("ERROR", "run r1\nmarket/x:loose", "checks:r1:ERROR"),
+        ("WARNING", "run r1\nmarket/x:bounds", "checks:r1:WARNING"),
     ]
 
 
@@ -170,14 +186,18 @@ def test_check_failure_sensor_reads_new_evaluations_once(
 ) -> None:
     platform.materialize(DIM_SERIES)
     result = platform.run(dg.AssetSelection.checks(*SERIES_CHECKS), raise_on_error=False)
+    # Series described but none observed yet: neither observed nor fresh (WARN), and the blocking checks of
+    # the map and view, never built, fail their run (that run's own alert names them).
     failed = sorted(
-        f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
+        f"{e.asset_key.to_user_string()}:{e.check_name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and not e.blocking
     )
-    assert failed  # series described but none observed yet: neither observed nor fresh
+    assert failed
     settings = replace(platform.settings, alert_url=f"{listener.url}/hook", alert_min_severity="INFO")
     [_, on_check_failure] = build_alert_sensors(settings)
     context = dg.build_sensor_context(instance=platform.instance)
     on_check_failure(context)
-    assert sorted(name for _, body in listener.received for name in body["body"].split("\n")) == failed
+    assert sorted(name for _, body in listener.received for name in body["body"].split("\n")[1:]) == failed
     on_check_failure(dg.build_sensor_context(instance=platform.instance, cursor=context.cursor))
     assert len(listener.received) == len({body["severity"] for _, body in listener.received})  # nothing twice

@@ -13,7 +13,7 @@ import pytest
 from trading_assets import catalog
 from trading_assets.cli import main
 from trading_assets.config import Settings
-from trading_assets.defs.catalog.assets import SYMBOLS
+from trading_assets.defs.catalog.assets import CATALOG_KEYS, CATALOG_OP
 from trading_assets.defs.catalog.checks import CATALOG_CHECKS
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.errors import InputError
@@ -33,7 +33,7 @@ _COMPARED = ["symbol", "valid_from", "valid_until", "tick_size", "pricescale", "
 
 def load_snapshots(platform: Platform, *snapshots: Path) -> pl.DataFrame:
     for snapshot in snapshots:
-        platform.materialize(SYMBOLS, ops={"catalog__symbols": {"inputs": [str(snapshot)], "source": "binance"}})
+        platform.materialize(*CATALOG_KEYS, ops={CATALOG_OP: {"inputs": [str(snapshot)], "source": "binance"}})
     with connect(platform.settings.database_url) as conn:
         return catalog_store.read_symbols(conn)
 
@@ -130,8 +130,8 @@ def test_a_source_failure_fails_the_asset_and_leaves_the_catalog_unchanged(
     truncated.write_text(SNAPSHOT_2020.read_text()[:5000])
     for bad, source, reason in [(broken, "file", "line 2: minmov"), (truncated, "binance", "unreadable")]:
         result = platform.run(
-            dg.AssetSelection.assets(SYMBOLS),
-            ops={"catalog__symbols": {"inputs": [str(SNAPSHOT_2020), str(bad)], "source": source}},
+            dg.AssetSelection.assets(*CATALOG_KEYS),
+            ops={CATALOG_OP: {"inputs": [str(SNAPSHOT_2020), str(bad)], "source": source}},
             raise_on_error=False,
         )
         assert not result.success

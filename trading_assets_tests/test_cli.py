@@ -99,12 +99,12 @@ def test_load_prices_then_refresh_bars_writes_the_log(
     )
 
     assert main(["refresh", "--bars", "--start", "2019-01-01", "--end", "2021-03-31", "--dry-run"]) == 0
-    assert "would refresh partitions 2019-01-01..2021-03-01" in capsys.readouterr().out
+    assert "would refresh: job refresh_bars, partitions 2019-01-01..2021-03-01" in capsys.readouterr().out
     assert conn.execute("select count(*) from market.price_bars_1d").fetchone()[0] == 0
 
     assert main(["refresh", "--bars", "--start", "2019-01-01", "--end", "2021-03-31"]) == 0
     out = capsys.readouterr().out
-    assert "components 6, failed 0" in out
+    assert out.count(" ok assets=1 ") == 6 and "succeeded in" in out
     assert conn.execute("select count(*) from market.price_bars_1d").fetchone()[0] == 566
     # Quarters close on the last XNYS session: 2020-03-31 (a Tuesday) and 2020-12-31.
     canonical = conn.execute(
@@ -144,14 +144,14 @@ def test_d24_a_failed_ohlc_check_fails_the_refresh_even_with_continue_on_error(
     capsys.readouterr()
     assert main(["refresh", "--bars", "--continue-on-error", "--start", "2020-06-01", "--end", "2021-03-31"]) == 1
     out = capsys.readouterr().out
-    assert "components 6, failed 5" in out
-    assert out.count("checks failed: ohlc_consistent") == 5
+    # One run: the daily bars had nothing to apply; the five families built on the broken rows were rolled back.
+    assert out.count("NOT MATERIALIZED checks failed: ohlc_consistent") == 5 and "FAILED in" in out
     # Nothing of the failed runs was kept: the bars are the previous good ones, the marks wait for a fix.
     assert conn.execute("select count(*), sum(high) from market.price_bars_multi_tf").fetchone() == before
     assert conn.execute("select count(*) from market.bars_dirty where dirty_from = '2020-06-01'").fetchone() == (5,)
     # One critical alert for the run (recorded; no channel configured here).
     assert conn.execute("select severity, title, channel from ops.alerts").fetchall() == [
-        ("CRITICAL", "Refresh: blocking checks FAILED", "log")
+        ("CRITICAL", "Run failed: refresh_bars", "log")
     ]
 
 
@@ -175,6 +175,9 @@ def test_d23_emas_refuse_stale_bars_unless_skipped_or_all(
     assert main(["refresh", "--emas", "--staleness-hours", "200", *start]) == 0
     assert conn.execute(built).fetchall() == [("FRESH",), ("OLD",)]
     conn.execute("truncate market.ema_multi_tf_packed")
-    conn.execute("insert into market.bars_dirty select 'ema_multi_tf', asset_id, '2000-01-01' from market.dim_assets")
-    assert main(["refresh", "--all", *start]) == 0  # bars first, so no gate
+    conn.execute(
+        "insert into market.bars_dirty select 'ema_multi_tf', asset_id, min(trade_date) from market.price_bars_1d "
+        "group by asset_id"
+    )
+    assert main(["refresh", "--all"]) == 0  # from the earliest waiting change; bars first, so no gate
     assert conn.execute(built).fetchall() == [("FRESH",), ("OLD",)]

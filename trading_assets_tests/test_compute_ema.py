@@ -39,7 +39,7 @@ def long_rows(wide: pl.DataFrame, periods: list[int]) -> pl.DataFrame:
     parts = [
         wide.select(
             *GROUP, "trade_date", pl.lit(p, pl.Int64).alias("period"), "tf_days", "roll",
-            pl.col(e).alias("ema"), pl.col(b).alias("ema_bar"), "is_partial_end",
+            pl.col(e).alias("ema"), pl.col(b).alias("ema_bar"),
         ).filter(pl.col("ema").is_not_null())
         for p, e, b in zip(periods, emas, bars, strict=True)
     ]  # fmt: skip
@@ -64,7 +64,6 @@ def test_d18_dual_ema_worked_example() -> None:
     assert rows["ema_bar"].to_list() == pytest.approx([12, 13 + 1 / 3, 14, 15 + 1 / 3, 16], rel=1e-12)
     assert rows["ema"].to_list() == pytest.approx([12, 12.8, 13.68, 14.608, 15.5648], rel=1e-12)
     assert rows["roll"].to_list() == [False, True, False, True, False]
-    assert not rows["is_partial_end"].any()
 
 
 def test_d19_v2_daily_ema_with_the_timeframe_horizon() -> None:
@@ -72,12 +71,7 @@ def test_d19_v2_daily_ema_with_the_timeframe_horizon() -> None:
     assert rows["trade_date"].dt.day().to_list() == list(range(4, 11))  # index 3 on
     assert rows["ema"].to_list() == pytest.approx([2.5 + i for i in range(7)], rel=1e-12)
     assert [not r for r in rows["roll"]] == [True, False, True, False, True, False, True]  # indices 3, 5, 7, 9
-    assert not rows["is_partial_end"].any() and rows["ema_bar"].null_count() == rows.height
-
-
-def test_trailing_bar_in_progress_is_partial_end() -> None:
-    rows = long_rows(dual_ema(_grid([float(c) for c in range(10, 19)], 2, "2D"), 2, [2]), [2])
-    assert rows.filter(pl.col("is_partial_end"))["trade_date"].dt.day().to_list() == [9]
+    assert rows["ema_bar"].null_count() == rows.height
 
 
 @pytest.mark.skipif(not DAILY_FILES, reason="../shared/data is not beside the project")
@@ -138,5 +132,4 @@ def test_property_recompute_from_any_day_with_the_carry_equals_full(
     full = build(grid, every, periods)
     start = grid["trade_date"][min(cut, grid.height - 1)]
     tail = build(grid.filter(pl.col("trade_date") >= start), every, periods, _carry_at(full, start))
-    # is_partial_end of rows after the cut may flip later; stored rows before it are fixed up by the store.
     assert tail.equals(full.filter(pl.col("trade_date") >= start))

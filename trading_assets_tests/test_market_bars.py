@@ -2,7 +2,7 @@
 and incremental builds that equal a full rebuild."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +14,7 @@ from trading_assets.config import Settings
 from trading_assets.defs.market import assets as market_assets
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
+from trading_assets.defs.partitions import CARRY_CHANGED_TAG
 from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
@@ -40,11 +41,10 @@ def _load(platform: Platform, files: list[dict], months: tuple[str, str]) -> dg.
 
 
 def _bars(platform: Platform, months: tuple[str, str], full_window: bool = False) -> dg.ExecuteInProcessResult:
-    config = {"full_window": full_window}
     return platform.run(
         dg.AssetSelection.assets(*BARS) - dg.AssetSelection.checks(FRESHNESS_GATE),
         partition_range=months,
-        ops={f"market__{table}": config for table in BAR_TABLES.values()},
+        rebuild="all" if full_window else "changed",
     )
 
 
@@ -92,7 +92,7 @@ def test_bad_rows_are_rejected_with_line_and_reason_and_good_rows_load(
     )
     result = _load(platform, [{"path": str(prices), "symbol": "XTEST"}], ("2024-01-01", "2024-01-01"))
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
-    assert (metadata["rows"].value, metadata["rejects"].value) == (3, 5)
+    assert (metadata["run_rows"].value, metadata["run_rejects"].value) == (3, 5)
     rejects = conn.execute(
         "select source_line, reason from market.price_rejects where stage = 'load' order by source_line"
     ).fetchall()
@@ -118,7 +118,7 @@ def test_bad_rows_are_rejected_with_line_and_reason_and_good_rows_load(
     # Loading the same file again neither duplicates rejects nor revises anything.
     again = _load(platform, [{"path": str(prices), "symbol": "XTEST"}], ("2024-01-01", "2024-01-01"))
     metadata = again.get_asset_materialization_events()[0].materialization.metadata
-    assert (metadata["inserted"].value, metadata["revised"].value, metadata["unchanged"].value) == (0, 0, 3)
+    assert (metadata["run_inserted"].value, metadata["run_revised"].value, metadata["run_unchanged"].value) == (0, 0, 3)
     assert conn.execute("select count(*) from market.price_rejects").fetchone()[0] == 6
 
 
@@ -128,7 +128,7 @@ def test_day_by_day_build_equals_full_rebuild_on_real_data(
 ) -> None:
     history = _write(tmp_path / "history.csv", _btc_rows("2019-11-01", "2020-02-20"))
     _load(platform, [{"path": str(history), "symbol": "BTCUSDT"}], ("2019-01-01", "2020-02-01"))
-    _bars(platform, ("2020-02-01", "2020-02-01"))
+    _bars(platform, ("2019-11-01", "2020-02-01"))
     for day_row in _btc_rows("2020-02-21", "2020-03-03"):
         day_file = _write(tmp_path / f"{day_row[:10]}.csv", [day_row])
         month = day_row[:7] + "-01"
@@ -140,7 +140,7 @@ def test_day_by_day_build_equals_full_rebuild_on_real_data(
         (e.asset_key.path[-1], e.check_name): e
         for e in _bars(platform, ("2020-03-01", "2020-03-01")).get_asset_check_evaluations()
     }
-    assert len(warnings) == 3 * 6 + 2 + 5 * 2 and all(e.passed for e in warnings.values())
+    assert len(warnings) == 4 * 6 + 2 + 5 * 2 and all(e.passed for e in warnings.values())
     # The bars consumed their marks; the EMAs' wait for the EMA assets.
     marks = conn.execute("select family, count(*) from market.bars_dirty group by 1 order by 1").fetchall()
     assert marks == [(family, 1) for family in sorted(EMA_FAMILIES)]
@@ -178,8 +178,8 @@ def test_rebuilding_asset_by_asset_in_chunks_gives_the_same_rows(
     rebuilt = _bars(platform, months, full_window=True)
     assert _snapshot(conn) == together
     metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in rebuilt.get_asset_materialization_events()}
-    assert metadata["price_bars_1d"]["rows"].value == len(together["price_bars_1d"]) == 3 * 334
-    assert metadata["price_bars_multi_tf"]["rows"].value == len(together["price_bars_multi_tf"])
+    assert metadata["price_bars_1d"]["run_rows_written"].value == len(together["price_bars_1d"]) == 3 * 334
+    assert metadata["price_bars_multi_tf"]["run_rows_written"].value == len(together["price_bars_multi_tf"])
     assert metadata["price_bars_multi_tf"]["last_date"].value == "2019-12-31"
 
 
@@ -205,7 +205,21 @@ def test_late_interior_day_and_old_revision_reach_every_later_row(
         [{"path": str(_write(tmp_path / "late.csv", [late, revised_row])), "symbol": "BTCUSDT"}],
         ("2020-01-01", "2020-01-01"),
     )
-    _bars(platform, ("2020-01-01", "2020-01-01"))
+    before = _snapshot(conn)
+    january = _bars(platform, ("2020-01-01", "2020-01-01"))
+    # A run over January writes January only; the rows after it continue from a changed state, so the run
+    # queues them again from February and says so with its tag (automation then runs February).
+    after = _snapshot(conn)
+    for table, rows in after.items():
+        assert [r for r in rows if r[3] >= date(2020, 2, 1)] == [r for r in before[table] if r[3] >= date(2020, 2, 1)]
+    assert platform.instance.get_run_by_id(january.run_id).tags[CARRY_CHANGED_TAG] == "true"
+    requeued = conn.execute(
+        "select family, dirty_from from market.bars_dirty where family = any(%s)", (list(BAR_TABLES),)
+    )
+    assert dict(requeued.fetchall()) == dict.fromkeys(BAR_TABLES, date(2020, 2, 1))
+    assert {e.partition for e in january.get_asset_materialization_events()} == {"2020-01-01"}
+
+    _bars(platform, ("2020-02-01", "2020-02-01"))
     incremental = _snapshot(conn)
     seqs = [row[2] for row in incremental["price_bars_1d"]]
     assert seqs == list(range(1, 61))

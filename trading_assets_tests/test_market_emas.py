@@ -17,7 +17,6 @@ from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.defs.market.emas import EMA_KEYS, stale_assets
 from trading_assets.io.ema_store import EMA_FAMILIES
-from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
 
 BTC = SHARED_DATA / "daily" / "binance_BTCUSDT_1d.csv"
@@ -45,11 +44,10 @@ def _load(platform: Platform, path: Path, months: tuple[str, str], symbol: str =
     )
 
 
-def _build(platform: Platform, months: tuple[str, str], **config) -> dg.ExecuteInProcessResult:
-    ema_config = {"skip_stale_check": True, **config}
-    ops = {f"market__{table}": {"full_window": config.get("full_window", False)} for table in BAR_TABLES.values()}
-    ops |= {f"market__{family}": ema_config for family in EMA_FAMILIES}
-    return platform.run(MARKET, partition_range=months, ops=ops, raise_on_error=False)
+def _build(platform: Platform, months: tuple[str, str], full_window: bool = False) -> dg.ExecuteInProcessResult:
+    ops = {f"market__{family}": {"skip_stale_check": True} for family in EMA_FAMILIES}
+    rebuild = "all" if full_window else "changed"
+    return platform.run(MARKET, partition_range=months, ops=ops, raise_on_error=False, rebuild=rebuild)
 
 
 def _emas(conn: psycopg.Connection) -> dict[str, list[tuple]]:
@@ -129,7 +127,8 @@ def test_d20_d21_day_by_day_and_a_late_revision_equal_a_full_rebuild_and_the_uni
     assert _emas(conn) == day_by_day
     revised = rows[40].split(",")
     _load(platform, _write(tmp_path / "rev.csv", [",".join([*revised[:4], "9999.5", revised[5]])]), ("2019-07-01",) * 2)
-    assert _build(platform, ("2019-07-01", "2019-07-01")).success
+    # What automation runs after the revision: from its month through the current one, changed days only.
+    assert _build(platform, ("2019-07-01", "2020-03-01")).success
     incremental = _emas(conn)
     assert incremental["ema_multi_tf"] != day_by_day["ema_multi_tf"]
     # §D 21: the union shows the re-anchored rows at once (the original's watermark copy kept the stale ones).
@@ -214,8 +213,9 @@ def test_d23_stale_assets_wait_and_fresh_ones_build(
     _load(platform, _write(tmp_path / "fresh.csv", fresh), months, "FRESH")
     _load(platform, _write(tmp_path / "old.csv", old), months, "OLD")
     bars = dg.AssetSelection.assets(*BAR_KEYS.values())
-    gate = platform.run(bars, partition_range=months, raise_on_error=False)
-    [evaluation] = [e for e in gate.get_asset_check_evaluations() if e.check_name == "fresh_for_emas"]
+    assert platform.run(bars - dg.AssetSelection.checks(FRESHNESS_GATE), partition_range=months).success
+    gate = platform.run(dg.AssetSelection.checks(FRESHNESS_GATE), raise_on_error=False)
+    [evaluation] = gate.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.metadata["sample"].value == "OLD"
     ops = {f"market__{family}": {} for family in EMA_FAMILIES}
     assert platform.run(dg.AssetSelection.assets(*EMA_KEYS.values()), partition_range=months, ops=ops).success
@@ -240,7 +240,12 @@ def test_a_new_period_rebuilds_the_families_with_it(
     _load(platform, _write(tmp_path / "x.csv", rows), ("2024-01-01", "2024-04-01"), "XTEST")
     assert _build(platform, ("2024-01-01", "2024-04-01")).success
     conn.execute("insert into market.dim_ema_period (period) values (6), (365)")
-    assert _build(platform, ("2024-04-01", "2024-04-01")).success
+    # New periods change the layout of every stored row: a run over one month refuses, one over all does it.
+    refused = _build(platform, ("2024-04-01", "2024-04-01"))
+    materialized = {e.asset_key for e in refused.get_asset_materialization_events()}
+    assert not refused.success and not materialized & set(EMA_KEYS.values())
+    assert "must be rebuilt over all months" in str(refused.get_step_failure_events()[0].step_failure_data.error)
+    assert _build(platform, ("2019-01-01", "2024-04-01")).success
     periods = conn.execute("select distinct period from market.ema_multi_tf where tf = '1D' order by 1").fetchall()
     assert periods == [(6,), (9,), (10,), (21,), (50,), (100,)]  # 365 needs more than 120 closes
     closes = np.array([10 + (i % 7) / 10 for i in range(120)])

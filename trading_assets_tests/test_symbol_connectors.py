@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from trading_assets.config import Settings
-from trading_assets.defs.catalog.assets import SYMBOLS
+from trading_assets.defs.catalog.assets import CATALOG_KEYS, CATALOG_OP
 from trading_assets.io import catalog_store
 from trading_assets.io.postgres import connect
 from trading_assets.sources.symbol_connectors import SourceError, tradingview_scan
@@ -62,8 +62,8 @@ def _platform_with(settings: Settings, **changes: str) -> Iterator[Platform]:
 
 def _load(platform: Platform, source: str, *inputs: str) -> dg.ExecuteInProcessResult:
     return platform.run(
-        dg.AssetSelection.assets(SYMBOLS),
-        ops={"catalog__symbols": {"inputs": list(inputs), "source": source}},
+        dg.AssetSelection.assets(*CATALOG_KEYS),
+        ops={CATALOG_OP: {"inputs": list(inputs), "source": source}},
         raise_on_error=False,
     )
 

@@ -38,7 +38,7 @@ GRID_SCHEMA = {
 }
 
 
-WIDE_COLUMNS = [*GROUP, "trade_date", "close", "tf_days", "roll", "is_partial_end", "n_closes", "close_sum"]
+WIDE_COLUMNS = [*GROUP, "trade_date", "close", "tf_days", "roll", "n_closes", "close_sum"]
 
 
 def alpha(horizon: float) -> float:
@@ -166,16 +166,12 @@ def _prepared(grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int]
 
 
 def _finish(rows: pl.DataFrame, tf_days: int, canonical: np.ndarray, columns: list[pl.Series]) -> pl.DataFrame:
-    """Add roll, is_partial_end (after the group's last canonical row), tf_days and the value columns."""
-    last_canonical = pl.col("trade_date").filter(pl.col("_canonical")).max().over(GROUP)
+    """Add roll, tf_days and the value columns. (Whether a preview row belongs to a bar still forming depends
+    on later rows: the views derive is_partial_end when read.)"""
     return (
-        rows.with_columns(pl.Series("_canonical", canonical), *columns)
-        .with_columns(
-            roll=~pl.col("_canonical"),
-            is_partial_end=last_canonical.is_null() | (pl.col("trade_date") > last_canonical),
-            tf_days=pl.lit(tf_days, pl.Int64),
-        )
-        .drop("canonical", "_canonical")
+        rows.with_columns(pl.Series("canonical", canonical), *columns)
+        .with_columns(roll=~pl.col("canonical"), tf_days=pl.lit(tf_days, pl.Int64))
+        .drop("canonical")
     )
 
 
@@ -277,10 +273,10 @@ def price_bound_candidates(wide: pl.DataFrame, periods: list[int]) -> pl.DataFra
     return _period_rows(wide, periods, lambda e, _: e.is_finite() & ((e < 0.5 * close) | (e > 2.0 * close)))
 
 
-def stored_values(wide: pl.DataFrame, periods: list[int]) -> int:
-    """How many long rows (one per period from its seed on) the wide rows hold."""
+def values_per_row(periods: list[int]) -> pl.Expr:
+    """How many long rows (one per period from its seed on) each wide row holds."""
     emas, _ = ema_columns(periods)
-    return int(wide.select(pl.sum_horizontal(pl.col(e).is_not_null().sum() for e in emas)).item()) if emas else 0
+    return pl.sum_horizontal(pl.col(e).is_not_null() for e in emas).cast(pl.Int64)
 
 
 def price_bound_violations(candidates: pl.DataFrame, closes: pl.DataFrame) -> pl.DataFrame:

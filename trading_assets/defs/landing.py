@@ -14,18 +14,19 @@ def landing_sensor(
     *,
     name: str,
     folder: Path,
-    asset_key: dg.AssetKey,
+    job_name: str,
+    op_name: str,
     partitions: dg.TimeWindowPartitionsDefinition,
     op_config: Callable[[list[Path]], dict],
     date_span: Callable[[list[Path]], tuple[date, date]],
     description: str,
 ) -> dg.SensorDefinition:
-    """Watch `folder` for CSVs newer than the cursor; run `asset_key` over the months the files cover."""
-    op_name = "__".join(asset_key.path)
+    """Watch `folder` for CSVs newer than the cursor; run the loading job (whose asset is the op `op_name`)
+    over the months the files cover."""
 
     @dg.sensor(
         name=name,
-        target=dg.AssetSelection.assets(asset_key),
+        job_name=job_name,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=description,

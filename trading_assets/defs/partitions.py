@@ -1,10 +1,23 @@
-"""The one monthly partitioning shared by every time-series asset (DESIGN §4)."""
+"""The one monthly partitioning shared by every time-series asset (DESIGN §4), and what a run over a range
+of its partitions owns."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
+from trading_assets.compute.rebuild import Window
 from trading_assets.config import Settings
+
+# Run tag choosing what a run of a derived market asset rewrites inside its window: `changed` = only the
+# dates whose inputs changed (automation, schedules, `refresh`); absent or `all` = every row of the window
+# (a materialization launched from the UI recomputes exactly the partitions it names).
+REBUILD_TAG = "trading_assets/rebuild"
+# Set by a run whose rewrite changed the state the rows after its window continue from: automation then
+# rebuilds those later partitions.
+CARRY_CHANGED_TAG = "trading_assets/carry_changed"
+# Months of slack in the mappings to "every earlier partition", for partitions added while a code location
+# stays loaded.
+_SLACK_MONTHS = 120
 
 
 def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
@@ -14,17 +27,39 @@ def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
     )
 
 
+def _months_of_history(partitions: dg.MonthlyPartitionsDefinition) -> int:
+    start = partitions.start
+    today = datetime.now(UTC)
+    return (today.year - start.year) * 12 + today.month - start.month + 1 + _SLACK_MONTHS
+
+
+def history_mapping(partitions: dg.MonthlyPartitionsDefinition) -> dg.TimeWindowPartitionMapping:
+    """A month of a derived series depends on its parent's months up to and including it: a daily bar's
+    position, a multi-day bar's block and an EMA carry everything before them."""
+    return dg.TimeWindowPartitionMapping(start_offset=-_months_of_history(partitions))
+
+
+def carry_mapping(partitions: dg.MonthlyPartitionsDefinition) -> dg.TimeWindowPartitionMapping:
+    """The self-dependency of a derived series: a run continues from the stored rows before its window."""
+    return dg.TimeWindowPartitionMapping(start_offset=-_months_of_history(partitions), end_offset=-1)
+
+
 def partition_key_for(day: date) -> str:
     return day.replace(day=1).isoformat()
 
 
-def run_date_window(context: dg.AssetExecutionContext) -> tuple[date | None, date]:
+def run_window(context: dg.AssetExecutionContext) -> Window:
     """Dates `[start, end)` this run owns; the first partition also owns everything before it."""
     window = context.partition_time_window
     partitions_def = context.assets_def.partitions_def
     first_key = partitions_def.get_first_partition_key() if partitions_def else None
     start = None if context.partition_key_range.start == first_key else window.start.date()
-    return start, window.end.date()
+    return Window(start, window.end.date())
+
+
+def recomputes_window(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run rewrites every row of its window, or only what changed (see REBUILD_TAG)."""
+    return context.run.tags.get(REBUILD_TAG, "all") != "changed"
 
 
 def range_tags(first_key: str, last_key: str) -> dict[str, str]:

@@ -26,6 +26,9 @@ class Alert:
     title: str
     body: str
     source: str
+    # The event the alert is about (a failed run, a run's failed checks): it is raised once, whoever notices
+    # it first (a sensor, or the CLI that ran the run).
+    dedupe_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -64,8 +67,23 @@ def _scrub(text: str, settings: Settings) -> str:
     return text
 
 
+def _claim(url: str, key: str) -> bool:
+    """Whether this caller is the first to raise the alert of `key`."""
+    with connect(url) as conn:
+        return (
+            conn.execute(
+                "insert into ops.alert_claims (dedupe_key) values (%s) on conflict do nothing returning dedupe_key",
+                (key,),
+            ).fetchone()
+            is not None
+        )
+
+
 def send_alert(settings: Settings, url: str, alert: Alert) -> list[str]:
-    """Record `alert` (one row per channel, or one `logged` row with none) and deliver it; returns statuses."""
+    """Record `alert` (one row per channel, or one `logged` row with none) and deliver it; returns statuses
+    (none when an alert about the same event was already raised)."""
+    if alert.dedupe_key is not None and not _claim(url, alert.dedupe_key):
+        return []
     rows = []
     targets = _deliveries(settings, alert)
     if not targets:

@@ -131,6 +131,16 @@ def dagster_storage_url(app_url: str) -> str:
     return with_database(app_url, DAGSTER_DATABASE, scheme="postgresql+psycopg2")
 
 
+def instance_storage_url() -> str:
+    """SQLAlchemy URL of Dagster's instance storage: DAGSTER_PG_URL, else the `dagster` database on the
+    platform's server as the environment configures it."""
+    explicit = os.environ.get("DAGSTER_PG_URL")
+    if explicit:
+        return explicit
+    settings = Settings.from_env()
+    return dagster_storage_url(resolve_database_url(settings.database_url, settings.embedded_pgdata))
+
+
 def prepare_dagster_environment(settings: Settings, app_url: str) -> dict[str, str]:
     """Environment variables that point Dagster at its instance: DAGSTER_HOME and DAGSTER_PG_URL."""
     settings.dagster_home.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,9 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns
-from trading_assets.io.market_store import BAR_TABLES, DAILY_TF, TF_STARTS, delete_from_dates, read_rows_from
+from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns, values_per_row
+from trading_assets.io import row_counts
+from trading_assets.io.market_store import BAR_TABLES, DAILY_TF, TF_STARTS, delete_rows, qualified, read_rows_from
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
 
 # EMA family (its table) -> the bar families whose rows are its daily grid.
@@ -25,10 +26,12 @@ EMA_SOURCES = {
 EMA_FAMILIES = list(EMA_SOURCES)
 # Which EMA families read each bar family (they are marked dirty when it is rebuilt).
 EMAS_OF_BARS = {bars: [f for f, sources in EMA_SOURCES.items() if bars in sources] for bars in BAR_TABLES}
-_PACKED_COLUMNS = ["asset_id", "tf", "trade_date", "tf_days", "roll", "is_partial_end", "n_closes", "close_sum"]
+PACKED_COLUMNS = ["asset_id", "tf", "trade_date", "tf_days", "roll", "n_closes", "close_sum"]
+# The long rows a packed row stands for (one per period from its seed on), as the row counts count them.
+_LONG_ROWS = sql.SQL("cardinality(array_remove(ema, null))")
 
 
-def _packed(family: str) -> sql.Composable:
+def packed_table(family: str) -> sql.Composable:
     return sql.SQL("market.{}").format(sql.Identifier(f"{family}_packed"))
 
 
@@ -78,8 +81,8 @@ def newest_bar_close(conn: psycopg.Connection, asset_ids: list[int]) -> dict[int
     return {asset_id: closed for asset_id, closed in rows if closed is not None}
 
 
-def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl.DataFrame:
-    """The daily grid (GRID_SCHEMA) of `family` per (asset_id, tf, from_date) of `starts`.
+def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: date) -> pl.DataFrame:
+    """The daily grid (GRID_SCHEMA) of `family` per (asset_id, tf, from_date) of `starts`, up to `end`.
 
     A bar family has a snapshot row for every daily bar from its first row to its last, closing at the
     day's close, so the grid is read as the daily closes, each (asset, tf)'s first and last bar date and its
@@ -92,6 +95,7 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl
         "price_bars_1d",
         dict(from_dates.iter_rows()),
         {"asset_id": pl.Int64, "trade_date": pl.Date, "close": pl.Float64},
+        end,
     )
     span_schema = {"asset_id": pl.Int64, "tf": pl.String, "first": pl.Date, "last": pl.Date}
     grids = []
@@ -107,8 +111,8 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl
             sql.SQL(
                 "select r.asset_id, r.tf, greatest(r.from_date, (select min(t.trade_date) from market.{t} t "
                 "where t.asset_id = r.asset_id and t.tf = r.tf)), (select max(t.trade_date) from market.{t} t "
-                "where t.asset_id = r.asset_id and t.tf = r.tf) from ema_grid_from r"
-            ).format(t=table),
+                "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date < {end}) from ema_grid_from r"
+            ).format(t=table, end=sql.Literal(end)),
             schema=span_schema,
         ).drop_nulls()
         canonical = read_frame(
@@ -116,8 +120,8 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame) -> pl
             sql.SQL(
                 "select r.asset_id, r.tf, t.trade_date from ema_grid_from r cross join lateral "
                 "(select trade_date from market.{} t where t.asset_id = r.asset_id and t.tf = r.tf "
-                "and t.trade_date >= r.from_date and not t.is_partial_end offset 0) t"
-            ).format(table),
+                "and t.trade_date >= r.from_date and t.trade_date < {} and not t.is_partial_end offset 0) t"
+            ).format(table, sql.Literal(end)),
             schema={"asset_id": pl.Int64, "tf": pl.String, "trade_date": pl.Date},
         ).with_columns(canonical=pl.lit(True))
         grid = (
@@ -144,7 +148,7 @@ def read_carry(conn: psycopg.Connection, family: str, starts: pl.DataFrame, peri
     ).format(
         emas=sql.SQL(", ").join(sql.SQL("l.ema[{}]").format(sql.Literal(i)) for i in positions),
         bars=sql.SQL(", ").join(sql.SQL("c.ema_bar[{}]").format(sql.Literal(i)) for i in positions),
-        packed=_packed(family),
+        packed=packed_table(family),
     )
     return read_frame(conn, query, schema=carry_schema(periods))
 
@@ -156,38 +160,30 @@ def _array_text(columns: list[str]) -> pl.Expr:
 
 
 def replace_emas(
-    conn: psycopg.Connection, family: str, wide: pl.DataFrame, starts: pl.DataFrame, periods: list[int]
+    conn: psycopg.Connection, family: str, wide: pl.DataFrame, starts: pl.DataFrame, periods: list[int], end: date
 ) -> int:
-    """Delete each (asset, tf)'s rows from its from_date, COPY `wide` packed, and clear is_partial_end on
-    earlier rows of a group whose new rows hold a later canonical row."""
-    packed = _packed(family)
+    """Delete each (asset, tf)'s rows from its from_date to `end` and COPY `wide` packed; returns packed rows."""
+    packed = packed_table(family)
     filled_scratch_table(conn, "ema_replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    delete_from_dates(conn, packed, "ema_replace_from", wide.height)
+    removed = delete_rows(conn, packed, "ema_replace_from", end, wide.height, weight=_LONG_ROWS)
     emas, bars = ema_columns(periods)
-    rows = wide.select(*_PACKED_COLUMNS, ema=_array_text(emas), ema_bar=_array_text(bars))
+    rows = wide.select(*PACKED_COLUMNS, ema=_array_text(emas), ema_bar=_array_text(bars))
     written = copy_frame(conn, packed, rows)
-    completed = wide.filter(~pl.col("roll")).group_by("asset_id", "tf").agg(last_canonical=pl.col("trade_date").max())
-    if completed.height:
-        filled_scratch_table(conn, "ema_completed", "(asset_id integer, tf text, last_canonical date)", completed)
-        # The rows of a bar in progress are few and indexed (partial index on is_partial_end).
-        conn.execute(
-            sql.SQL(
-                "update {t} set is_partial_end = false where ctid = any(array(select x.ctid from ema_completed c "
-                "cross join lateral (select ctid from {t} x where x.is_partial_end and x.asset_id = c.asset_id "
-                "and x.tf = c.tf and x.trade_date < c.last_canonical offset 0) x))"
-            ).format(t=packed)
-        )
+    added = row_counts.rows_by_month(wide.with_columns(long_rows=values_per_row(periods)), weight="long_rows")
+    row_counts.record_changes(conn, qualified(family), added, removed)
     return written
 
 
-def replace_rejects(conn: psycopg.Connection, family: str, starts: dict[int, date], rejects: pl.DataFrame) -> int:
+def replace_rejects(
+    conn: psycopg.Connection, family: str, starts: dict[int, date], rejects: pl.DataFrame, end: date
+) -> int:
     """Rebuilt dates replace their rejects; `rejects` in the columns of market.ema_rejects."""
     from_dates = pl.DataFrame({"asset_id": list(starts), "from_date": list(starts.values())})
     filled_scratch_table(conn, "ema_rejects_from", "(asset_id integer, from_date date)", from_dates)
     conn.execute(
-        "delete from market.ema_rejects e using ema_rejects_from r "
-        "where e.family = %s and e.asset_id = r.asset_id and e.trade_date >= r.from_date",
-        (family,),
+        "delete from market.ema_rejects e using ema_rejects_from r where e.family = %s "
+        "and e.asset_id = r.asset_id and e.trade_date >= r.from_date and e.trade_date < %s",
+        (family, end),
     )
     if rejects.is_empty():
         return 0

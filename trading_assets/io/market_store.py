@@ -10,6 +10,8 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.bars import CARRY_SCHEMA
+from trading_assets.compute.rebuild import Window
+from trading_assets.io import row_counts
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame, scratch_table
 from trading_assets.sources import price_files
 
@@ -22,10 +24,15 @@ BAR_TABLES = {
     "cal_anchor_us": "price_bars_multi_tf_cal_anchor_us",
 }
 MULTI_FAMILIES = [f for f in BAR_TABLES if f != "1d"]
-# Scratch table of per (asset, timeframe) start dates.
 # The one timeframe of price_bars_1d (its check constraint).
 DAILY_TF = "1D"
+# Scratch table of per (asset, timeframe) start dates.
 TF_STARTS = "(asset_id integer, tf text, from_date date)"
+
+
+def qualified(table: str) -> str:
+    """The schema-qualified name of a market table, as ops.partition_rows and the UI know it."""
+    return f"market.{table}"
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,18 @@ def ensure_asset(
         if linked is None:
             raise ValueError(f"{catalog_symbol!r} is not in the symbol catalog (load it with `load symbols`)")
         timezone, calendar = timezone or linked[0], calendar or linked[1]
-    conn.execute("insert into market.dim_assets (symbol) values (%s) on conflict (symbol) do nothing", (symbol,))
+    # A new asset is created with its attributes (an update would count as a change of an existing one).
+    conn.execute(
+        "insert into market.dim_assets (symbol, timezone, calendar, asset_class, catalog_symbol) values "
+        "(%s, coalesce(%s, 'UTC'), coalesce(%s, '24/7'), coalesce(%s, ''), %s) on conflict (symbol) do nothing",
+        (symbol, timezone, calendar, asset_class, catalog_symbol),
+    )
     conn.execute(
         "update market.dim_assets set timezone = coalesce(%s, timezone), calendar = coalesce(%s, calendar), "
-        "asset_class = coalesce(%s, asset_class), catalog_symbol = coalesce(%s, catalog_symbol) where symbol = %s",
-        (timezone, calendar, asset_class, catalog_symbol, symbol),
+        "asset_class = coalesce(%s, asset_class), catalog_symbol = coalesce(%s, catalog_symbol) where symbol = %s "
+        "and (timezone, calendar, asset_class, catalog_symbol) is distinct from "
+        "(coalesce(%s, timezone), coalesce(%s, calendar), coalesce(%s, asset_class), coalesce(%s, catalog_symbol))",
+        (timezone, calendar, asset_class, catalog_symbol, symbol, timezone, calendar, asset_class, catalog_symbol),
     )
     return conn.execute(
         "select asset_id, timezone, calendar from market.dim_assets where symbol = %s", (symbol,)
@@ -111,7 +125,14 @@ def upsert_prices(conn: psycopg.Connection, asset_id: int, prices: pl.DataFrame)
     ).fetchall()
     if changed:
         mark_dirty(conn, "1d", {asset_id: min(d for d, _ in changed)})
-    inserted = sum(1 for _, is_new in changed if is_new)
+    new_rows = pl.DataFrame({"trade_date": [day for day, is_new in changed if is_new]}, schema={"trade_date": pl.Date})
+    row_counts.record_changes(
+        conn,
+        qualified("price_histories"),
+        row_counts.rows_by_month(new_rows),
+        pl.DataFrame(schema=row_counts.MONTH_ROWS),
+    )
+    inserted = new_rows.height
     return PriceUpsert(inserted=inserted, revised=len(changed) - inserted, unchanged=prices.height - len(changed))
 
 
@@ -152,24 +173,66 @@ def mark_dirty(conn: psycopg.Connection, family: str, dirty_from: dict[int, date
         )
 
 
-def take_dirty(conn: psycopg.Connection, family: str, asset_ids: list[int] | None = None) -> dict[int, date]:
-    """Dirty marks of `family` (of `asset_ids` only, if given), removed: the caller's transaction rebuilds
-    them or rolls back."""
+def earliest_pending(conn: psycopg.Connection, families: list[str]) -> date | None:
+    """The earliest date from which any of `families` has changes waiting."""
+    return conn.execute("select min(dirty_from) from market.bars_dirty where family = any(%s)", (families,)).fetchone()[
+        0
+    ]
+
+
+def pending_marks(conn: psycopg.Connection, family: str) -> dict[int, date]:
+    """The change marks of `family`, locked until the caller's transaction ends (it settles them or not)."""
     rows = conn.execute(
-        "delete from market.bars_dirty where family = %s and (%s::int[] is null or asset_id = any(%s::int[])) "
-        "returning asset_id, dirty_from",
-        (family, asset_ids, asset_ids),
+        "select asset_id, dirty_from from market.bars_dirty where family = %s for update", (family,)
     ).fetchall()
     return dict(rows)
 
 
-def assets_with_prices_since(conn: psycopg.Connection, source: str, since: date | None) -> dict[int, date]:
-    """First date on or after `since` of every asset with rows in the source table."""
-    condition = sql.SQL("") if since is None else sql.SQL("where trade_date >= %s")
-    query = sql.SQL("select asset_id, min(trade_date) from market.{} {} group by asset_id").format(
-        sql.Identifier(source), condition
-    )
-    return dict(conn.execute(query, () if since is None else (since,)).fetchall())
+def settle_marks(conn: psycopg.Connection, family: str, settled: set[int], requeued: dict[int, date]) -> None:
+    """Remove the marks whose changes the run applied; queue `requeued` assets again from their dates."""
+    conn.execute("delete from market.bars_dirty where family = %s and asset_id = any(%s)", (family, sorted(settled)))
+    mark_dirty(conn, family, requeued)
+
+
+def assets_with_rows(conn: psycopg.Connection, table: str, window: Window) -> list[int]:
+    """Assets with rows of market.`table` inside `window` (index lookups, one per asset)."""
+    query = sql.SQL(
+        "select a.asset_id from market.dim_assets a where exists (select 1 from market.{} t "
+        "where t.asset_id = a.asset_id and t.trade_date >= %s and t.trade_date < %s) order by 1"
+    ).format(sql.Identifier(table))
+    return [asset_id for (asset_id,) in conn.execute(query, (window.first_day, window.end))]
+
+
+def assets_with_rows_from(conn: psycopg.Connection, table: str, asset_ids: list[int], day: date) -> list[int]:
+    """Those of `asset_ids` with rows of market.`table` on or after `day`."""
+    query = sql.SQL(
+        "select a.asset_id from unnest(%s::int[]) as a (asset_id) where exists "
+        "(select 1 from market.{} t where t.asset_id = a.asset_id and t.trade_date >= %s)"
+    ).format(sql.Identifier(table))
+    return [asset_id for (asset_id,) in conn.execute(query, (asset_ids, day))]
+
+
+def end_states(
+    conn: psycopg.Connection, table: sql.Composable, keys: pl.DataFrame, day: date, columns: list[str]
+) -> pl.DataFrame:
+    """Per (asset_id, tf) of `keys`, a digest of `columns` of its last row of `table` before `day`: the state
+    the rows from `day` on continue from."""
+    filled_scratch_table(conn, "state_keys", "(asset_id integer, tf text)", keys.select("asset_id", "tf"))
+    query = sql.SQL(
+        "select r.asset_id, r.tf, md5(row({cols})::text) from state_keys r cross join lateral (select * from {t} t "
+        "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date < %s order by t.trade_date desc limit 1) l"
+    ).format(cols=sql.SQL(", ").join(sql.SQL("l.") + sql.Identifier(c) for c in columns), t=table)
+    with conn.cursor() as cur:
+        cur.execute(query, (day,))
+        return pl.DataFrame(
+            cur.fetchall(), schema={"asset_id": pl.Int64, "tf": pl.String, "state": pl.String}, orient="row"
+        )
+
+
+def changed_states(before: pl.DataFrame, after: pl.DataFrame) -> set[int]:
+    """Assets with an (asset_id, tf) whose end state differs between two reads of end_states."""
+    differing = pl.concat([before, after]).group_by("asset_id", "tf", "state").len().filter(pl.col("len") == 1)
+    return set(differing["asset_id"].to_list())
 
 
 def _starts_table(conn: psycopg.Connection, starts: dict[int, date]) -> None:
@@ -182,28 +245,33 @@ def _starts_table(conn: psycopg.Connection, starts: dict[int, date]) -> None:
 
 
 def read_rows_from(
-    conn: psycopg.Connection, table: str, starts: dict[int, date], schema: dict[str, pl.DataType]
+    conn: psycopg.Connection, table: str, starts: dict[int, date], schema: dict[str, pl.DataType], end: date
 ) -> pl.DataFrame:
-    """Rows of market.`table` of each asset on or after its start date, ordered by asset and date."""
+    """Rows of market.`table` of each asset from its start date to `end` (excluded), ordered by asset and date."""
     columns = list(schema)
     _starts_table(conn, starts)
     # One index range scan per asset (`offset 0` keeps the planner from flattening the lateral subquery into
     # a scan of the whole table: it cannot tell that a one-day refresh wants one row per asset).
     query = sql.SQL(
         "select {cols} from rebuild_from r cross join lateral (select * from market.{table} t "
-        "where t.asset_id = r.asset_id and t.trade_date >= r.from_date offset 0) t order by t.asset_id, t.trade_date"
-    ).format(cols=sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in columns), table=sql.Identifier(table))
+        "where t.asset_id = r.asset_id and t.trade_date >= r.from_date and t.trade_date < {end} offset 0) t "
+        "order by t.asset_id, t.trade_date"
+    ).format(
+        cols=sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in columns),
+        table=sql.Identifier(table),
+        end=sql.Literal(end),
+    )
     return read_frame(conn, query, schema=schema)
 
 
-def days_to_rebuild(conn: psycopg.Connection, source: str, starts: dict[int, date]) -> dict[int, int]:
-    """Per asset, the days from its start date to its last row in market.`source` (at least its rows)."""
+def days_to_rebuild(conn: psycopg.Connection, source: str, starts: dict[int, date], end: date) -> dict[int, int]:
+    """Per asset, the days from its start date to its last row in market.`source` before `end`."""
     _starts_table(conn, starts)
     query = sql.SQL(
-        "select r.asset_id, coalesce((select max(t.trade_date) from market.{} t where t.asset_id = r.asset_id) "
-        "- r.from_date + 1, 0) from rebuild_from r"
+        "select r.asset_id, coalesce((select max(t.trade_date) from market.{} t where t.asset_id = r.asset_id "
+        "and t.trade_date < %s) - r.from_date + 1, 0) from rebuild_from r"
     ).format(sql.Identifier(source))
-    return dict(conn.execute(query).fetchall())
+    return dict(conn.execute(query, (end,)).fetchall())
 
 
 def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataFrame:
@@ -223,46 +291,66 @@ def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataF
 
 
 def replace_bars(
-    conn: psycopg.Connection, family: str, frame: pl.DataFrame, starts: pl.DataFrame, columns: list[str]
+    conn: psycopg.Connection, family: str, frame: pl.DataFrame, starts: pl.DataFrame, columns: list[str], end: date
 ) -> int:
-    """Delete each (asset, tf)'s rows from its start date (`starts`: asset_id, tf, from_date) and COPY `frame`."""
-    table = sql.SQL("market.{}").format(sql.Identifier(BAR_TABLES[family]))
+    """Delete each (asset, tf)'s rows from its start date to `end` (`starts`: asset_id, tf, from_date) and COPY
+    `frame` (rows inside the same dates)."""
+    table = BAR_TABLES[family]
+    target = sql.SQL("market.{}").format(sql.Identifier(table))
     filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    delete_from_dates(conn, table, "replace_from", frame.height)
-    return copy_frame(conn, table, frame, columns)
+    removed = delete_rows(conn, target, "replace_from", end, frame.height)
+    written = copy_frame(conn, target, frame, columns)
+    row_counts.record_changes(conn, qualified(table), row_counts.rows_by_month(frame), removed)
+    return written
 
 
 # Up to this many rows, a rewrite deletes by one index range scan per (asset, tf).
 _FEW_ROWS = 500_000
+_ONE_ROW = sql.SQL("1")
 
 
-def delete_from_dates(conn: psycopg.Connection, table: sql.Composable, starts: str, expected_rows: int) -> None:
-    """Delete each (asset_id, tf)'s rows of `table` on or after its from_date in the scratch table `starts`.
+def delete_rows(
+    conn: psycopg.Connection,
+    table: sql.Composable,
+    starts: str,
+    end: date,
+    expected_rows: int,
+    weight: sql.Composable = _ONE_ROW,
+) -> pl.DataFrame:
+    """Delete each (asset_id, tf)'s rows of `table` from its from_date in the scratch table `starts` to `end`
+    (excluded); returns (month, rows) deleted, each row counted as `weight` (an expression of its columns).
 
     The planner cannot know that a one-day refresh deletes one row per key (it guesses a third of each
     key's history) and joins against a scan of the whole table, which grows with history; so a rewrite
     expected to be small names its rows by index lookups instead.
     """
     if expected_rows <= _FEW_ROWS:
-        query = (
+        delete = sql.SQL(
             "delete from {t} where ctid = any(array(select x.ctid from {s} r cross join lateral "
             "(select ctid from {t} x where x.asset_id = r.asset_id and x.tf = r.tf "
-            "and x.trade_date >= r.from_date offset 0) x))"
+            "and x.trade_date >= r.from_date and x.trade_date < {end} offset 0) x))"
         )
     else:
-        query = (
-            "delete from {t} t using {s} r "
-            "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date"
+        delete = sql.SQL(
+            "delete from {t} t using {s} r where t.asset_id = r.asset_id and t.tf = r.tf "
+            "and t.trade_date >= r.from_date and t.trade_date < {end}"
         )
-    conn.execute(sql.SQL(query).format(t=table, s=sql.Identifier(starts)))
+    query = sql.SQL(
+        "with removed as ({delete} returning trade_date, {weight}::bigint as rows) "
+        "select date_trunc('month', trade_date)::date, sum(rows)::bigint from removed group by 1"
+    ).format(delete=delete.format(t=table, s=sql.Identifier(starts), end=sql.Literal(end)), weight=weight)
+    with conn.cursor() as cur:
+        cur.execute(query)
+        return pl.DataFrame(cur.fetchall(), schema=row_counts.MONTH_ROWS, orient="row")
 
 
-def replace_bar_rejects(conn: psycopg.Connection, starts: dict[int, date], rejects: pl.DataFrame) -> int:
+def replace_bar_rejects(conn: psycopg.Connection, starts: dict[int, date], rejects: pl.DataFrame, end: date) -> int:
     """Repairs of daily bars are recorded as rejects with their reason; rebuilt dates replace theirs."""
     _starts_table(conn, starts)
     conn.execute(
-        "delete from market.price_rejects p using rebuild_from r "
-        "where p.stage = 'bars_1d' and p.asset_id = r.asset_id and p.trade_date >= r.from_date"
+        "delete from market.price_rejects p using rebuild_from r where p.stage = 'bars_1d' "
+        "and p.asset_id = r.asset_id and p.trade_date >= r.from_date and p.trade_date < %s",
+        (end,),
     )
     if rejects.is_empty():
         return 0
@@ -281,6 +369,16 @@ def active_timeframes(conn: psycopg.Connection, family: str) -> list[str]:
         tf
         for (tf,) in conn.execute(
             "select tf from market.dim_timeframe where family = %s and is_active order by sort_order, tf", (family,)
+        )
+    ]
+
+
+def retired_timeframes(conn: psycopg.Connection, family: str) -> list[str]:
+    """Timeframes of `family` set inactive: a rebuild removes their rows."""
+    return [
+        tf
+        for (tf,) in conn.execute(
+            "select tf from market.dim_timeframe where family = %s and not is_active order by tf", (family,)
         )
     ]
 
@@ -313,12 +411,19 @@ def last_snapshots_before(conn: psycopg.Connection, family: str, starts: pl.Data
 
 
 def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataFrame:
-    """trade_date of daily bars by (asset_id, bar_seq) as `from_date`."""
-    filled_scratch_table(conn, "wanted_seq", "(asset_id integer, bar_seq integer)", wanted, ["asset_id", "bar_seq"])
+    """trade_date of daily bars by (asset_id, bar_seq) as `from_date`, among each asset's rows before its
+    `before` date (later rows may still be numbered as before a late row renumbered the earlier ones)."""
+    filled_scratch_table(
+        conn,
+        "wanted_seq",
+        "(asset_id integer, bar_seq integer, before date)",
+        wanted,
+        ["asset_id", "bar_seq", "before"],
+    )
     return read_frame(
         conn,
-        "select w.asset_id, w.bar_seq, b.trade_date as from_date "
-        "from wanted_seq w join market.price_bars_1d b using (asset_id, bar_seq)",
+        "select w.asset_id, w.bar_seq, b.trade_date as from_date from wanted_seq w "
+        "join market.price_bars_1d b on b.asset_id = w.asset_id and b.bar_seq = w.bar_seq and b.trade_date < w.before",
         schema={"asset_id": pl.Int64, "bar_seq": pl.Int64, "from_date": pl.Date},
     )
 

@@ -165,3 +165,21 @@ def latest_observations(conn: psycopg.Connection) -> pl.DataFrame:
         "group by d.series_code, d.freq order by d.series_code",
         schema={"series_code": pl.String, "freq": pl.String, "last_obs_date": pl.Date, "observations": pl.Int64},
     )
+
+
+def wide_view_ends(conn: psycopg.Connection, rows: int = 3) -> pl.DataFrame:
+    """The first and last dates of core_energy.v_series_wide, every column."""
+    return read_frame(
+        conn,
+        "(select * from core_energy.v_series_wide order by date limit %s) union all "
+        "(select * from core_energy.v_series_wide order by date desc limit %s) order by date",
+        (rows, rows),
+    ).unique(maintain_order=True)
+
+
+def followers_digest(conn: psycopg.Connection) -> str:
+    """A digest of core_energy.wide_view_followers (the data version of its asset)."""
+    return conn.execute(
+        "select md5(coalesce(string_agg(view_schema || '.' || view_name, ',' order by view_schema, view_name), '')) "
+        "from core_energy.wide_view_followers"
+    ).fetchone()[0]

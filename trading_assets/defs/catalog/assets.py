@@ -11,6 +11,7 @@ from trading_assets.catalog import apply_observations, publish_lakehouse, to_utc
 from trading_assets.compute.scd2 import version_problems
 from trading_assets.config import Settings
 from trading_assets.defs.resources import Warehouse
+from trading_assets.defs.table_metadata import preview, table_metadata
 from trading_assets.io import catalog_store
 from trading_assets.sources.symbol_connectors import ccxt_markets, tradingview_scan
 from trading_assets.sources.symbol_files import SymbolBatch, read_records
@@ -18,10 +19,16 @@ from trading_assets.sources.symbol_files import SymbolBatch, read_records
 GROUP = "catalog"
 SYMBOLS = dg.AssetKey([GROUP, "symbols"])
 EXCHANGES = dg.AssetKey([GROUP, "exchanges"])
+SYMBOLS_PARQUET = dg.AssetKey([GROUP, "symbols.parquet"])
+EXCHANGES_PARQUET = dg.AssetKey([GROUP, "exchanges.parquet"])
+CATALOG_KEYS = [EXCHANGES, SYMBOLS, EXCHANGES_PARQUET, SYMBOLS_PARQUET]
+# The op of the catalog multi-asset (run config goes under this name).
+CATALOG_OP = "catalog"
+CATALOG_CODE_VERSION = "2"
 SYMBOL_CHECKS = {
     "one_current_version": "at most one current version per symbol",
     "versions_contiguous": "each symbol's versions follow one another without gap or overlap",
-    "bounds_in_utc": "validity bounds are UTC instants, in the table and in symbols.parquet",
+    "bounds_in_utc": "validity bounds are UTC instants in what symbols.parquet receives",
 }
 
 
@@ -35,16 +42,16 @@ class SymbolSourcesConfig(dg.Config):
     effective_at: str | None = None
 
 
-def _check_results(versions: pl.DataFrame, parquet: Path) -> list[dg.AssetCheckResult]:
+def symbol_check_results(versions: pl.DataFrame) -> list[dg.AssetCheckResult]:
+    """The blocking checks of the symbol versions, evaluated before anything is committed or published."""
     problems = version_problems(versions)
-    parquet_zone = pl.read_parquet_schema(parquet)["valid_from"].time_zone if parquet.exists() else "UTC"
     failing = {
         "one_current_version": problems["several_current"],
         "versions_contiguous": problems["not_contiguous"] + problems["empty_or_reversed"],
-        "bounds_in_utc": int(parquet_zone != "UTC"),
+        "bounds_in_utc": int(versions.schema["valid_from"].time_zone != "UTC"),
     }
     return [
-        dg.AssetCheckResult(check_name=name, passed=bad == 0, metadata={"violations": bad})
+        dg.AssetCheckResult(asset_key=SYMBOLS, check_name=name, passed=bad == 0, metadata={"violations": bad})
         for name, bad in failing.items()
     ]
 
@@ -57,18 +64,50 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             return tradingview_scan(name, exchanges, settings.tradingview_url)
         return read_records(Path(name), exchanges, source)
 
-    @dg.asset(
-        key=SYMBOLS,
-        group_name=GROUP,
-        kinds={"postgres", "parquet"},
+    def parquet_spec(key: dg.AssetKey, table: dg.AssetKey) -> dg.AssetSpec:
+        path = settings.lakehouse / key.path[-1]
+        return dg.AssetSpec(
+            key,
+            deps=[table],
+            group_name=GROUP,
+            kinds={"parquet"},
+            code_version=CATALOG_CODE_VERSION,
+            metadata={"dagster/uri": path.as_uri()},
+            description=f"{table.to_user_string()} in the lakehouse, replaced atomically after each committed "
+            "write whose blocking checks passed.",
+        )
+
+    @dg.multi_asset(
+        name=CATALOG_OP,
+        specs=[
+            dg.AssetSpec(
+                EXCHANGES,
+                group_name=GROUP,
+                kinds={"postgres"},
+                code_version=CATALOG_CODE_VERSION,
+                description="Exchange versions (country, timezone, crypto or not, trading calendar), derived from "
+                "catalog.exchange_observations and seeded with well-known venues.",
+            ),
+            dg.AssetSpec(
+                SYMBOLS,
+                deps=[EXCHANGES],
+                group_name=GROUP,
+                kinds={"postgres"},
+                code_version=CATALOG_CODE_VERSION,
+                description="Symbol versions [valid_from, valid_until) in UTC, derived from the append-only "
+                "observation log (catalog.symbol_observations); exchanges give their defaults.",
+            ),
+            parquet_spec(EXCHANGES_PARQUET, EXCHANGES),
+            parquet_spec(SYMBOLS_PARQUET, SYMBOLS),
+        ],
         check_specs=[
             dg.AssetCheckSpec(name, asset=SYMBOLS, blocking=True, description=text)
             for name, text in SYMBOL_CHECKS.items()
         ],
-        description="Symbol versions [valid_from, valid_until) in UTC, derived from the append-only observation "
-        "log (catalog.symbol_observations); also written atomically to the lakehouse as symbols.parquet.",
     )
-    def symbols(config: SymbolSourcesConfig, warehouse: Warehouse) -> dg.MaterializeResult:
+    def catalog(config: SymbolSourcesConfig, warehouse: Warehouse):
+        """Load symbol records and derive the versions; publish the parquet files only when the blocking checks
+        pass (otherwise the write is rolled back and nothing is published)."""
         started = time.perf_counter()
         counts = {"observations": 0, "inputs": len(config.inputs)}
         with warehouse.transaction() as conn:
@@ -89,31 +128,46 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 catalog_store.rederive_symbols(conn)
                 catalog_store.rederive_exchanges(conn)
             versions = catalog_store.read_symbols(conn)
+            exchange_versions = catalog_store.read_exchanges(conn)
+            checks = symbol_check_results(versions)
+            passed = all(check.passed for check in checks)
+            if not passed:
+                conn.rollback()
+            tables = {key: table_metadata(conn, f"{GROUP}.{key.path[-1]}") for key in (SYMBOLS, EXCHANGES)}
+        if not passed:
+            yield from checks
+            return
         publish_lakehouse(warehouse.url, settings.lakehouse)
         current = versions.filter(pl.col("valid_until").is_null())
-        return dg.MaterializeResult(
-            check_results=_check_results(versions, settings.lakehouse / "symbols.parquet"),
+        shown = versions.select("symbol", "valid_from", "valid_until", "exchange", "active", "tick_size")
+        yield dg.MaterializeResult(
+            asset_key=EXCHANGES,
             metadata={
-                **counts,
+                **tables[EXCHANGES],
+                "preview": preview(exchange_versions.select("exchange", "valid_from", "timezone", "calendar")),
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=SYMBOLS,
+            metadata={
+                **tables[SYMBOLS],
+                **{f"run_{name}": value for name, value in counts.items()},
                 "symbols": current.height,
                 "active": current.filter(pl.col("active")).height,
-                "versions": versions.height,
+                "preview": preview(shown.sort("symbol", "valid_from")),
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
+        for key, table in ((EXCHANGES_PARQUET, EXCHANGES), (SYMBOLS_PARQUET, SYMBOLS)):
+            path = settings.lakehouse / key.path[-1]
+            yield dg.MaterializeResult(
+                asset_key=key,
+                metadata={
+                    "dagster/uri": path.as_uri(),
+                    "dagster/row_count": tables[table]["dagster/row_count"],
+                    "bytes": path.stat().st_size,
+                },
+            )
+        yield from checks
 
-    @dg.asset(
-        key=EXCHANGES,
-        group_name=GROUP,
-        kinds={"postgres", "parquet"},
-        description="Exchange versions (country, timezone, crypto or not, trading calendar), derived like the "
-        "symbols from catalog.exchange_observations; written to the lakehouse as exchanges.parquet.",
-    )
-    def exchanges(warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.transaction() as conn:
-            catalog_store.lock_catalog(conn)
-            written = catalog_store.rederive_exchanges(conn)
-        publish_lakehouse(warehouse.url, settings.lakehouse)
-        return dg.MaterializeResult(metadata={"versions": written})
-
-    return [symbols, exchanges]
+    return [catalog]

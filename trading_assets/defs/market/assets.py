@@ -1,8 +1,9 @@
 """Market data: prices as loaded -> daily bars -> the five multi-day bar families.
 
-Bars are rebuilt per asset from the earliest date that changed (the `market.bars_dirty` queue, filled
-by loads and by the daily bars) to the end of its data, so a late row or a revision anywhere in history
-reaches every row after it. `full_window` rebuilds every asset from the run's first day instead.
+Each derived month depends on its parent's months up to it (a bar's position and block, like an EMA,
+carry all history) and on its own earlier rows (the carry it continues from): a late row or a revision in
+any month makes automation rebuild from that month through the current one, in one run. How a run
+rewrites its window is in `rebuild.py`.
 """
 
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import psycopg
+from psycopg import sql
 
 from trading_assets.compute.bars import (
     PRICES,
@@ -26,16 +28,24 @@ from trading_assets.compute.bars import (
     with_bar_times,
 )
 from trading_assets.compute.calendars import Timeframe, session_table
+from trading_assets.compute.rebuild import Window
 from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
-from trading_assets.defs.partitions import partitions_end, run_date_window
+from trading_assets.defs.catalog.assets import EXCHANGES, SYMBOLS
+from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_TIMEFRAME, timeframes_of
+from trading_assets.defs.market.rebuild import EndStates, FamilyRun, announce_requeued, settle, start_family_run
+from trading_assets.defs.partitions import CARRY_CHANGED_TAG, carry_mapping, history_mapping, partitions_end, run_window
 from trading_assets.defs.resources import Warehouse
-from trading_assets.io import ema_store, market_store
+from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
+from trading_assets.io import ema_store, market_store, row_counts
 from trading_assets.sources.price_files import read_price_file
 
 GROUP = "market"
 PRICE_HISTORIES = dg.AssetKey([GROUP, "price_histories"])
 BAR_KEYS = {family: dg.AssetKey([GROUP, table]) for family, table in market_store.BAR_TABLES.items()}
+# Bumped when what an asset computes from the same inputs changes.
+PRICES_CODE_VERSION = "3"
+BARS_CODE_VERSION = "5"
 FAMILY_TIMEFRAME_RULES = {
     "multi_tf": ("D", False, None),
     "cal_iso": ("WMY", False, "ISO"),
@@ -55,7 +65,28 @@ _EMPTY_BARS = {
     "close": pl.Float64,
     "is_partial_end": pl.Boolean,
 }
-FOLLOW_PARENTS = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+# Follow every change of the parents, in any month (eager() would look at the latest month only), never
+# past a failed blocking check or a run in progress; also rebuild the months after a run whose rewrite
+# changed what they continue from (its own earlier partitions, tagged by that run).
+_CARRY_CHANGED_EARLIER = dg.AutomationCondition.newly_updated() & dg.AutomationCondition.executed_with_tags(
+    tag_values={CARRY_CHANGED_TAG: "true"}
+)
+
+
+def follow_history(key: dg.AssetKey) -> dg.AutomationCondition:
+    """The automation condition of a derived market series (key: the asset itself)."""
+    carry_changed = (
+        dg.AutomationCondition.any_deps_match(_CARRY_CHANGED_EARLIER).allow(dg.AssetSelection.assets(key))
+        & ~dg.AutomationCondition.newly_updated()
+    )
+    return (
+        (dg.AutomationCondition.any_deps_updated() | carry_changed).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("follow_history")
+
+
 _BAR_COLUMNS = [c for c in SNAPSHOT_COLUMNS if c not in ("bar_start", "bar_end")] + ["time_open_bar", "time_close_bar"]
 # The other daily-bar columns are constants (tf_days 1, never partial) filled by the table defaults.
 _DAILY_COLUMNS = [
@@ -81,10 +112,9 @@ class PriceFilesConfig(dg.Config):
 
 
 class BarsConfig(dg.Config):
-    """`full_window`: rebuild every asset from the run's first day, not only what changed;
-    `asset_ids`: only these assets (empty: all)."""
+    """`asset_ids`: rebuild only these assets (empty: all). Whether the whole window is rewritten or only
+    what changed in it is the run's `trading_assets/rebuild` tag (see defs/partitions.py)."""
 
-    full_window: bool = False
     asset_ids: list[int] = []
 
 
@@ -94,12 +124,38 @@ INVARIANT_CHECKS = {
     "one_canonical_row_per_bar": "no bar has two canonical rows (daily bars: no repeated bar_seq)",
     "not_newer_than_prices": "every bar row written stands on a date with a loaded price",
 }
+CHANGES_APPLIED = "changes_applied"
+CHANGES_APPLIED_TEXT = (
+    "no change (load, revision, dimension edit) waits for this table after the run (market.bars_dirty); "
+    "a WARN lists what waits and why: before the run's window, after it, or left out by asset selection"
+)
 
 
 def invariant_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec(name, asset=key, blocking=True, description=text) for name, text in INVARIANT_CHECKS.items()
+        *(
+            dg.AssetCheckSpec(name, asset=key, blocking=True, description=text)
+            for name, text in INVARIANT_CHECKS.items()
+        ),
+        dg.AssetCheckSpec(CHANGES_APPLIED, asset=key, description=CHANGES_APPLIED_TEXT),
     ]
+
+
+def changes_applied_result(conn: psycopg.Connection, family: str) -> dg.AssetCheckResult:
+    """WARN while changes wait for `family` (its name in market.bars_dirty)."""
+    waiting = market_store.pending_marks(conn, family)
+    symbols = market_store.symbols_of(conn, sorted(waiting)[:20])
+    return dg.AssetCheckResult(
+        check_name=CHANGES_APPLIED,
+        passed=not waiting,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "assets_waiting": len(waiting),
+            "waiting_since": dg.MetadataValue.json(
+                {symbol: str(waiting[a]) for a, symbol in zip(sorted(waiting)[:20], symbols, strict=True)}
+            ),
+        },
+    )
 
 
 # Daily rows per rebuild chunk: bounds memory to one chunk's snapshots of every timeframe (about 2 GB).
@@ -113,6 +169,7 @@ class BarTally:
         self.rows = 0
         self.violations: Counter[str] = Counter()
         self.dates: list[date] = []
+        self.sample: list[pl.DataFrame] = []
 
     def add(self, conn: psycopg.Connection, bars: pl.DataFrame, written: int) -> None:
         self.rows += written
@@ -120,6 +177,7 @@ class BarTally:
         self.violations["rows_without_prices"] += market_store.rows_without_prices(conn, bars)
         if bars.height:
             self.dates += [bars["trade_date"].min(), bars["trade_date"].max()]
+            self.sample.append(pl.concat([bars.head(3), bars.tail(3)]))
 
     def _failing(self) -> dict[str, int]:
         return {
@@ -128,12 +186,9 @@ class BarTally:
             "not_newer_than_prices": self.violations["rows_without_prices"],
         }
 
-    def keep_or_roll_back(self, conn: psycopg.Connection) -> None:
-        """Roll the run's writes back when an invariant fails: bad rows never replace the previous good ones,
-        and the dirty marks stay for the next run."""
-        if any(self._failing().values()):
-            conn.rollback()
-            self.rows = 0
+    @property
+    def failed(self) -> bool:
+        return any(self._failing().values())
 
     def check_results(self) -> list[dg.AssetCheckResult]:
         return [
@@ -141,20 +196,24 @@ class BarTally:
                 check_name=name,
                 passed=bad == 0,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"violations": bad, "rolled_back": any(self._failing().values())},
+                metadata={"violations": bad, "rolled_back": self.failed},
             )
             for name, bad in self._failing().items()
         ]
 
     def metadata(self) -> dict:
         first, last = (str(min(self.dates)), str(max(self.dates))) if self.dates else ("", "")
-        return {"rows": self.rows, "first_date": first, "last_date": last}
+        rows = pl.concat(self.sample, how="diagonal_relaxed") if self.sample else pl.DataFrame()
+        shown = [c for c in ("asset_id", "tf", "bar_seq", "trade_date", *PRICES, "is_partial_end") if c in rows.columns]
+        return {"first_date": first, "last_date": last, "preview": preview(rows.select(shown), "rows written")}
 
 
-def asset_chunks(conn: psycopg.Connection, source: str, starts: dict[int, date]) -> Iterator[dict[int, date]]:
+def asset_chunks(
+    conn: psycopg.Connection, source: str, starts: dict[int, date], end: date
+) -> Iterator[dict[int, date]]:
     """`starts` split into groups of assets of at most _CHUNK_DAILY_ROWS days to rebuild (a one-day refresh
     of every asset is one group)."""
-    spans = market_store.days_to_rebuild(conn, source, starts)
+    spans = market_store.days_to_rebuild(conn, source, starts, end) if starts else {}
     chunk: dict[int, date] = {}
     days = 0
     for asset_id, first in starts.items():
@@ -177,12 +236,12 @@ def _date_range(frame: pl.DataFrame) -> dict[str, str]:
     return {"first_date": str(frame["trade_date"].min()), "last_date": str(frame["trade_date"].max())}
 
 
-def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, start: date | None, end: date, last_day: date) -> dict:
+def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, window: Window, last_day: date) -> dict:
     asset_id, timezone, _ = market_store.ensure_asset(
         conn, spec.symbol, spec.timezone, spec.calendar, catalog_symbol=spec.catalog_symbol
     )
     parsed = read_price_file(Path(spec.path), spec.format, spec.price_divisor, timezone)
-    rows = rows_in_window(parsed.prices, "trade_date", start, end).with_columns(asset_id=pl.lit(asset_id))
+    rows = rows_in_window(parsed.prices, "trade_date", window.start, window.end).with_columns(asset_id=pl.lit(asset_id))
     acceptable, refused = value_rejects(rows)
     unreadable = pl.DataFrame(
         [(p.line, p.reason) for p in parsed.problems],
@@ -204,21 +263,8 @@ def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, start: date | None
         "revised": counts.revised,
         "unchanged": counts.unchanged,
         "rejects": market_store.record_load_rejects(conn, rejects),
-        "frame": acceptable.select("trade_date"),
+        "frame": acceptable.select("trade_date", "asset_id", *PRICES),
     }
-
-
-def rebuild_starts(
-    conn: psycopg.Connection, family: str, source: str, window_start: date | None, config: BarsConfig
-) -> dict[int, date]:
-    """Per asset, the first date to rebuild: its dirty mark, or (full_window) the run's first day."""
-    asset_ids = config.asset_ids or None
-    starts = market_store.take_dirty(conn, family, asset_ids)
-    if config.full_window:
-        for asset_id, first in market_store.assets_with_prices_since(conn, source, window_start).items():
-            if asset_ids is None or asset_id in asset_ids:
-                starts[asset_id] = min(starts.get(asset_id, first), first)
-    return starts
 
 
 def family_timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
@@ -237,20 +283,23 @@ def family_timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
 
 
 def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    freshness = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=settings.market_staleness_hours))
+    last_day = partitions_end(partitions)
     partitioned = {
         "group_name": GROUP,
         "partitions_def": partitions,
         "backfill_policy": dg.BackfillPolicy.single_run(),
-        "freshness_policy": freshness,
+        "freshness_policy": market_freshness_policy(),
     }
 
     @dg.asset(
         key=PRICE_HISTORIES,
+        deps=[DIM_ASSETS, SYMBOLS, EXCHANGES],
         kinds={"postgres", "polars"},
+        code_version=PRICES_CODE_VERSION,
         description="Daily prices as loaded (CSV in common spellings or Lean daily files), one row per asset and "
-        "trading date in the asset's timezone. Changed values are revisions and mark the asset's bars dirty from "
-        "that date; unreadable or impossible rows go to market.price_rejects with file, line and reason.",
+        "trading date in the asset's timezone (market.dim_assets; from the symbol catalog for linked assets). "
+        "Loads register new assets. Changed values are revisions and queue the asset's bars from that date; "
+        "unreadable or impossible rows go to market.price_rejects with file, line and reason.",
         **partitioned,
     )
     def price_histories(
@@ -261,127 +310,198 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             PriceFileSpec(path=str(p), symbol=p.stem.upper())
             for p in sorted(prices_landing_dir(settings).glob("*.csv"))
         ]
-        start, end = run_date_window(context)
+        window = run_window(context)
+        table = market_store.qualified("price_histories")
         with warehouse.transaction() as conn:
-            results = [_load_file(conn, spec, start, end, partitions_end(partitions)) for spec in specs]
-        loaded = (
-            pl.concat([r.pop("frame") for r in results]) if results else pl.DataFrame(schema={"trade_date": pl.Date})
-        )
+            results = [_load_file(conn, spec, window, last_day) for spec in specs]
+            loaded = (
+                pl.concat([r.pop("frame") for r in results])
+                if results
+                else pl.DataFrame(schema={"trade_date": pl.Date, "asset_id": pl.Int64})
+            )
+            report_partitions(context, conn, table, row_counts.rows_by_month(loaded))
+            described = table_metadata(conn, table, row_counts.table_rows(conn, table))
         totals = {key: sum(r[key] for r in results) for key in ("rows", "inserted", "revised", "unchanged", "rejects")}
         return dg.MaterializeResult(
             metadata={
+                **described,
                 "files": len(specs),
                 "assets": len({s.symbol for s in specs}),
-                **totals,
+                **{f"run_{key}": value for key, value in totals.items()},
                 **_date_range(loaded),
+                "preview": preview(loaded.sort("asset_id", "trade_date"), "rows loaded"),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
 
+    def derived_deps(key: dg.AssetKey, parent: dg.AssetKey, *dimensions: dg.AssetDep | dg.AssetKey) -> list:
+        return [
+            dg.AssetDep(parent, partition_mapping=history_mapping(partitions)),
+            dg.AssetDep(key, partition_mapping=carry_mapping(partitions)),
+            *dimensions,
+        ]
+
     @dg.asset(
         key=BAR_KEYS["1d"],
-        deps=[PRICE_HISTORIES],
+        deps=derived_deps(BAR_KEYS["1d"], PRICE_HISTORIES, DIM_ASSETS),
         kinds={"postgres", "polars"},
-        automation_condition=FOLLOW_PARENTS,
+        code_version=BARS_CODE_VERSION,
+        automation_condition=follow_history(BAR_KEYS["1d"]),
         check_specs=invariant_check_specs(BAR_KEYS["1d"]),
+        output_required=False,
         description="Daily bars, the one source of every multi-day family: the loaded prices with an inconsistent "
         "high/low repaired to max/min(open, close, high/low) and flagged (the original goes to price_rejects).",
         **partitioned,
     )
-    def price_bars_1d(
-        context: dg.AssetExecutionContext, config: BarsConfig, warehouse: Warehouse
-    ) -> dg.MaterializeResult:
+    def price_bars_1d(context: dg.AssetExecutionContext, config: BarsConfig, warehouse: Warehouse):
         started = time.perf_counter()
-        window_start, _ = run_date_window(context)
+        table = market_store.qualified("price_bars_1d")
         with warehouse.transaction() as conn:
-            starts = rebuild_starts(conn, "1d", "price_histories", window_start, config)
+            run = start_family_run(context, conn, "1d", "price_histories", config.asset_ids)
+            ends = EndStates(
+                conn, run, sql.SQL(table), "price_histories", [market_store.DAILY_TF], _DAILY_COLUMNS, last_day
+            )
             assets = market_store.assets(conn)
             tally, repairs = BarTally(), 0
-            for chunk in asset_chunks(conn, "price_histories", starts):
-                prices = market_store.read_rows_from(conn, "price_histories", chunk, market_store.PRICE_SCHEMA)
+            for chunk in asset_chunks(conn, "price_histories", run.plan.starts, run.window.end):
+                prices = market_store.read_rows_from(
+                    conn, "price_histories", chunk, market_store.PRICE_SCHEMA, run.window.end
+                )
                 bars, repaired = daily_bars(prices, market_store.daily_context(conn, chunk))
                 bars = with_bar_times(bars, assets)
                 replace_from = pl.DataFrame(
                     {"asset_id": list(chunk), "from_date": list(chunk.values())},
                     schema={"asset_id": pl.Int64, "from_date": pl.Date},
                 ).with_columns(tf=pl.lit(market_store.DAILY_TF))
-                written = market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS)
-                market_store.replace_bar_rejects(conn, chunk, repaired)
+                written = market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS, run.window.end)
+                market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
                 repairs += repaired.height
                 tally.add(conn, bars, written)
+                run.record_written(bars)
+            settle(conn, run, ends.changed(conn))
             for family in [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]:
-                market_store.mark_dirty(conn, family, starts)
-            tally.keep_or_roll_back(conn)
-        return dg.MaterializeResult(
-            check_results=tally.check_results(),
-            metadata={
-                **tally.metadata(),
-                "repairs": repairs,
-                "assets": len(starts),
-                "seconds": round(time.perf_counter() - started, 3),
-            },
-        )
+                market_store.mark_dirty(conn, family, run.plan.starts)
+            outcome = _finish(context, conn, run, tally, table, "1d", {"repairs": repairs}, started)
+        announce_requeued(context, run)
+        yield from outcome
 
     def family_asset(family: str) -> dg.AssetsDefinition:
+        key = BAR_KEYS[family]
+
         @dg.asset(
-            key=BAR_KEYS[family],
-            deps=[BAR_KEYS["1d"]],
+            key=key,
+            deps=derived_deps(
+                key,
+                BAR_KEYS["1d"],
+                dg.AssetDep(DIM_TIMEFRAME, partition_mapping=timeframes_of(family)),
+                DIM_ASSETS,
+            ),
             kinds={"postgres", "polars"},
-            automation_condition=FOLLOW_PARENTS,
-            check_specs=invariant_check_specs(BAR_KEYS[family]),
+            code_version=BARS_CODE_VERSION,
+            automation_condition=follow_history(key),
+            check_specs=invariant_check_specs(key),
+            output_required=False,
             description=f"Snapshot bars of the {family} family for the active timeframes of market.dim_timeframe: "
             "one row per daily close while a bar forms, canonical (is_partial_end = false) where it completes.",
             **partitioned,
         )
-        def bars_of_family(
-            context: dg.AssetExecutionContext, config: BarsConfig, warehouse: Warehouse
-        ) -> dg.MaterializeResult:
+        def bars_of_family(context: dg.AssetExecutionContext, config: BarsConfig, warehouse: Warehouse):
             started = time.perf_counter()
-            window_start, _ = run_date_window(context)
+            table = market_store.qualified(market_store.BAR_TABLES[family])
             with warehouse.transaction() as conn:
                 timeframes = family_timeframes(conn, family)
-                starts = rebuild_starts(conn, family, "price_bars_1d", window_start, config)
+                retired = market_store.retired_timeframes(conn, family)
+                run = start_family_run(context, conn, family, "price_bars_1d", config.asset_ids)
+                columns = _family_columns(family)
+                labels = [t.label for t in timeframes]
+                ends = EndStates(conn, run, sql.SQL(table), "price_bars_1d", labels, columns, last_day)
                 tally = BarTally()
-                for chunk in asset_chunks(conn, "price_bars_1d", starts):
-                    written, bars = _rebuild_family(conn, family, timeframes, chunk)
+                for chunk in asset_chunks(conn, "price_bars_1d", run.plan.starts, run.window.end):
+                    written, bars = _rebuild_family(conn, family, timeframes, retired, chunk, run.window.end)
                     tally.add(conn, bars, written)
+                    run.record_written(bars)
+                settle(conn, run, ends.changed(conn))
                 for emas in ema_store.EMAS_OF_BARS[family]:
-                    market_store.mark_dirty(conn, emas, starts)
-                tally.keep_or_roll_back(conn)
-            return dg.MaterializeResult(
-                check_results=tally.check_results(),
-                metadata={
-                    **tally.metadata(),
-                    "assets": len(starts),
-                    "timeframes": ", ".join(t.label for t in timeframes),
-                    "seconds": round(time.perf_counter() - started, 3),
-                },
-            )
+                    market_store.mark_dirty(conn, emas, run.plan.starts)
+                extra = {"timeframes": ", ".join(labels)}
+                outcome = _finish(context, conn, run, tally, table, family, extra, started)
+            announce_requeued(context, run)
+            yield from outcome
 
         return bars_of_family
 
     return [price_histories, price_bars_1d, *(family_asset(f) for f in market_store.MULTI_FAMILIES)]
 
 
+def market_freshness_policy() -> dg.FreshnessPolicy:
+    """Refreshed after the day's closes (crypto 00:00 UTC, US equities 21:00 UTC): by 07:00 UTC, by a run
+    that started after 01:00 UTC. The daily schedule runs at 06:00."""
+    return dg.FreshnessPolicy.cron(deadline_cron="0 7 * * *", lower_bound_delta=timedelta(hours=6))
+
+
+def _finish(
+    context: dg.AssetExecutionContext,
+    conn: psycopg.Connection,
+    run: FamilyRun,
+    tally: BarTally,
+    table: str,
+    family: str,
+    extra: dict,
+    started: float,
+) -> list[dg.AssetCheckResult | dg.MaterializeResult]:
+    """What the run reports once its transaction ends: when a blocking invariant failed, the rollback (no
+    materialization: the previous rows and the queue stay) and the failed checks; otherwise the run per
+    partition and as a whole."""
+    if tally.failed:
+        conn.rollback()
+        run.requeued = set()
+        return tally.check_results()
+    report_partitions(context, conn, table, run.written_by_month)
+    return [
+        dg.MaterializeResult(
+            metadata={
+                **table_metadata(conn, table, row_counts.table_rows(conn, table)),
+                **run.metadata(),
+                **tally.metadata(),
+                **extra,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+            check_results=[*tally.check_results(), changes_applied_result(conn, family)],
+        )
+    ]
+
+
+def _family_columns(family: str) -> list[str]:
+    return _BAR_COLUMNS + (["bar_anchor_offset"] if family.startswith("cal_anchor") else [])
+
+
 def _rebuild_family(
-    conn: psycopg.Connection, family: str, timeframes: list[Timeframe], starts: dict[int, date]
+    conn: psycopg.Connection,
+    family: str,
+    timeframes: list[Timeframe],
+    retired: list[str],
+    starts: dict[int, date],
+    end: date,
 ) -> tuple[int, pl.DataFrame]:
-    """Rewrite each asset's bars of every timeframe from its start date; returns (rows written, the rows).
+    """Rewrite each asset's bars of every timeframe from its start date to `end`; rows of retired timeframes
+    in that span are removed. Returns (rows written, the rows).
 
     Only daily rows from the start date on are read: a bar in progress continues from its last stored
     snapshot row (the carry). Stored rows before the start are right, since a snapshot depends on nothing
     later than its own date, so a one-day refresh costs one day whatever the history behind it.
     """
-    if not starts or not timeframes:
+    if not starts:
         return 0, pl.DataFrame(schema=_EMPTY_BARS)
     context = market_store.daily_context(conn, starts)
     rewrite_from = context.select("asset_id", "from_date").join(
-        pl.DataFrame({"tf": [t.label for t in timeframes]}), how="cross"
+        pl.DataFrame({"tf": [t.label for t in timeframes] + retired}, schema={"tf": pl.String}), how="cross"
     )
     carry = market_store.last_snapshots_before(conn, family, rewrite_from)
     for timeframe in (t for t in timeframes if t.unit == "D"):
         # A block's first date (its bar_start) is the date of its first row.
-        first_seq = context.select("asset_id", bar_seq=(pl.col("rows_before") // timeframe.n) * timeframe.n + 1)
+        first_seq = context.select(
+            "asset_id", bar_seq=(pl.col("rows_before") // timeframe.n) * timeframe.n + 1, before="from_date"
+        )
         block_start = market_store.dates_of_bar_seq(conn, first_seq).select(
             "asset_id", block_start="from_date", tf=pl.lit(timeframe.label)
         )
@@ -392,14 +512,16 @@ def _rebuild_family(
         )
     assets = market_store.assets(conn)
     daily = (
-        market_store.read_rows_from(conn, "price_bars_1d", starts, market_store.DAILY_BAR_SCHEMA)
+        market_store.read_rows_from(conn, "price_bars_1d", starts, market_store.DAILY_BAR_SCHEMA, end)
         .with_columns(row_index=pl.col("bar_seq") - 1)
         .drop("bar_seq")
         .join(context.select("asset_id", "first_trade_date"), on="asset_id")
         .join(assets.select("asset_id", "calendar"), on="asset_id")
     )
-    if daily.is_empty():
-        return market_store.replace_bars(conn, family, daily, rewrite_from, []), pl.DataFrame(schema=_EMPTY_BARS)
+    columns = _family_columns(family)
+    if daily.is_empty() or not timeframes:
+        empty = pl.DataFrame(schema=_EMPTY_BARS)
+        return market_store.replace_bars(conn, family, empty, rewrite_from, [], end), empty
     years = max((t.n for t in timeframes if t.unit == "Y"), default=1)
     sessions = session_table(
         daily["calendar"].unique().to_list(),
@@ -410,6 +532,5 @@ def _rebuild_family(
     for timeframe in timeframes:
         build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
         frames.append(with_bar_times(build(daily, timeframe, sessions, carry), assets))
-    columns = _BAR_COLUMNS + (["bar_anchor_offset"] if family.startswith("cal_anchor") else [])
     bars = pl.concat(frames)
-    return market_store.replace_bars(conn, family, bars, rewrite_from, columns), bars
+    return market_store.replace_bars(conn, family, bars, rewrite_from, columns, end), bars

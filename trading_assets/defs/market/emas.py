@@ -1,9 +1,10 @@
 """EMAs over every bar family: ema_multi_tf (with tf 1D on daily bars), the four calendar families and v2.
 
-Like the bars, each family rebuilds each queued asset from its earliest changed date (`market.bars_dirty`,
-marked by the bar assets), continuing from the state stored just before it, so a one-day refresh reads
-one day and a late revision anywhere reaches every later row. Assets whose newest daily bar closed longer
-ago than the staleness threshold stay queued (the freshness gate) unless the run skips the gate.
+Like the bars (see rebuild.py), a run rewrites its window per asset from its changed dates (queued by the
+bar assets) or over the whole window, continuing from the state stored just before, so a one-day refresh
+reads one day. Assets whose newest daily bar closed longer ago than the staleness threshold stay queued
+(the freshness gate) unless the run skips the gate. A changed list of periods changes the layout of every
+stored row, so it needs a run over all months (automation starts one when dim_ema_period changes).
 """
 
 import json
@@ -20,27 +21,35 @@ from trading_assets.compute.ema import (
     dual_ema,
     price_bound_candidates,
     price_bound_violations,
-    stored_values,
     v2_ema,
     value_violations,
+    values_per_row,
 )
+from trading_assets.compute.rebuild import restrict
 from trading_assets.config import Settings
 from trading_assets.defs.market.assets import (
     BAR_KEYS,
-    FOLLOW_PARENTS,
+    CHANGES_APPLIED,
+    CHANGES_APPLIED_TEXT,
     BarsConfig,
     asset_chunks,
+    changes_applied_result,
     family_timeframes,
-    rebuild_starts,
+    follow_history,
+    market_freshness_policy,
 )
 from trading_assets.defs.market.assets import (
     GROUP as MARKET_GROUP,
 )
-from trading_assets.defs.partitions import run_date_window
+from trading_assets.defs.market.dimensions import DIM_EMA_PERIOD, DIM_TIMEFRAME, timeframes_of
+from trading_assets.defs.market.rebuild import EndStates, announce_requeued, settle, start_family_run
+from trading_assets.defs.partitions import carry_mapping, history_mapping, partitions_end
 from trading_assets.defs.resources import Warehouse
-from trading_assets.io import ema_store, market_store
+from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
+from trading_assets.io import ema_store, market_store, row_counts
 
 EMA_KEYS = {family: dg.AssetKey([MARKET_GROUP, family]) for family in ema_store.EMA_FAMILIES}
+EMAS_CODE_VERSION = "4"
 DAILY = Timeframe.parse(market_store.DAILY_TF)
 EMA_CHECKS = {
     "ema_values_valid": "no EMA written is NaN, infinite or negative (blocking; the run is rolled back)",
@@ -56,13 +65,15 @@ class EmaConfig(BarsConfig):
     staleness_hours: float | None = None
 
 
+def timeframe_family(family: str) -> str:
+    """The bar family whose timeframes (market.dim_timeframe) an EMA family has: v2 has those of multi_tf."""
+    return "multi_tf" if family == "ema_multi_tf_v2" else ema_store.EMA_SOURCES[family][-1]
+
+
 def ema_timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
-    """The timeframes of an EMA family: its bars' active ones (v2: those of multi_tf), plus 1D for multi_tf."""
-    if family == "ema_multi_tf":
-        return [DAILY, *family_timeframes(conn, "multi_tf")]
-    if family == "ema_multi_tf_v2":
-        return family_timeframes(conn, "multi_tf")
-    return family_timeframes(conn, ema_store.EMA_SOURCES[family][0])
+    """The timeframes of an EMA family: its bars' active ones, plus 1D for multi_tf."""
+    daily = [DAILY] if family == "ema_multi_tf" else []
+    return [*daily, *family_timeframes(conn, timeframe_family(family))]
 
 
 def stale_assets(conn: psycopg.Connection, asset_ids: list[int], hours: float, now: datetime) -> list[int]:
@@ -76,22 +87,21 @@ class EmaTally:
     """Rows written and validation findings over the chunks of one run."""
 
     def __init__(self) -> None:
-        self.rows = 0
         self.packed_rows = 0
         self.invalid = pl.DataFrame()
         self.out_of_bounds = 0
         self.rejects: list[pl.DataFrame] = []
         self.dates: list[date] = []
+        self.sample: list[pl.DataFrame] = []
 
-    def add(
-        self, rows: int, dates: tuple[date, ...], packed: int, invalid: pl.DataFrame, rejects: pl.DataFrame, bounds: int
-    ) -> None:
-        self.rows += rows
-        self.dates += dates
+    def add(self, wide: pl.DataFrame, packed: int, invalid: pl.DataFrame, rejects: pl.DataFrame, bounds: int) -> None:
         self.packed_rows += packed
         self.invalid = pl.concat([self.invalid, invalid], how="diagonal_relaxed")
         self.out_of_bounds += bounds
         self.rejects.append(rejects)
+        if wide.height:
+            self.dates += [wide["trade_date"].min(), wide["trade_date"].max()]
+            self.sample.append(pl.concat([wide.head(3), wide.tail(3)]))
 
     def check_results(self) -> list[dg.AssetCheckResult]:
         sample = self.invalid.head(20).to_dicts() if self.invalid.height else []
@@ -100,7 +110,11 @@ class EmaTally:
                 check_name="ema_values_valid",
                 passed=self.invalid.is_empty(),
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"violations": self.invalid.height, "sample": json.dumps(sample, default=str)},
+                metadata={
+                    "violations": self.invalid.height,
+                    "rolled_back": bool(self.invalid.height),
+                    "sample": dg.MetadataValue.json(json.loads(json.dumps(sample, default=str))),
+                },
             ),
             dg.AssetCheckResult(
                 check_name="ema_within_price_bounds",
@@ -109,6 +123,17 @@ class EmaTally:
                 metadata={"violations": self.out_of_bounds},
             ),
         ]
+
+    def metadata(self) -> dict[str, object]:
+        first, last = (str(min(self.dates)), str(max(self.dates))) if self.dates else ("", "")
+        rows = pl.concat(self.sample, how="diagonal_relaxed") if self.sample else pl.DataFrame()
+        return {
+            "run_packed_rows_written": self.packed_rows,
+            "run_rejects": sum(r.height for r in self.rejects),
+            "first_date": first,
+            "last_date": last,
+            "preview": preview(rows, "rows written"),
+        }
 
 
 def _rejects(invalid: pl.DataFrame, bounds: pl.DataFrame) -> pl.DataFrame:
@@ -133,21 +158,30 @@ def _rejects(invalid: pl.DataFrame, bounds: pl.DataFrame) -> pl.DataFrame:
 
 
 def _rebuild_emas(
-    conn: psycopg.Connection, family: str, timeframes: list[Timeframe], periods: list[int], starts: dict[int, date]
-) -> tuple[int, tuple[date, ...], int, pl.DataFrame, pl.DataFrame, int]:
-    """Rewrite each asset's EMAs of every timeframe from its start date.
+    conn: psycopg.Connection,
+    family: str,
+    timeframes: list[Timeframe],
+    retired: list[str],
+    periods: list[int],
+    starts: dict[int, date],
+    end: date,
+) -> tuple[pl.DataFrame, int, pl.DataFrame, pl.DataFrame, int]:
+    """Rewrite each asset's EMAs of every timeframe from its start date to `end` (rows of retired timeframes
+    in that span are removed).
 
-    Returns (long rows written, their first and last date, packed rows written, invalid values, rejects,
-    out-of-bounds count).
+    Returns (the wide rows written, packed rows written, invalid values, rejects, out-of-bounds count).
     """
     from_dates = pl.DataFrame(
         {"asset_id": list(starts), "from_date": list(starts.values())},
         schema={"asset_id": pl.Int64, "from_date": pl.Date},
     )
-    rewrite_from = from_dates.join(pl.DataFrame({"tf": [t.label for t in timeframes]}), how="cross")
+    labels = pl.DataFrame({"tf": [t.label for t in timeframes]}, schema={"tf": pl.String})
+    rewrite_from = from_dates.join(labels, how="cross")
     carry = ema_store.read_carry(conn, family, rewrite_from, periods)
     v2 = family == "ema_multi_tf_v2"
-    grid = ema_store.read_grid(conn, family, from_dates.with_columns(tf=pl.lit(DAILY.label)) if v2 else rewrite_from)
+    grid = ema_store.read_grid(
+        conn, family, from_dates.with_columns(tf=pl.lit(DAILY.label)) if v2 else rewrite_from, end
+    )
     frames = []
     for timeframe in timeframes:
         if v2:
@@ -156,7 +190,8 @@ def _rebuild_emas(
             rows = grid.filter(pl.col("tf") == timeframe.label)
             frames.append(dual_ema(rows, timeframe.nominal_days, periods, carry))
     wide = pl.concat(frames)
-    packed = ema_store.replace_emas(conn, family, wide, rewrite_from, periods)
+    removed_too = from_dates.join(pl.DataFrame({"tf": retired}, schema={"tf": pl.String}), how="cross")
+    packed = ema_store.replace_emas(conn, family, wide, pl.concat([rewrite_from, removed_too]), periods, end)
     invalid = value_violations(wide, periods)
     candidates = price_bound_candidates(wide, periods)
     bounds = price_bound_violations(candidates, ema_store.daily_closes(conn, _windows(candidates)))
@@ -164,9 +199,8 @@ def _rebuild_emas(
         candidates.select(*GROUP, "period", "trade_date", "close"), on=[*GROUP, "period", "trade_date"]
     )
     rejects = _rejects(invalid, bounds)
-    ema_store.replace_rejects(conn, family, starts, rejects)
-    dates = (wide["trade_date"].min(), wide["trade_date"].max()) if wide.height else ()
-    return stored_values(wide, periods), dates, packed, invalid, rejects, bounds.height
+    ema_store.replace_rejects(conn, family, starts, rejects, end)
+    return wide, packed, invalid, rejects, bounds.height
 
 
 def _windows(candidates: pl.DataFrame) -> pl.DataFrame:
@@ -178,69 +212,104 @@ def _windows(candidates: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    freshness = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=settings.market_staleness_hours))
+    last_day = partitions_end(partitions)
 
     def ema_asset(family: str) -> dg.AssetsDefinition:
         key = EMA_KEYS[family]
+        bars = [BAR_KEYS[source] for source in ema_store.EMA_SOURCES[family]]
+        # Every family reads the daily closes (its grid and the price bounds) besides its own bars.
+        parents = dict.fromkeys([BAR_KEYS["1d"], *bars])
 
         @dg.asset(
             key=key,
-            deps=[BAR_KEYS[bars] for bars in ema_store.EMA_SOURCES[family]],
+            deps=[
+                *(dg.AssetDep(parent, partition_mapping=history_mapping(partitions)) for parent in parents),
+                dg.AssetDep(key, partition_mapping=carry_mapping(partitions)),
+                dg.AssetDep(DIM_TIMEFRAME, partition_mapping=timeframes_of(timeframe_family(family))),
+                DIM_EMA_PERIOD,
+            ],
             group_name=MARKET_GROUP,
             kinds={"postgres", "polars"},
+            code_version=EMAS_CODE_VERSION,
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
-            freshness_policy=freshness,
-            automation_condition=FOLLOW_PARENTS,
+            freshness_policy=market_freshness_policy(),
+            automation_condition=follow_history(key),
+            output_required=False,
             check_specs=[
-                dg.AssetCheckSpec(name, asset=key, blocking=name == "ema_values_valid", description=text)
-                for name, text in EMA_CHECKS.items()
+                *(
+                    dg.AssetCheckSpec(name, asset=key, blocking=name == "ema_values_valid", description=text)
+                    for name, text in EMA_CHECKS.items()
+                ),
+                dg.AssetCheckSpec(CHANGES_APPLIED, asset=key, description=CHANGES_APPLIED_TEXT),
             ],
             description=f"EMAs of every active period (market.dim_ema_period) over the {family} timeframes: "
             "one row per period and daily close from the period's seed on (ema, ema_bar, roll, is_partial_end), "
             f"stored packed in market.{family}_packed and read through the view market.{family}.",
         )
-        def emas_of_family(
-            context: dg.AssetExecutionContext, config: EmaConfig, warehouse: Warehouse
-        ) -> dg.MaterializeResult:
+        def emas_of_family(context: dg.AssetExecutionContext, config: EmaConfig, warehouse: Warehouse):
             started = time.perf_counter()
-            window_start, _ = run_date_window(context)
+            table = market_store.qualified(family)
             tally, stale = EmaTally(), []
             with warehouse.transaction() as conn:
                 periods = ema_store.active_periods(conn)
                 timeframes = ema_timeframes(conn, family)
-                starts = rebuild_starts(conn, family, "price_bars_1d", window_start, config)
-                if periods and ema_store.stored_periods(conn, family) != periods:
+                retired = market_store.retired_timeframes(conn, timeframe_family(family))
+                stored = ema_store.stored_periods(conn, family)
+                if periods and stored is not None and stored != periods:
+                    _require_full_history(context, family)
                     # The arrays are laid out by period: a changed period list rebuilds the family.
-                    starts = ema_store.first_bar_dates(conn, None)
+                    market_store.mark_dirty(conn, family, ema_store.first_bar_dates(conn, None))
+                if periods and stored != periods:
                     ema_store.set_periods(conn, family, periods)
-                if not config.skip_stale_check and starts:
+                run = start_family_run(context, conn, family, "price_bars_1d", config.asset_ids)
+                if not config.skip_stale_check and run.plan.starts:
                     hours = config.staleness_hours or settings.market_staleness_hours
-                    stale = stale_assets(conn, list(starts), hours, datetime.now(UTC))
-                    market_store.mark_dirty(conn, family, {a: starts.pop(a) for a in stale})
+                    stale = stale_assets(conn, list(run.plan.starts), hours, datetime.now(UTC))
+                    run.plan = restrict(run.plan, set(run.plan.starts) - set(stale))
+                labels = [t.label for t in timeframes]
+                columns = [*ema_store.PACKED_COLUMNS, "ema", "ema_bar"]
+                ends = EndStates(conn, run, ema_store.packed_table(family), "price_bars_1d", labels, columns, last_day)
                 if periods and timeframes:
-                    for chunk in asset_chunks(conn, "price_bars_1d", starts):
-                        tally.add(*_rebuild_emas(conn, family, timeframes, periods, chunk))
+                    for chunk in asset_chunks(conn, "price_bars_1d", run.plan.starts, run.window.end):
+                        wide, *found = _rebuild_emas(conn, family, timeframes, retired, periods, chunk, run.window.end)
+                        tally.add(wide, *found)
+                        run.record_written(wide.with_columns(long_rows=values_per_row(periods)), "long_rows")
+                settle(conn, run, ends.changed(conn))
                 if tally.invalid.height:
                     # Invalid values never replace stored ones; their rejects are kept to show why.
                     conn.rollback()
-                    ema_store.replace_rejects(conn, family, starts, pl.concat(tally.rejects, how="diagonal_relaxed"))
-            first, last = (str(min(tally.dates)), str(max(tally.dates))) if tally.dates else ("", "")
-            return dg.MaterializeResult(
-                check_results=tally.check_results(),
-                metadata={
-                    "rows": 0 if tally.invalid.height else tally.rows,
-                    "packed_rows": 0 if tally.invalid.height else tally.packed_rows,
-                    "rejects": sum(r.height for r in tally.rejects),
-                    "assets": len(starts),
-                    "stale_assets_waiting": len(stale),
-                    "periods": ", ".join(map(str, periods)),
-                    "first_date": first,
-                    "last_date": last,
-                    "seconds": round(time.perf_counter() - started, 3),
-                },
-            )
+                    run.requeued = set()
+                    ema_store.replace_rejects(
+                        conn, family, run.plan.starts, pl.concat(tally.rejects, how="diagonal_relaxed"), run.window.end
+                    )
+                    conn.commit()
+                    outcome = tally.check_results()
+                else:
+                    report_partitions(context, conn, table, run.written_by_month)
+                    metadata = {
+                        **table_metadata(conn, table, row_counts.table_rows(conn, table)),
+                        **run.metadata(),
+                        **tally.metadata(),
+                        "stale_assets_waiting": dg.MetadataValue.json(market_store.symbols_of(conn, stale)),
+                        "periods": ", ".join(map(str, periods)),
+                        "seconds": round(time.perf_counter() - started, 3),
+                    }
+                    checks = [*tally.check_results(), changes_applied_result(conn, family)]
+                    outcome = [dg.MaterializeResult(metadata=metadata, check_results=checks)]
+            announce_requeued(context, run)
+            yield from outcome
 
         return emas_of_family
 
     return [ema_asset(family) for family in ema_store.EMA_FAMILIES]
+
+
+def _require_full_history(context: dg.AssetExecutionContext, family: str) -> None:
+    """A changed period list relays out every stored row: only a run over all months may do it."""
+    if context.partition_key_range.start != context.assets_def.partitions_def.get_first_partition_key():
+        raise dg.Failure(
+            f"market.dim_ema_period changed since {family} was built: its rows must be rebuilt over all months, "
+            "from the first partition (automation does it when it sees the change; or materialize every "
+            "partition, or run `trading-assets refresh --emas --full-rebuild`)"
+        )

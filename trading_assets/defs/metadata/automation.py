@@ -7,15 +7,9 @@ from pathlib import Path
 import dagster as dg
 
 from trading_assets.config import Settings
+from trading_assets.defs.jobs import LOAD_SERIES_JOB, SERIES_SYNC_JOB
 from trading_assets.defs.landing import landing_sensor
-from trading_assets.defs.metadata.assets import (
-    DIM_SERIES,
-    DIM_SERIES_BACKUP,
-    FACT_SERIES_VALUE,
-    MAP_MODEL_SERIES,
-    V_SERIES_WIDE,
-    series_landing_dir,
-)
+from trading_assets.defs.metadata.assets import DIM_SERIES, FACT_SERIES_VALUE, series_landing_dir
 from trading_assets.sources.series_files import read_observation_batch
 
 
@@ -26,7 +20,7 @@ def build_series_automation(
         name="core_energy_daily",
         cron_schedule="0 6 * * *",
         execution_timezone="UTC",
-        target=dg.AssetSelection.assets(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE, DIM_SERIES_BACKUP),
+        job_name=SERIES_SYNC_JOB,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Daily sync of dim_series from its file, the derived map, the wide view and a dated backup.",
     )
@@ -53,7 +47,8 @@ def build_series_automation(
     series_files_landed = landing_sensor(
         name="series_files_landed",
         folder=series_landing_dir(settings),
-        asset_key=FACT_SERIES_VALUE,
+        job_name=LOAD_SERIES_JOB,
+        op_name="__".join(FACT_SERIES_VALUE.path),
         partitions=partitions,
         op_config=lambda files: {"files": [str(p) for p in files]},
         date_span=observation_span,

@@ -1,0 +1,74 @@
+"""The named jobs the CLI, the schedules, the sensors and the UI share."""
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from trading_assets.defs.catalog.assets import CATALOG_KEYS
+from trading_assets.defs.catalog.checks import CATALOG_CHECKS
+from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
+from trading_assets.defs.market.checks import MARKET_CHECKS
+from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_EMA_PERIOD, DIM_TIMEFRAME
+from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS, FRESHNESS_GATE
+from trading_assets.defs.market.emas import EMA_KEYS
+from trading_assets.defs.metadata.assets import (
+    DIM_SERIES,
+    DIM_SERIES_BACKUP,
+    FACT_SERIES_VALUE,
+    MAP_MODEL_SERIES,
+    V_SERIES_WIDE,
+)
+from trading_assets.defs.metadata.checks import SERIES_CHECKS
+
+VALIDATE_JOB = "validate_all_checks"
+LOAD_PRICES_JOB = "load_prices"
+LOAD_SERIES_JOB = "load_series"
+LOAD_SYMBOLS_JOB = "load_symbols"
+SERIES_SYNC_JOB = "core_energy_sync"
+REFRESH_BARS_JOB = "refresh_bars"
+REFRESH_EMAS_JOB = "refresh_emas"
+REFRESH_MARKET_JOB = "refresh_market"
+MARKET_DAILY_JOB = "market_daily"
+OBSERVE_JOB = "observe_market_dimensions"
+# Runs writing the market tables carry this tag; the run queue lets one of them run at a time.
+MARKET_WRITER = {"trading_assets/writes": "market"}
+
+BARS = dg.AssetSelection.assets(*BAR_KEYS.values())
+EMAS = dg.AssetSelection.assets(*EMA_KEYS.values())
+# Checks that read whole tables run in the validate job (and its schedule), not in every refresh.
+TABLE_CHECKS = dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS, *EMA_TABLE_CHECKS, *CATALOG_CHECKS)
+SERIES_SYNC = dg.AssetSelection.assets(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE, DIM_SERIES_BACKUP)
+
+
+def build_jobs() -> list[UnresolvedAssetJobDefinition]:
+    def market_job(name: str, selection: dg.AssetSelection, description: str) -> UnresolvedAssetJobDefinition:
+        # The EMA assets leave assets with stale bars queued themselves; the blocking gate guards automation.
+        excluded = TABLE_CHECKS | dg.AssetSelection.checks(FRESHNESS_GATE)
+        return dg.define_asset_job(name, selection=selection - excluded, tags=MARKET_WRITER, description=description)
+
+    return [
+        dg.define_asset_job(VALIDATE_JOB, selection=TABLE_CHECKS, description="Every table-wide asset check."),
+        market_job(LOAD_PRICES_JOB, dg.AssetSelection.assets(PRICE_HISTORIES), "Load price files."),
+        dg.define_asset_job(
+            LOAD_SERIES_JOB, selection=dg.AssetSelection.assets(FACT_SERIES_VALUE) - TABLE_CHECKS,
+            description="Load series observation files.",
+        ),
+        dg.define_asset_job(
+            LOAD_SYMBOLS_JOB, selection=dg.AssetSelection.assets(*CATALOG_KEYS) - TABLE_CHECKS,
+            description="Load symbol records into the catalog and publish its parquet files.",
+        ),
+        dg.define_asset_job(
+            SERIES_SYNC_JOB, selection=SERIES_SYNC - TABLE_CHECKS,
+            description="dim_series from its file, the derived map, the wide view and a dated backup.",
+        ),
+        market_job(REFRESH_BARS_JOB, BARS, "Daily bars and every multi-day bar family."),
+        market_job(REFRESH_EMAS_JOB, EMAS, "Every EMA family."),
+        market_job(REFRESH_MARKET_JOB, BARS | EMAS, "Bars, then the EMAs on them (ordered by the graph)."),
+        market_job(
+            MARKET_DAILY_JOB, dg.AssetSelection.assets(PRICE_HISTORIES) | BARS | EMAS,
+            "Waiting price files, then bars and EMAs: new and changed days only.",
+        ),
+        dg.define_asset_job(
+            OBSERVE_JOB, selection=dg.AssetSelection.assets(DIM_ASSETS, DIM_TIMEFRAME, DIM_EMA_PERIOD),
+            description="Observe the market dimension tables (their data versions).",
+        ),
+    ]  # fmt: skip

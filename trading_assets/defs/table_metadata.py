@@ -1,0 +1,68 @@
+"""What a materialization tells a user about its table: name, columns, size, and a look at the rows."""
+
+from datetime import date
+
+import dagster as dg
+import polars as pl
+import psycopg
+
+from trading_assets.io import row_counts
+
+_PREVIEW_ROWS = 3
+
+
+def column_schema(conn: psycopg.Connection, qualified: str) -> dg.TableSchema:
+    """The columns of a table or view as the database declares them."""
+    schema, table = qualified.split(".")
+    rows = conn.execute(
+        "select column_name, data_type, is_nullable = 'NO' from information_schema.columns "
+        "where table_schema = %s and table_name = %s order by ordinal_position",
+        (schema, table),
+    ).fetchall()
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, data_type, constraints=dg.TableColumnConstraints(nullable=not required))
+            for name, data_type, required in rows
+        ]
+    )
+
+
+def table_metadata(conn: psycopg.Connection, qualified: str, rows: int | None = None) -> dict[str, object]:
+    """dagster/table_name, dagster/column_schema and dagster/row_count (`rows`, else counted)."""
+    if rows is None:
+        schema, table = qualified.split(".")
+        rows = conn.execute(
+            psycopg.sql.SQL("select count(*) from {}.{}").format(
+                psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table)
+            )
+        ).fetchone()[0]
+    return {
+        "dagster/table_name": qualified,
+        "dagster/column_schema": column_schema(conn, qualified),
+        "dagster/row_count": rows,
+    }
+
+
+def preview(frame: pl.DataFrame, title: str = "rows") -> dg.MetadataValue:
+    """A Markdown table of the first and last rows of `frame`."""
+    if frame.is_empty():
+        return dg.MetadataValue.md(f"no {title}")
+    shown = frame if frame.height <= 2 * _PREVIEW_ROWS else pl.concat([frame.head(3), frame.tail(3)])
+    return dg.MetadataValue.md(shown.to_pandas().to_markdown(index=False))
+
+
+def report_partitions(
+    context: dg.AssetExecutionContext, conn: psycopg.Connection, table: str, written: pl.DataFrame
+) -> None:
+    """Per partition of the run: rows written into it and its rows now (`written`: month, rows). The first
+    partition also holds every earlier date."""
+    first = date.fromisoformat(context.assets_def.partitions_def.get_first_partition_key())
+    counts = row_counts.rows_by_partition(conn, table, first)
+    folded = written.group_by(month=pl.max_horizontal("month", pl.lit(first))).agg(pl.col("rows").sum())
+    by_month = dict(folded.iter_rows())
+    for key in context.partition_keys:
+        month = date.fromisoformat(key)
+        context.add_asset_metadata(
+            {"dagster/partition_row_count": counts.get(month, 0), "rows_written": by_month.get(month, 0)},
+            partition_key=key,
+        )

@@ -1,0 +1,59 @@
+"""Rows per month of the large market tables (ops.partition_rows), kept by the writers in their own
+transaction so that runs report exact sizes without counting millions of rows."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+import psycopg
+
+from trading_assets.io.postgres import filled_scratch_table
+
+MONTH_ROWS = {"month": pl.Date, "rows": pl.Int64}
+
+
+def rows_by_month(frame: pl.DataFrame, weight: str | None = None) -> pl.DataFrame:
+    """(month, rows) of `frame` by its trade_date; `weight`: a column counting rows per frame row."""
+    if frame.is_empty():
+        return pl.DataFrame(schema=MONTH_ROWS)
+    count = pl.col(weight).sum() if weight else pl.len()
+    return (
+        frame.group_by(month=pl.col("trade_date").dt.truncate("1mo"))
+        .agg(rows=count.cast(pl.Int64))
+        .select(list(MONTH_ROWS))
+    )
+
+
+def record_changes(conn: psycopg.Connection, table: str, added: pl.DataFrame, removed: pl.DataFrame) -> None:
+    """Apply rows added and removed per month (frames of month, rows) to the counts of `table`."""
+    delta = (
+        pl.concat([added, removed.with_columns(-pl.col("rows"))])
+        .group_by("month")
+        .agg(pl.col("rows").sum())
+        .filter(pl.col("rows") != 0)
+    )
+    if delta.is_empty():
+        return
+    filled_scratch_table(conn, "row_count_delta", "(month date, rows bigint)", delta)
+    conn.execute(
+        "insert into ops.partition_rows (table_name, month, rows) select %s, month, rows from row_count_delta "
+        "on conflict (table_name, month) do update set rows = ops.partition_rows.rows + excluded.rows",
+        (table,),
+    )
+
+
+def rows_by_partition(conn: psycopg.Connection, table: str, first_month: date) -> dict[date, int]:
+    """Rows of `table` per month, the months before `first_month` counted in it (the first partition holds
+    every earlier date)."""
+    rows = conn.execute(
+        "select greatest(month, %s), sum(rows)::bigint from ops.partition_rows where table_name = %s group by 1",
+        (first_month, table),
+    ).fetchall()
+    return dict(rows)
+
+
+def table_rows(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(
+        "select coalesce(sum(rows), 0)::bigint from ops.partition_rows where table_name = %s", (table,)
+    ).fetchone()[0]
