@@ -12,6 +12,7 @@ from trading_assets.defs.market.checks import MARKET_CHECKS
 from trading_assets.defs.market.dimensions import build_dimension_assets, build_dimension_sensor
 from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS, build_freshness_gate
 from trading_assets.defs.market.emas import build_ema_assets
+from trading_assets.defs.market.row_count_checks import ROW_COUNT_CHECKS
 from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
@@ -46,6 +47,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *MARKET_CHECKS,
             build_freshness_gate(settings),
             *EMA_TABLE_CHECKS,
+            *ROW_COUNT_CHECKS,
             *CATALOG_CHECKS,
         ],
         schedules=[

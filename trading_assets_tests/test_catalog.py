@@ -141,6 +141,29 @@ def test_a_source_failure_fails_the_asset_and_leaves_the_catalog_unchanged(
     assert conn.execute("select count(*) from catalog.symbol_observations").fetchone()[0] == 265
 
 
+def test_a_failed_blocking_check_rolls_the_write_back_and_publishes_nothing(
+    platform: Platform, settings: Settings, conn: psycopg.Connection
+) -> None:
+    load_snapshots(platform, SNAPSHOT_2018)
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in settings.lakehouse.iterdir()}
+    observations = conn.execute("select count(*) from catalog.symbol_observations").fetchone()
+    # A version table that is no longer contiguous (a gap a bad hand edit left for a symbol).
+    conn.execute(
+        "insert into catalog.symbols (symbol, valid_from, valid_until, active, recorded_at) values "
+        "('NYSE:GAP', '2019-01-01', '2019-06-01', true, now()), ('NYSE:GAP', '2020-01-01', null, true, now())"
+    )
+    result = platform.run(
+        dg.AssetSelection.assets(*CATALOG_KEYS),
+        ops={CATALOG_OP: {"inputs": [str(SNAPSHOT_2020)], "source": "binance"}},
+        raise_on_error=False,
+    )
+    assert not result.success and not result.get_asset_materialization_events()
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {"versions_contiguous"}
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in settings.lakehouse.iterdir()} == files
+    assert conn.execute("select count(*) from catalog.symbol_observations").fetchone() == observations
+
+
 def test_concurrent_writers_lose_no_update(settings: Settings) -> None:
     errors: list[BaseException] = []
 

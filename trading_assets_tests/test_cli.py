@@ -3,11 +3,14 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 import pytest
 
 from trading_assets.cli import main
 from trading_assets.config import Settings
+from trading_assets.defs.ops.alerts import build_alert_sensors
+from trading_assets.orchestration import dagster_instance
 from trading_assets_tests.conftest import SAMPLE_MACRO
 
 
@@ -149,10 +152,24 @@ def test_d24_a_failed_ohlc_check_fails_the_refresh_even_with_continue_on_error(
     # Nothing of the failed runs was kept: the bars are the previous good ones, the marks wait for a fix.
     assert conn.execute("select count(*), sum(high) from market.price_bars_multi_tf").fetchone() == before
     assert conn.execute("select count(*) from market.bars_dirty where dirty_from = '2020-06-01'").fetchone() == (5,)
-    # One critical alert for the run (recorded; no channel configured here).
+    # One critical alert for the run (recorded; no channel configured here), even when the run-failure
+    # sensor of a daemon started later sees the same failed run.
     assert conn.execute("select severity, title, channel from ops.alerts").fetchall() == [
         ("CRITICAL", "Run failed: refresh_bars", "log")
     ]
+    with dagster_instance() as instance:
+        [failed_run] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        [on_run_failure, _] = build_alert_sensors(cli_env)
+        failure_event = instance.all_logs(failed_run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[0].dagster_event
+        on_run_failure(
+            dg.build_run_status_sensor_context(
+                sensor_name="alert_on_run_failure",
+                dagster_instance=instance,
+                dagster_run=failed_run,
+                dagster_event=failure_event,
+            ).for_run_failure()
+        )
+    assert conn.execute("select count(*) from ops.alerts").fetchone() == (1,)
 
 
 def test_d23_emas_refuse_stale_bars_unless_skipped_or_all(
@@ -181,3 +198,61 @@ def test_d23_emas_refuse_stale_bars_unless_skipped_or_all(
     )
     assert main(["refresh", "--all"]) == 0  # from the earliest waiting change; bars first, so no gate
     assert conn.execute(built).fetchall() == [("FRESH",), ("OLD",)]
+
+
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchPipelineReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def test_a_cli_refresh_is_one_run_of_a_named_job_that_the_ui_can_reexecute(
+    cli_env: Settings, conn: psycopg.Connection, capsys: pytest.CaptureFixture
+) -> None:
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    spy = SAMPLE_MACRO.parent / "prices" / "SPY.csv"
+    assert main(["load", "prices", str(spy), "--symbol", "SPY", "--calendar", "XNYS"]) == 0
+    assert main(["refresh", "--all"]) == 0
+    run_id = capsys.readouterr().out.split("(run ")[-1].split(")")[0]
+    with dagster_instance() as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run.job_name == "refresh_market"
+        origin = run.remote_job_origin.repository_origin
+        assert (origin.code_location_origin.location_name, origin.repository_name) == (
+            "trading_assets",
+            "__repository__",
+        )
+        # Bars before EMAs, in one run: the graph orders them.
+        materialized = [
+            e.asset_key.path[-1]
+            for e in instance.all_logs(run_id)
+            if e.is_dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        ]
+        assert materialized.index("price_bars_1d") < materialized.index("ema_multi_tf")
+        assert len(set(materialized)) == 12
+
+        # What the UI's "Re-execute" button sends, against a workspace that loads the code location.
+        location = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name="trading_assets.definitions", attribute="defs"),
+            location_name="trading_assets",
+        )
+        with WorkspaceProcessContext(instance, InProcessTestWorkspaceLoadTarget(location)) as workspace:
+            response = execute_dagster_graphql(
+                workspace.create_request_context(),
+                REEXECUTE,
+                {"params": {"parentRunId": run_id, "strategy": "ALL_STEPS"}},
+            )
+        launched = response.data["launchPipelineReexecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        child = instance.get_run_by_id(launched["run"]["runId"])
+        assert (child.job_name, child.parent_run_id) == ("refresh_market", run_id)
+        assert child.tags["dagster/asset_partition_range_start"] == run.tags["dagster/asset_partition_range_start"]

@@ -10,6 +10,7 @@ from trading_assets.defs.market.checks import MARKET_CHECKS
 from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_EMA_PERIOD, DIM_TIMEFRAME
 from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS, FRESHNESS_GATE
 from trading_assets.defs.market.emas import EMA_KEYS
+from trading_assets.defs.market.row_count_checks import ROW_COUNT_CHECKS
 from trading_assets.defs.metadata.assets import (
     DIM_SERIES,
     DIM_SERIES_BACKUP,
@@ -35,15 +36,17 @@ MARKET_WRITER = {"trading_assets/writes": "market"}
 BARS = dg.AssetSelection.assets(*BAR_KEYS.values())
 EMAS = dg.AssetSelection.assets(*EMA_KEYS.values())
 # Checks that read whole tables run in the validate job (and its schedule), not in every refresh.
-TABLE_CHECKS = dg.AssetSelection.checks(*SERIES_CHECKS, *MARKET_CHECKS, *EMA_TABLE_CHECKS, *CATALOG_CHECKS)
+TABLE_CHECKS = dg.AssetSelection.checks(
+    *SERIES_CHECKS, *MARKET_CHECKS, *EMA_TABLE_CHECKS, *ROW_COUNT_CHECKS, *CATALOG_CHECKS, FRESHNESS_GATE
+)
 SERIES_SYNC = dg.AssetSelection.assets(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE, DIM_SERIES_BACKUP)
 
 
 def build_jobs() -> list[UnresolvedAssetJobDefinition]:
     def market_job(name: str, selection: dg.AssetSelection, description: str) -> UnresolvedAssetJobDefinition:
-        # The EMA assets leave assets with stale bars queued themselves; the blocking gate guards automation.
-        excluded = TABLE_CHECKS | dg.AssetSelection.checks(FRESHNESS_GATE)
-        return dg.define_asset_job(name, selection=selection - excluded, tags=MARKET_WRITER, description=description)
+        return dg.define_asset_job(
+            name, selection=selection - TABLE_CHECKS, tags=MARKET_WRITER, description=description
+        )
 
     return [
         dg.define_asset_job(VALIDATE_JOB, selection=TABLE_CHECKS, description="Every table-wide asset check."),

@@ -36,10 +36,16 @@ def record_changes(conn: psycopg.Connection, table: str, added: pl.DataFrame, re
     if delta.is_empty():
         return
     filled_scratch_table(conn, "row_count_delta", "(month date, rows bigint)", delta)
+    # Update, then insert the new months: an upsert would test its negative delta against the row check.
     conn.execute(
-        "insert into ops.partition_rows (table_name, month, rows) select %s, month, rows from row_count_delta "
-        "on conflict (table_name, month) do update set rows = ops.partition_rows.rows + excluded.rows",
+        "update ops.partition_rows p set rows = p.rows + d.rows from row_count_delta d "
+        "where p.table_name = %s and p.month = d.month",
         (table,),
+    )
+    conn.execute(
+        "insert into ops.partition_rows (table_name, month, rows) select %s, d.month, d.rows from row_count_delta d "
+        "where not exists (select 1 from ops.partition_rows p where p.table_name = %s and p.month = d.month)",
+        (table, table),
     )
 
 

@@ -9,7 +9,7 @@ rewrites its window is in `rebuild.py`.
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -33,8 +33,17 @@ from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import EXCHANGES, SYMBOLS
 from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_TIMEFRAME, timeframes_of
-from trading_assets.defs.market.rebuild import EndStates, FamilyRun, announce_requeued, settle, start_family_run
-from trading_assets.defs.partitions import CARRY_CHANGED_TAG, carry_mapping, history_mapping, partitions_end, run_window
+from trading_assets.defs.market.rebuild import (
+    EndStates,
+    FamilyRun,
+    announce_requeued,
+    derived_series,
+    market_freshness_policy,
+    selected_checks,
+    settle,
+    start_family_run,
+)
+from trading_assets.defs.partitions import partitions_end, run_window
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
 from trading_assets.io import ema_store, market_store, row_counts
@@ -65,28 +74,6 @@ _EMPTY_BARS = {
     "close": pl.Float64,
     "is_partial_end": pl.Boolean,
 }
-# Follow every change of the parents, in any month (eager() would look at the latest month only), never
-# past a failed blocking check or a run in progress; also rebuild the months after a run whose rewrite
-# changed what they continue from (its own earlier partitions, tagged by that run).
-_CARRY_CHANGED_EARLIER = dg.AutomationCondition.newly_updated() & dg.AutomationCondition.executed_with_tags(
-    tag_values={CARRY_CHANGED_TAG: "true"}
-)
-
-
-def follow_history(key: dg.AssetKey) -> dg.AutomationCondition:
-    """The automation condition of a derived market series (key: the asset itself)."""
-    carry_changed = (
-        dg.AutomationCondition.any_deps_match(_CARRY_CHANGED_EARLIER).allow(dg.AssetSelection.assets(key))
-        & ~dg.AutomationCondition.newly_updated()
-    )
-    return (
-        (dg.AutomationCondition.any_deps_updated() | carry_changed).since_last_handled()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-        & dg.AutomationCondition.all_deps_blocking_checks_passed()
-    ).with_label("follow_history")
-
-
 _BAR_COLUMNS = [c for c in SNAPSHOT_COLUMNS if c not in ("bar_start", "bar_end")] + ["time_open_bar", "time_close_bar"]
 # The other daily-bar columns are constants (tf_days 1, never partial) filled by the table defaults.
 _DAILY_COLUMNS = [
@@ -284,15 +271,13 @@ def family_timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
 
 def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
     last_day = partitions_end(partitions)
-    partitioned = {
-        "group_name": GROUP,
-        "partitions_def": partitions,
-        "backfill_policy": dg.BackfillPolicy.single_run(),
-        "freshness_policy": market_freshness_policy(),
-    }
 
     @dg.asset(
         key=PRICE_HISTORIES,
+        group_name=GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        freshness_policy=market_freshness_policy(),
         deps=[DIM_ASSETS, SYMBOLS, EXCHANGES],
         kinds={"postgres", "polars"},
         code_version=PRICES_CODE_VERSION,
@@ -300,7 +285,6 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         "trading date in the asset's timezone (market.dim_assets; from the symbol catalog for linked assets). "
         "Loads register new assets. Changed values are revisions and queue the asset's bars from that date; "
         "unreadable or impossible rows go to market.price_rejects with file, line and reason.",
-        **partitioned,
     )
     def price_histories(
         context: dg.AssetExecutionContext, config: PriceFilesConfig, warehouse: Warehouse
@@ -334,24 +318,15 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             }
         )
 
-    def derived_deps(key: dg.AssetKey, parent: dg.AssetKey, *dimensions: dg.AssetDep | dg.AssetKey) -> list:
-        return [
-            dg.AssetDep(parent, partition_mapping=history_mapping(partitions)),
-            dg.AssetDep(key, partition_mapping=carry_mapping(partitions)),
-            *dimensions,
-        ]
-
-    @dg.asset(
-        key=BAR_KEYS["1d"],
-        deps=derived_deps(BAR_KEYS["1d"], PRICE_HISTORIES, DIM_ASSETS),
-        kinds={"postgres", "polars"},
-        code_version=BARS_CODE_VERSION,
-        automation_condition=follow_history(BAR_KEYS["1d"]),
+    @derived_series(
+        BAR_KEYS["1d"],
+        partitions,
+        parents=[PRICE_HISTORIES],
+        dimensions=[DIM_ASSETS],
         check_specs=invariant_check_specs(BAR_KEYS["1d"]),
-        output_required=False,
+        code_version=BARS_CODE_VERSION,
         description="Daily bars, the one source of every multi-day family: the loaded prices with an inconsistent "
         "high/low repaired to max/min(open, close, high/low) and flagged (the original goes to price_rejects).",
-        **partitioned,
     )
     def price_bars_1d(context: dg.AssetExecutionContext, config: BarsConfig, warehouse: Warehouse):
         started = time.perf_counter()
@@ -388,22 +363,15 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
     def family_asset(family: str) -> dg.AssetsDefinition:
         key = BAR_KEYS[family]
 
-        @dg.asset(
-            key=key,
-            deps=derived_deps(
-                key,
-                BAR_KEYS["1d"],
-                dg.AssetDep(DIM_TIMEFRAME, partition_mapping=timeframes_of(family)),
-                DIM_ASSETS,
-            ),
-            kinds={"postgres", "polars"},
-            code_version=BARS_CODE_VERSION,
-            automation_condition=follow_history(key),
+        @derived_series(
+            key,
+            partitions,
+            parents=[BAR_KEYS["1d"]],
+            dimensions=[dg.AssetDep(DIM_TIMEFRAME, partition_mapping=timeframes_of(family)), DIM_ASSETS],
             check_specs=invariant_check_specs(key),
-            output_required=False,
+            code_version=BARS_CODE_VERSION,
             description=f"Snapshot bars of the {family} family for the active timeframes of market.dim_timeframe: "
             "one row per daily close while a bar forms, canonical (is_partial_end = false) where it completes.",
-            **partitioned,
         )
         def bars_of_family(context: dg.AssetExecutionContext, config: BarsConfig, warehouse: Warehouse):
             started = time.perf_counter()
@@ -433,12 +401,6 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
     return [price_histories, price_bars_1d, *(family_asset(f) for f in market_store.MULTI_FAMILIES)]
 
 
-def market_freshness_policy() -> dg.FreshnessPolicy:
-    """Refreshed after the day's closes (crypto 00:00 UTC, US equities 21:00 UTC): by 07:00 UTC, by a run
-    that started after 01:00 UTC. The daily schedule runs at 06:00."""
-    return dg.FreshnessPolicy.cron(deadline_cron="0 7 * * *", lower_bound_delta=timedelta(hours=6))
-
-
 def _finish(
     context: dg.AssetExecutionContext,
     conn: psycopg.Connection,
@@ -455,7 +417,7 @@ def _finish(
     if tally.failed:
         conn.rollback()
         run.requeued = set()
-        return tally.check_results()
+        return selected_checks(context, tally.check_results())
     report_partitions(context, conn, table, run.written_by_month)
     return [
         dg.MaterializeResult(
@@ -466,7 +428,7 @@ def _finish(
                 **extra,
                 "seconds": round(time.perf_counter() - started, 3),
             },
-            check_results=[*tally.check_results(), changes_applied_result(conn, family)],
+            check_results=selected_checks(context, [*tally.check_results(), changes_applied_result(conn, family)]),
         )
     ]
 

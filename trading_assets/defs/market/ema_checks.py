@@ -24,10 +24,9 @@ def build_freshness_gate(settings: Settings) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=BAR_KEYS["1d"],
         name="fresh_for_emas",
-        blocking=True,
-        description=f"every asset queued for EMAs has a daily bar that closed within {hours} hours, so automation "
-        "builds no EMAs on stale bars (TRADING_ASSETS_MARKET_STALENESS_HOURS; `refresh --emas --skip-stale-check` "
-        "or `--all` build them anyway)",
+        description=f"every asset queued for EMAs has a daily bar that closed within {hours} hours; the EMA "
+        "assets leave the others queued and build the rest (TRADING_ASSETS_MARKET_STALENESS_HOURS; "
+        "`refresh --emas --skip-stale-check` or `--all` build them anyway)",
     )
     def fresh_for_emas(warehouse: Warehouse) -> dg.AssetCheckResult:
         with warehouse.transaction() as conn:
@@ -36,6 +35,7 @@ def build_freshness_gate(settings: Settings) -> dg.AssetChecksDefinition:
             symbols = market_store.symbols_of(conn, stale[:20])
         return dg.AssetCheckResult(
             passed=not stale,
+            severity=WARN,
             metadata={"queued_assets": len(queued), "stale_assets": len(stale), "sample": ", ".join(symbols)},
         )
 

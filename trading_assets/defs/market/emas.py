@@ -35,15 +35,20 @@ from trading_assets.defs.market.assets import (
     asset_chunks,
     changes_applied_result,
     family_timeframes,
-    follow_history,
-    market_freshness_policy,
 )
 from trading_assets.defs.market.assets import (
     GROUP as MARKET_GROUP,
 )
 from trading_assets.defs.market.dimensions import DIM_EMA_PERIOD, DIM_TIMEFRAME, timeframes_of
-from trading_assets.defs.market.rebuild import EndStates, announce_requeued, settle, start_family_run
-from trading_assets.defs.partitions import carry_mapping, history_mapping, partitions_end
+from trading_assets.defs.market.rebuild import (
+    EndStates,
+    announce_requeued,
+    derived_series,
+    selected_checks,
+    settle,
+    start_family_run,
+)
+from trading_assets.defs.partitions import partitions_end
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
 from trading_assets.io import ema_store, market_store, row_counts
@@ -218,24 +223,16 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
         key = EMA_KEYS[family]
         bars = [BAR_KEYS[source] for source in ema_store.EMA_SOURCES[family]]
         # Every family reads the daily closes (its grid and the price bounds) besides its own bars.
-        parents = dict.fromkeys([BAR_KEYS["1d"], *bars])
+        parents = list(dict.fromkeys([BAR_KEYS["1d"], *bars]))
 
-        @dg.asset(
-            key=key,
-            deps=[
-                *(dg.AssetDep(parent, partition_mapping=history_mapping(partitions)) for parent in parents),
-                dg.AssetDep(key, partition_mapping=carry_mapping(partitions)),
+        @derived_series(
+            key,
+            partitions,
+            parents=parents,
+            dimensions=[
                 dg.AssetDep(DIM_TIMEFRAME, partition_mapping=timeframes_of(timeframe_family(family))),
                 DIM_EMA_PERIOD,
             ],
-            group_name=MARKET_GROUP,
-            kinds={"postgres", "polars"},
-            code_version=EMAS_CODE_VERSION,
-            partitions_def=partitions,
-            backfill_policy=dg.BackfillPolicy.single_run(),
-            freshness_policy=market_freshness_policy(),
-            automation_condition=follow_history(key),
-            output_required=False,
             check_specs=[
                 *(
                     dg.AssetCheckSpec(name, asset=key, blocking=name == "ema_values_valid", description=text)
@@ -243,6 +240,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                 ),
                 dg.AssetCheckSpec(CHANGES_APPLIED, asset=key, description=CHANGES_APPLIED_TEXT),
             ],
+            code_version=EMAS_CODE_VERSION,
             description=f"EMAs of every active period (market.dim_ema_period) over the {family} timeframes: "
             "one row per period and daily close from the period's seed on (ema, ema_bar, roll, is_partial_end), "
             f"stored packed in market.{family}_packed and read through the view market.{family}.",
@@ -284,7 +282,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                         conn, family, run.plan.starts, pl.concat(tally.rejects, how="diagonal_relaxed"), run.window.end
                     )
                     conn.commit()
-                    outcome = tally.check_results()
+                    outcome = selected_checks(context, tally.check_results())
                 else:
                     report_partitions(context, conn, table, run.written_by_month)
                     metadata = {
@@ -295,7 +293,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                         "periods": ", ".join(map(str, periods)),
                         "seconds": round(time.perf_counter() - started, 3),
                     }
-                    checks = [*tally.check_results(), changes_applied_result(conn, family)]
+                    checks = selected_checks(context, [*tally.check_results(), changes_applied_result(conn, family)])
                     outcome = [dg.MaterializeResult(metadata=metadata, check_results=checks)]
             announce_requeued(context, run)
             yield from outcome

@@ -9,8 +9,9 @@ from, the asset is queued again from the window's end and the run says so with a
 follows (`CARRY_CHANGED_TAG`).
 """
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
@@ -18,7 +19,13 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.rebuild import RebuildPlan, Window, plan_rebuild, restrict
-from trading_assets.defs.partitions import CARRY_CHANGED_TAG, recomputes_window, run_window
+from trading_assets.defs.partitions import (
+    CARRY_CHANGED_TAG,
+    carry_mapping,
+    history_mapping,
+    recomputes_window,
+    run_window,
+)
 from trading_assets.io import market_store, row_counts
 
 
@@ -114,3 +121,82 @@ def announce_requeued(context: dg.AssetExecutionContext, run: FamilyRun) -> None
     """After commit: tag the run so that automation rebuilds the partitions after its window."""
     if run.requeued:
         context.instance.add_run_tags(context.run_id, {CARRY_CHANGED_TAG: "true"})
+
+
+_CARRY_CHANGED_EARLIER = dg.AutomationCondition.newly_updated() & dg.AutomationCondition.executed_with_tags(
+    tag_values={CARRY_CHANGED_TAG: "true"}
+)
+
+
+def follow_history(key: dg.AssetKey) -> dg.AutomationCondition:
+    """Follow every change of the parents, in any month (eager() looks at the latest month only), never past
+    a failed blocking check of a parent or a run in progress; also rebuild the months after a run whose
+    rewrite changed what they continue from (its own earlier partitions, tagged by that run)."""
+    own = dg.AssetSelection.assets(key)
+    carry_changed = (
+        dg.AutomationCondition.any_deps_match(_CARRY_CHANGED_EARLIER).allow(own)
+        & ~dg.AutomationCondition.newly_updated()
+    )
+    return (
+        (dg.AutomationCondition.any_deps_updated() | carry_changed).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        # Its own earlier months are a dependency too, but their checks are the ones its runs re-evaluate.
+        & dg.AutomationCondition.all_deps_blocking_checks_passed().ignore(own)
+    ).with_label("follow_history")
+
+
+def market_freshness_policy() -> dg.FreshnessPolicy:
+    """Refreshed after the day's closes (crypto 00:00 UTC, US equities 21:00 UTC): by 07:00 UTC, by a run
+    that started after 01:00 UTC. The daily schedule runs at 06:00."""
+    return dg.FreshnessPolicy.cron(deadline_cron="0 7 * * *", lower_bound_delta=timedelta(hours=6))
+
+
+def derived_series(
+    key: dg.AssetKey,
+    partitions: dg.MonthlyPartitionsDefinition,
+    parents: Iterable[dg.AssetKey],
+    dimensions: Iterable[dg.AssetKey | dg.AssetDep],
+    check_specs: list[dg.AssetCheckSpec],
+    code_version: str,
+    description: str,
+) -> Callable[[Callable], dg.AssetsDefinition]:
+    """The decorator of a derived market table: monthly, each month depending on its parents' months up to it
+    and on its own earlier months (the carry), with its checks evaluated in the asset.
+
+    A multi-asset that can run without some of its checks: Dagster would otherwise schedule the checks with
+    every requested month and widen the request through the self-dependency to every earlier month.
+    """
+    return dg.multi_asset(
+        name="__".join(key.path),
+        specs=[
+            dg.AssetSpec(
+                key,
+                deps=[
+                    *(dg.AssetDep(parent, partition_mapping=history_mapping(partitions)) for parent in parents),
+                    dg.AssetDep(key, partition_mapping=carry_mapping(partitions)),
+                    *dimensions,
+                ],
+                group_name=key.path[0],
+                kinds={"postgres", "polars"},
+                code_version=code_version,
+                freshness_policy=market_freshness_policy(),
+                automation_condition=follow_history(key),
+                description=description,
+                # A run whose writes are rolled back reports its failed checks and no materialization.
+                skippable=True,
+            )
+        ],
+        check_specs=check_specs,
+        can_subset=True,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+
+
+def selected_checks(
+    context: dg.AssetExecutionContext, results: Iterable[dg.AssetCheckResult]
+) -> list[dg.AssetCheckResult]:
+    """The results of the checks this run selected (a run may leave some out)."""
+    key = context.assets_def.key
+    return [r for r in results if dg.AssetCheckKey(key, r.check_name) in context.selected_asset_check_keys]
