@@ -9,7 +9,9 @@
 Lookups read an in-memory copy of `catalog.symbols`, reloaded whenever `symbols.parquet` in the
 lakehouse changes (every committed catalog write rewrites it), so they cost a file stat, not a query.
 Writes append to the observation log and re-derive the symbols they touch in one transaction under the
-catalog's lock, then publish the lakehouse files of the committed versions.
+catalog's lock; when the versions pass the catalog's blocking checks they are committed, the lakehouse files
+are published and the write is recorded on the Dagster instance (a materialization of the catalog assets
+reported by the API), so the UI shows it like a run's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import polars as pl
 import psycopg
 
+from trading_assets.compute.scd2 import version_problems
 from trading_assets.config import Settings
 from trading_assets.errors import Problem, raise_if_any
 from trading_assets.io import catalog_store
@@ -164,13 +167,38 @@ def apply_observations(
     return {"observations": added, "symbols": len(touched), "versions": versions}
 
 
+def _commit_checked(conn: psycopg.Connection, source: str) -> None:
+    """Commit the catalog write unless the versions break a blocking check (then nothing changes)."""
+    problems = {name: n for name, n in version_problems(catalog_store.read_symbols(conn)).items() if n}
+    if problems:
+        conn.rollback()
+        raise_if_any([Problem(source, 0, f"the symbol versions would break the catalog's checks: {problems}")])
+    conn.commit()
+
+
+def _publish(settings: Settings, url: str, counts: dict[str, int]) -> None:
+    """Publish the lakehouse files and record the write on the Dagster instance."""
+    import dagster as dg
+
+    from trading_assets.defs.catalog.assets import CATALOG_KEYS
+    from trading_assets.io.database import prepare_dagster_environment
+
+    publish_lakehouse(url, settings.lakehouse)
+    prepare_dagster_environment(settings, url)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        for key in CATALOG_KEYS:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(key, metadata={"written_by": "trading_assets.catalog (Python API)", **counts})
+            )
+
+
 def _write(settings: Settings, records: list[dict], effective_at: Any, action: str) -> dict[str, int]:
     url = _url(settings)
     moment = to_utc(effective_at) if effective_at is not None else datetime.now(UTC)
     with connect(url) as conn:
         counts = apply_observations(conn, records, moment, "api", action=action)
-        conn.commit()
-    publish_lakehouse(url, settings.lakehouse)
+        _commit_checked(conn, f"{action}_symbols")
+    _publish(settings, url, counts)
     return counts
 
 
@@ -194,9 +222,10 @@ def upsert_exchanges(
         catalog_store.lock_catalog(conn)
         added = catalog_store.append_exchange_observations(conn, exchange_observations_frame(normalised, moment, "api"))
         versions = catalog_store.rederive_exchanges(conn)
-        conn.commit()
-    publish_lakehouse(url, settings.lakehouse)
-    return {"observations": added, "versions": versions}
+        _commit_checked(conn, "upsert_exchanges")
+    counts = {"observations": added, "versions": versions}
+    _publish(settings, url, counts)
+    return counts
 
 
 def upsert_symbols(

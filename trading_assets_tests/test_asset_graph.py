@@ -71,10 +71,10 @@ BAR_CHECKS = [
     "changes_applied", "not_newer_than_prices", "ohlc_consistent", "one_canonical_row_per_bar", "row_counts_exact"
 ]  # fmt: skip
 FAMILY_CHECKS = sorted([*BAR_CHECKS, "canonical_spacing", "coverage"])
-EMA_CHECKS = sorted(
-    ["changes_applied", "ema_values_valid", "ema_within_price_bounds", "coverage", "canonical_spacing"]
-    + ["no_rows_before_seed", "row_counts_exact"]
-)
+EMA_CHECKS = [
+    "canonical_spacing", "changes_applied", "coverage", "ema_values_valid", "ema_within_price_bounds",
+    "no_rows_before_seed", "row_counts_exact",
+]  # fmt: skip
 
 
 def _family(table: str, timeframes: str) -> tuple:

@@ -140,7 +140,7 @@ def test_day_by_day_build_equals_full_rebuild_on_real_data(
         (e.asset_key.path[-1], e.check_name): e
         for e in _bars(platform, ("2020-03-01", "2020-03-01")).get_asset_check_evaluations()
     }
-    assert len(warnings) == 4 * 6 + 2 + 5 * 2 and all(e.passed for e in warnings.values())
+    assert len(warnings) == 4 * 6 + 2 + 5 * 2 + 6 and all(e.passed for e in warnings.values())
     # The bars consumed their marks; the EMAs' wait for the EMA assets.
     marks = conn.execute("select family, count(*) from market.bars_dirty group by 1 order by 1").fetchall()
     assert marks == [(family, 1) for family in sorted(EMA_FAMILIES)]

@@ -15,9 +15,10 @@ import dagster as dg
 import psycopg
 import pytest
 
-from trading_assets.config import PROJECT_ROOT, Settings
+from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, Settings
 from trading_assets.definitions import build_definitions
 from trading_assets.io.database import ready_database_url, stop_embedded
+from trading_assets.orchestration import dagster_instance
 
 BIN = Path(sys.executable).parent
 
@@ -39,18 +40,20 @@ def test_definitions_load_with_expected_assets_and_checks(settings: Settings) ->
     assert ("core_energy/map_model_series", "dim_map_mismatch") in checks
 
 
-def test_dagster_cli_validates_the_code_location(settings: Settings, tmp_path: Path) -> None:
-    # A DAGSTER_HOME of its own: without one, dagster reads the project's PostgreSQL dagster.yaml.
+def test_dagster_tools_work_in_the_project_root_with_no_dagster_environment(settings: Settings) -> None:
+    # As in a fresh clone: no DAGSTER_HOME and no DAGSTER_PG_URL. The instance in the project's dagster.yaml
+    # finds its storage the way the platform finds its database (here: this test's server).
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "DAGSTER_PG_URL")}
     completed = subprocess.run(
-        [str(BIN / "dagster"), "definitions", "validate", "-m", "trading_assets.definitions"],
+        [str(BIN / "dagster"), "definitions", "validate"],
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,
-        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        env=env,
         timeout=180,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "Validation successful" in completed.stdout + completed.stderr
+    assert "Validation successful for code location trading_assets" in completed.stdout + completed.stderr
 
 
 def test_compute_imports_neither_dagster_nor_a_database_driver() -> None:
@@ -104,8 +107,55 @@ mutation Launch($p: ExecutionParams!) {
 }"""
 
 
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchPipelineReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def _wait_for_run(port: int, run_id: str, deadline: float) -> str:
+    status = None
+    while status not in {"SUCCESS", "FAILURE", "CANCELED"}:
+        assert time.monotonic() < deadline, f"run {run_id} still {status}"
+        time.sleep(1)
+        status = _graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}')["runOrError"][
+            "status"
+        ]
+    return status
+
+
+def _launch(port: int, location: str, assets: list[list[str]], tags: dict[str, str]) -> str:
+    launched = _graphql(
+        port,
+        LAUNCH,
+        {
+            "p": {
+                "selector": {
+                    "repositoryLocationName": location,
+                    "repositoryName": "__repository__",
+                    "pipelineName": "__ASSET_JOB",
+                    "assetSelection": [{"path": path} for path in assets],
+                },
+                "mode": "default",
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+            }
+        },
+    )["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
 @pytest.mark.slow
-def test_run_launched_through_the_webserver_materializes_an_asset(cli_env: Settings, conn: psycopg.Connection) -> None:
+def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
+    cli_env: Settings, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trading_assets.cli import main
+
+    monkeypatch.setenv("TRADING_ASSETS_START_DATE", "2019-01-01")
     port = _free_port()
     server = subprocess.Popen(
         [str(BIN / "trading-assets"), "ui", "--port", str(port)],
@@ -131,34 +181,36 @@ def test_run_launched_through_the_webserver_materializes_an_asset(cli_env: Setti
                 pass
             time.sleep(1)
         [location] = entries
-        launched = _graphql(
-            port,
-            LAUNCH,
-            {
-                "p": {
-                    "selector": {
-                        "repositoryLocationName": location["name"],
-                        "repositoryName": "__repository__",
-                        "pipelineName": "__ASSET_JOB",
-                        "assetSelection": [{"path": ["core_energy", "dim_series"]}],
-                    },
-                    "mode": "default",
-                    "executionMetadata": {"tags": [{"key": "source", "value": "e2e-test"}]},
-                }
-            },
-        )["launchPipelineExecution"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
-
-        status = None
-        while status not in {"SUCCESS", "FAILURE", "CANCELED"}:
-            assert time.monotonic() < deadline + 120, f"run {run_id} still {status}"
-            time.sleep(1)
-            status = _graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}')["runOrError"][
-                "status"
-            ]
-        assert status == "SUCCESS"
+        assert location["name"] == "trading_assets"
+        run_id = _launch(port, location["name"], [["core_energy", "dim_series"]], {"source": "e2e-test"})
+        assert _wait_for_run(port, run_id, deadline + 120) == "SUCCESS"
         assert conn.execute("select count(*) from core_energy.dim_series").fetchone()[0] == 8
+
+        # With the daemon up, the CLI's runs go through its queue and are the UI's runs.
+        spy = SAMPLE_DATA_DIR / "prices" / "SPY.csv"
+        assert main(["load", "prices", str(spy), "--symbol", "SPY", "--calendar", "XNYS"]) == 0
+        assert main(["refresh", "--bars", "--start", "2020-01-01", "--end", "2021-03-31"]) == 0
+        with dagster_instance() as instance:
+            [refresh] = instance.get_runs(dg.RunsFilter(job_name="refresh_bars"))
+        reexecuted = _graphql(port, REEXECUTE, {"params": {"parentRunId": refresh.run_id, "strategy": "ALL_STEPS"}})
+        launched = reexecuted["launchPipelineReexecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        assert _wait_for_run(port, launched["run"]["runId"], time.monotonic() + 180) == "SUCCESS"
+
+        # A month damaged behind the platform's back, recomputed by materializing its partition in the UI.
+        good = conn.execute("select close from market.price_bars_1d where trade_date = '2020-06-15'").fetchone()
+        conn.execute(
+            "update market.price_bars_1d set close = close * 2 where trade_date between '2020-06-01' and '2020-07-31'"
+        )
+        run_id = _launch(port, location["name"], [["market", "price_bars_1d"]], {"dagster/partition": "2020-06-01"})
+        assert _wait_for_run(port, run_id, time.monotonic() + 180) == "SUCCESS"
+        assert conn.execute("select close from market.price_bars_1d where trade_date = '2020-06-15'").fetchone() == good
+        july = conn.execute("select close from market.price_bars_1d where trade_date = '2020-07-15'").fetchone()[0]
+        assert (
+            july
+            == 2
+            * conn.execute("select close from market.price_histories where trade_date = '2020-07-15'").fetchone()[0]
+        )  # outside the partition: untouched
     finally:
         os.killpg(server.pid, signal.SIGINT)
         try:

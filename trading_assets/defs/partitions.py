@@ -15,9 +15,9 @@ REBUILD_TAG = "trading_assets/rebuild"
 # Set by a run whose rewrite changed the state the rows after its window continue from: automation then
 # rebuilds those later partitions.
 CARRY_CHANGED_TAG = "trading_assets/carry_changed"
-# Months of slack in the mappings to "every earlier partition", for partitions added while a code location
-# stays loaded.
-_SLACK_MONTHS = 120
+# Months of slack in the mappings to "every earlier partition": the months a code location may stay loaded
+# (each month of offset costs a cron step every time Dagster maps a partition range).
+_SLACK_MONTHS = 12
 
 
 def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:

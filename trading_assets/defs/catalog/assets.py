@@ -73,6 +73,7 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             kinds={"parquet"},
             code_version=CATALOG_CODE_VERSION,
             metadata={"dagster/uri": path.as_uri()},
+            skippable=True,
             description=f"{table.to_user_string()} in the lakehouse, replaced atomically after each committed "
             "write whose blocking checks passed.",
         )
@@ -85,6 +86,7 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 group_name=GROUP,
                 kinds={"postgres"},
                 code_version=CATALOG_CODE_VERSION,
+                skippable=True,
                 description="Exchange versions (country, timezone, crypto or not, trading calendar), derived from "
                 "catalog.exchange_observations and seeded with well-known venues.",
             ),
@@ -94,6 +96,7 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 group_name=GROUP,
                 kinds={"postgres"},
                 code_version=CATALOG_CODE_VERSION,
+                skippable=True,
                 description="Symbol versions [valid_from, valid_until) in UTC, derived from the append-only "
                 "observation log (catalog.symbol_observations); exchanges give their defaults.",
             ),
