@@ -13,12 +13,13 @@ from bench.compute import peak_mib, synthetic_prices
 from bench.pipeline import bench_platform, run_bars, seed_prices, table_sizes
 from trading_assets.compute.ema import alpha, ema
 from trading_assets.config import Settings
+from trading_assets.defs.jobs import REFRESH_EMAS_JOB
 from trading_assets.defs.market.emas import EMA_KEYS
-from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
 from trading_assets.io.ema_store import EMA_FAMILIES, EMA_SOURCES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets.io.postgres import connect, copy_frame, copy_out
-from trading_assets.orchestration import run_assets
+from trading_assets.orchestration import run_job
 
 PERIODS = [9, 10, 21, 50, 100, 200]
 
@@ -66,12 +67,10 @@ def _run_emas(settings: Settings, first: date, last: date) -> tuple[float, dict[
     partitions = monthly_partitions(settings)
     ops = {"__".join(EMA_KEYS[f].path): {"config": {"skip_stale_check": True}} for f in EMA_FAMILIES}
     started = time.perf_counter()
-    summary = run_assets(
-        settings,
-        list(EMA_KEYS.values()),
-        tags=range_tags(*key_range_for_dates(partitions, first, last)),
+    summary = run_job(
+        REFRESH_EMAS_JOB,
+        tags={**range_tags(*key_range_for_dates(partitions, first, last)), REBUILD_TAG: "changed"},
         run_config={"ops": ops},
-        table_checks=False,
     )
     wall = time.perf_counter() - started
     if not summary.success:
@@ -132,8 +131,9 @@ def full_rebuild(assets: int, days: int) -> None:
             packed_limit, long_limit, long_size = _limits(url, family)
             size = sizes[f"{family}_packed"]
             print(
-                f"{family:<28} {metadata['rows']:>11,} {metadata['packed_rows']:>10,} {seconds:>8.2f} "
-                f"{metadata['rows'] / seconds:>10,.0f} {packed_limit:>8.2f} {seconds / packed_limit:>6.2f} "
+                f"{family:<28} {metadata['run_rows_written']:>11,} {metadata['run_packed_rows_written']:>10,} "
+                f"{seconds:>8.2f} {metadata['run_rows_written'] / seconds:>10,.0f} {packed_limit:>8.2f} "
+                f"{seconds / packed_limit:>6.2f} "
                 f"{long_limit:>7.2f} {seconds / long_limit:>6.2f} {size / 2**20:>7.1f} {long_size / 2**20:>9.1f}"
             )
         overhead = wall - inside
@@ -167,7 +167,7 @@ def one_day_refresh(assets: int, years: int) -> None:
             )
         bars_wall, _ = run_bars(settings, end, end)
         ema_wall, per_family = _run_emas(settings, end, end)
-        rows = sum(m["rows"] for m in per_family.values())
+        rows = sum(m["run_rows_written"] for m in per_family.values())
         print(
             f"  {assets} assets with {years} year(s) of history: bars {bars_wall:.1f}s, EMAs {ema_wall:.1f}s "
             f"({rows:,} EMA rows), {bars_wall + ema_wall:.1f}s end to end, peak memory {peak_mib():,.0f} MiB"

@@ -20,12 +20,13 @@ from psycopg import sql
 
 from bench.compute import peak_mib, synthetic_prices
 from trading_assets.config import Settings
-from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
-from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+from trading_assets.defs.jobs import LOAD_PRICES_JOB, REFRESH_BARS_JOB
+from trading_assets.defs.market.assets import BAR_KEYS
+from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
 from trading_assets.io.database import ensure_database, resolve_database_url, with_database
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets.io.postgres import connect, copy_frame, copy_out
-from trading_assets.orchestration import prepare_environment, run_assets
+from trading_assets.orchestration import prepare_environment, run_job
 
 
 @contextmanager
@@ -78,12 +79,11 @@ def run_bars(
     """One Dagster run of the bar families; (wall seconds, {table: (rows, seconds inside the asset)})."""
     partitions = monthly_partitions(settings)
     started = time.perf_counter()
-    # As `refresh` and the daily schedule run them: the table-wide WARN checks run in the validate job.
-    summary = run_assets(
-        settings,
-        [BAR_KEYS[family] for family in families],
-        tags=range_tags(*key_range_for_dates(partitions, first, last)),
-        table_checks=False,
+    # As `refresh` and the daily schedule run them: changed days only; table-wide checks run in validate.
+    summary = run_job(
+        REFRESH_BARS_JOB,
+        assets=[BAR_KEYS[family] for family in families],
+        tags={**range_tags(*key_range_for_dates(partitions, first, last)), REBUILD_TAG: "changed"},
     )
     wall = time.perf_counter() - started
     if not summary.success:
@@ -91,7 +91,7 @@ def run_bars(
     per_table: dict[str, list] = {}
     for asset, _, metadata in summary.materializations:
         table = asset.split("/")[-1]
-        per_table.setdefault(table, [metadata["rows"], metadata["seconds"]])
+        per_table.setdefault(table, [metadata["run_rows_written"], metadata["seconds"]])
     return wall, {t: (r, s) for t, (r, s) in per_table.items()}
 
 
@@ -145,16 +145,14 @@ def shared_files_rebuild(index: Path) -> None:
         partitions = monthly_partitions(settings)
         keys = partitions.get_partition_keys()
         started = time.perf_counter()
-        loaded = run_assets(
-            settings,
-            [PRICE_HISTORIES],
+        loaded = run_job(
+            LOAD_PRICES_JOB,
             tags=range_tags(keys[0], keys[-1]),
             run_config={"ops": {"market__price_histories": {"config": {"files": specs}}}},
-            table_checks=False,
         )
         if not loaded.success:
             raise RuntimeError(f"load failed: {loaded.errors}")
-        rows = loaded.materializations[0][2]["rows"]
+        rows = loaded.materializations[0][2]["run_rows"]
         print(f"loaded {rows:,} price rows in {time.perf_counter() - started:.1f}s")
         report_rebuild(settings, url, date.fromisoformat(keys[0]), date.fromisoformat(keys[-1]))
 

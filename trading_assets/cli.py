@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from trading_assets.config import SAMPLE_DATA_DIR, ConfigError, Settings
+from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, ConfigError, Settings
 from trading_assets.errors import InputError
 
 
@@ -366,8 +366,9 @@ def _ui(settings: Settings, port: int) -> int:
     command = [
         str(Path(sys.executable).with_name("dagster")),
         "dev",
-        "-m",
-        "trading_assets.definitions",
+        # The workspace names the code location as the CLI's runs do (trading_assets).
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
         "-h",
         "127.0.0.1",
         "-p",

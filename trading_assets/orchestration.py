@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,12 +140,17 @@ def run_job(
     *,
     tags: Mapping[str, str] | None = None,
     run_config: Mapping[str, Any] | None = None,
+    assets: Iterable[dg.AssetKey] | None = None,
     poll_seconds: float = 1.0,
 ) -> RunSummary:
-    """Run the named job of the code location on the configured instance and wait for it to finish."""
+    """Run the named job of the code location (only `assets` of it, if given) on the configured instance and
+    wait for it to finish."""
     recon_job = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT)
     ).get_reconstructable_job(job_name)
+    selection = frozenset(assets) if assets is not None else None
+    if selection is not None:
+        recon_job = recon_job.get_subset(asset_selection=selection)
     job_def = recon_job.get_definition()
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(code_location_origin(), _REPOSITORY), job_name)
     with dagster_instance() as instance:
@@ -155,6 +160,7 @@ def run_job(
             tags={**job_def.tags, **(tags or {})},
             remote_job_origin=origin,
             job_code_origin=recon_job.get_python_origin(),
+            asset_selection=selection,
         )
         queued = queue_is_served(instance)
         if queued:

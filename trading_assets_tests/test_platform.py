@@ -189,7 +189,7 @@ def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
         # With the daemon up, the CLI's runs go through its queue and are the UI's runs.
         spy = SAMPLE_DATA_DIR / "prices" / "SPY.csv"
         assert main(["load", "prices", str(spy), "--symbol", "SPY", "--calendar", "XNYS"]) == 0
-        assert main(["refresh", "--bars", "--start", "2020-01-01", "--end", "2021-03-31"]) == 0
+        assert main(["refresh", "--bars", "--start", "2019-01-01", "--end", "2021-03-31"]) == 0
         with dagster_instance() as instance:
             [refresh] = instance.get_runs(dg.RunsFilter(job_name="refresh_bars"))
         reexecuted = _graphql(port, REEXECUTE, {"params": {"parentRunId": refresh.run_id, "strategy": "ALL_STEPS"}})
