@@ -150,7 +150,12 @@ def run_job(
     ).get_reconstructable_job(job_name)
     selection = frozenset(assets) if assets is not None else None
     if selection is not None:
-        recon_job = recon_job.get_subset(asset_selection=selection)
+        # A subset keeps the job's own checks of those assets (it would otherwise take every check of them).
+        checks = recon_job.get_definition().asset_layer.asset_graph.asset_check_keys
+        recon_job = recon_job.get_subset(
+            asset_selection=selection,
+            asset_check_selection=frozenset(check for check in checks if check.asset_key in selection),
+        )
     job_def = recon_job.get_definition()
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(code_location_origin(), _REPOSITORY), job_name)
     with dagster_instance() as instance:

@@ -37,8 +37,10 @@ from trading_assets.defs.market.rebuild import (
     EndStates,
     FamilyRun,
     announce_requeued,
+    changes_applied_spec,
     derived_series,
     market_freshness_policy,
+    materialization,
     selected_checks,
     settle,
     start_family_run,
@@ -111,11 +113,6 @@ INVARIANT_CHECKS = {
     "one_canonical_row_per_bar": "no bar has two canonical rows (daily bars: no repeated bar_seq)",
     "not_newer_than_prices": "every bar row written stands on a date with a loaded price",
 }
-CHANGES_APPLIED = "changes_applied"
-CHANGES_APPLIED_TEXT = (
-    "no change (load, revision, dimension edit) waits for this table after the run (market.bars_dirty); "
-    "a WARN lists what waits and why: before the run's window, after it, or left out by asset selection"
-)
 
 
 def invariant_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -124,25 +121,8 @@ def invariant_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
             dg.AssetCheckSpec(name, asset=key, blocking=True, description=text)
             for name, text in INVARIANT_CHECKS.items()
         ),
-        dg.AssetCheckSpec(CHANGES_APPLIED, asset=key, description=CHANGES_APPLIED_TEXT),
+        changes_applied_spec(key),
     ]
-
-
-def changes_applied_result(conn: psycopg.Connection, family: str) -> dg.AssetCheckResult:
-    """WARN while changes wait for `family` (its name in market.bars_dirty)."""
-    waiting = market_store.pending_marks(conn, family)
-    symbols = market_store.symbols_of(conn, sorted(waiting)[:20])
-    return dg.AssetCheckResult(
-        check_name=CHANGES_APPLIED,
-        passed=not waiting,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "assets_waiting": len(waiting),
-            "waiting_since": dg.MetadataValue.json(
-                {symbol: str(waiting[a]) for a, symbol in zip(sorted(waiting)[:20], symbols, strict=True)}
-            ),
-        },
-    )
 
 
 # Daily rows per rebuild chunk: bounds memory to one chunk's snapshots of every timeframe (about 2 GB).
@@ -150,16 +130,14 @@ _CHUNK_DAILY_ROWS = 400_000
 
 
 class BarTally:
-    """Rows written, date range and invariant violations over the chunks of one run."""
+    """Date range, a sample and invariant violations of the rows one run writes, over its chunks."""
 
     def __init__(self) -> None:
-        self.rows = 0
         self.violations: Counter[str] = Counter()
         self.dates: list[date] = []
         self.sample: list[pl.DataFrame] = []
 
-    def add(self, conn: psycopg.Connection, bars: pl.DataFrame, written: int) -> None:
-        self.rows += written
+    def add(self, conn: psycopg.Connection, bars: pl.DataFrame) -> None:
         self.violations.update(invariant_violations(bars))
         self.violations["rows_without_prices"] += market_store.rows_without_prices(conn, bars)
         if bars.height:
@@ -348,15 +326,15 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                     {"asset_id": list(chunk), "from_date": list(chunk.values())},
                     schema={"asset_id": pl.Int64, "from_date": pl.Date},
                 ).with_columns(tf=pl.lit(market_store.DAILY_TF))
-                written = market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS, run.window.end)
+                market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS, run.window.end)
                 market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
                 repairs += repaired.height
-                tally.add(conn, bars, written)
+                tally.add(conn, bars)
                 run.record_written(bars)
             settle(conn, run, ends.changed(conn))
             for family in [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]:
                 market_store.mark_dirty(conn, family, run.plan.starts)
-            outcome = _finish(context, conn, run, tally, table, "1d", {"repairs": repairs}, started)
+            outcome = _finish(context, conn, run, tally, table, {"repairs": repairs}, started)
         announce_requeued(context, run)
         yield from outcome
 
@@ -385,14 +363,14 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 ends = EndStates(conn, run, sql.SQL(table), "price_bars_1d", labels, columns, last_day)
                 tally = BarTally()
                 for chunk in asset_chunks(conn, "price_bars_1d", run.plan.starts, run.window.end):
-                    written, bars = _rebuild_family(conn, family, timeframes, retired, chunk, run.window.end)
-                    tally.add(conn, bars, written)
+                    bars = _rebuild_family(conn, family, timeframes, retired, chunk, run.window.end)
+                    tally.add(conn, bars)
                     run.record_written(bars)
                 settle(conn, run, ends.changed(conn))
                 for emas in ema_store.EMAS_OF_BARS[family]:
                     market_store.mark_dirty(conn, emas, run.plan.starts)
                 extra = {"timeframes": ", ".join(labels)}
-                outcome = _finish(context, conn, run, tally, table, family, extra, started)
+                outcome = _finish(context, conn, run, tally, table, extra, started)
             announce_requeued(context, run)
             yield from outcome
 
@@ -407,30 +385,17 @@ def _finish(
     run: FamilyRun,
     tally: BarTally,
     table: str,
-    family: str,
     extra: dict,
     started: float,
 ) -> list[dg.AssetCheckResult | dg.MaterializeResult]:
     """What the run reports once its transaction ends: when a blocking invariant failed, the rollback (no
-    materialization: the previous rows and the queue stay) and the failed checks; otherwise the run per
-    partition and as a whole."""
+    materialization: the previous rows and the queue stay) and the failed checks; otherwise the run."""
     if tally.failed:
         conn.rollback()
         run.requeued = set()
         return selected_checks(context, tally.check_results())
-    report_partitions(context, conn, table, run.written_by_month)
-    return [
-        dg.MaterializeResult(
-            metadata={
-                **table_metadata(conn, table, row_counts.table_rows(conn, table)),
-                **run.metadata(),
-                **tally.metadata(),
-                **extra,
-                "seconds": round(time.perf_counter() - started, 3),
-            },
-            check_results=selected_checks(context, [*tally.check_results(), changes_applied_result(conn, family)]),
-        )
-    ]
+    metadata = {**tally.metadata(), **extra, "seconds": round(time.perf_counter() - started, 3)}
+    return [materialization(context, conn, run, table, metadata, tally.check_results())]
 
 
 def _family_columns(family: str) -> list[str]:
@@ -444,16 +409,16 @@ def _rebuild_family(
     retired: list[str],
     starts: dict[int, date],
     end: date,
-) -> tuple[int, pl.DataFrame]:
+) -> pl.DataFrame:
     """Rewrite each asset's bars of every timeframe from its start date to `end`; rows of retired timeframes
-    in that span are removed. Returns (rows written, the rows).
+    in that span are removed. Returns the rows written.
 
     Only daily rows from the start date on are read: a bar in progress continues from its last stored
     snapshot row (the carry). Stored rows before the start are right, since a snapshot depends on nothing
     later than its own date, so a one-day refresh costs one day whatever the history behind it.
     """
     if not starts:
-        return 0, pl.DataFrame(schema=_EMPTY_BARS)
+        return pl.DataFrame(schema=_EMPTY_BARS)
     context = market_store.daily_context(conn, starts)
     rewrite_from = context.select("asset_id", "from_date").join(
         pl.DataFrame({"tf": [t.label for t in timeframes] + retired}, schema={"tf": pl.String}), how="cross"
@@ -483,7 +448,8 @@ def _rebuild_family(
     columns = _family_columns(family)
     if daily.is_empty() or not timeframes:
         empty = pl.DataFrame(schema=_EMPTY_BARS)
-        return market_store.replace_bars(conn, family, empty, rewrite_from, [], end), empty
+        market_store.replace_bars(conn, family, empty, rewrite_from, [], end)
+        return empty
     years = max((t.n for t in timeframes if t.unit == "Y"), default=1)
     sessions = session_table(
         daily["calendar"].unique().to_list(),
@@ -495,4 +461,5 @@ def _rebuild_family(
         build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
         frames.append(with_bar_times(build(daily, timeframe, sessions, carry), assets))
     bars = pl.concat(frames)
-    return market_store.replace_bars(conn, family, bars, rewrite_from, columns, end), bars
+    market_store.replace_bars(conn, family, bars, rewrite_from, columns, end)
+    return bars

@@ -29,11 +29,8 @@ from trading_assets.compute.rebuild import restrict
 from trading_assets.config import Settings
 from trading_assets.defs.market.assets import (
     BAR_KEYS,
-    CHANGES_APPLIED,
-    CHANGES_APPLIED_TEXT,
     BarsConfig,
     asset_chunks,
-    changes_applied_result,
     family_timeframes,
 )
 from trading_assets.defs.market.assets import (
@@ -43,15 +40,17 @@ from trading_assets.defs.market.dimensions import DIM_EMA_PERIOD, DIM_TIMEFRAME,
 from trading_assets.defs.market.rebuild import (
     EndStates,
     announce_requeued,
+    changes_applied_spec,
     derived_series,
+    materialization,
     selected_checks,
     settle,
     start_family_run,
 )
 from trading_assets.defs.partitions import partitions_end
 from trading_assets.defs.resources import Warehouse
-from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
-from trading_assets.io import ema_store, market_store, row_counts
+from trading_assets.defs.table_metadata import preview
+from trading_assets.io import ema_store, market_store
 
 EMA_KEYS = {family: dg.AssetKey([MARKET_GROUP, family]) for family in ema_store.EMA_FAMILIES}
 EMAS_CODE_VERSION = "4"
@@ -238,7 +237,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                     dg.AssetCheckSpec(name, asset=key, blocking=name == "ema_values_valid", description=text)
                     for name, text in EMA_CHECKS.items()
                 ),
-                dg.AssetCheckSpec(CHANGES_APPLIED, asset=key, description=CHANGES_APPLIED_TEXT),
+                changes_applied_spec(key),
             ],
             code_version=EMAS_CODE_VERSION,
             description=f"EMAs of every active period (market.dim_ema_period) over the {family} timeframes: "
@@ -284,17 +283,13 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                     conn.commit()
                     outcome = selected_checks(context, tally.check_results())
                 else:
-                    report_partitions(context, conn, table, run.written_by_month)
                     metadata = {
-                        **table_metadata(conn, table, row_counts.table_rows(conn, table)),
-                        **run.metadata(),
                         **tally.metadata(),
                         "stale_assets_waiting": dg.MetadataValue.json(market_store.symbols_of(conn, stale)),
                         "periods": ", ".join(map(str, periods)),
                         "seconds": round(time.perf_counter() - started, 3),
                     }
-                    checks = selected_checks(context, [*tally.check_results(), changes_applied_result(conn, family)])
-                    outcome = [dg.MaterializeResult(metadata=metadata, check_results=checks)]
+                    outcome = [materialization(context, conn, run, table, metadata, tally.check_results())]
             announce_requeued(context, run)
             yield from outcome
 

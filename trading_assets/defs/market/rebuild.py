@@ -26,7 +26,10 @@ from trading_assets.defs.partitions import (
     recomputes_window,
     run_window,
 )
+from trading_assets.defs.table_metadata import report_partitions, table_metadata
 from trading_assets.io import market_store, row_counts
+
+CHANGES_APPLIED = "changes_applied"
 
 
 @dataclass
@@ -200,3 +203,46 @@ def selected_checks(
     """The results of the checks this run selected (a run may leave some out)."""
     key = context.assets_def.key
     return [r for r in results if dg.AssetCheckKey(key, r.check_name) in context.selected_asset_check_keys]
+
+
+def changes_applied_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        CHANGES_APPLIED,
+        asset=key,
+        description="no change (load, revision, dimension edit) waits for this table after the run "
+        "(market.bars_dirty); a WARN lists what waits: changes before the run's window, after it, left out by "
+        "asset selection or held back (EMAs on stale bars)",
+    )
+
+
+def _changes_applied(conn: psycopg.Connection, family: str) -> dg.AssetCheckResult:
+    waiting = market_store.pending_marks(conn, family)
+    shown = sorted(waiting)[:20]
+    return dg.AssetCheckResult(
+        check_name=CHANGES_APPLIED,
+        passed=not waiting,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "assets_waiting": len(waiting),
+            "waiting_since": dg.MetadataValue.json(
+                {symbol: str(waiting[a]) for a, symbol in zip(shown, market_store.symbols_of(conn, shown), strict=True)}
+            ),
+        },
+    )
+
+
+def materialization(
+    context: dg.AssetExecutionContext,
+    conn: psycopg.Connection,
+    run: FamilyRun,
+    table: str,
+    metadata: dict[str, object],
+    checks: list[dg.AssetCheckResult],
+) -> dg.MaterializeResult:
+    """The materialization of a run that keeps its writes: per partition, rows written and rows now; for the
+    run, the table, what it rewrote and what still waits."""
+    report_partitions(context, conn, table, run.written_by_month)
+    return dg.MaterializeResult(
+        metadata={**table_metadata(conn, table, row_counts.table_rows(conn, table)), **run.metadata(), **metadata},
+        check_results=selected_checks(context, [*checks, _changes_applied(conn, run.family)]),
+    )
