@@ -18,12 +18,13 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.execution.api import execute_run
+from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.remote_origin import (
     ManagedGrpcPythonEnvCodeLocationOrigin,
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
+from dagster._core.snap import snapshot_from_execution_plan
 from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._daemon.controller import get_daemon_statuses
@@ -149,23 +150,37 @@ def run_job(
         DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT)
     ).get_reconstructable_job(job_name)
     selection = frozenset(assets) if assets is not None else None
+    check_selection = None
     if selection is not None:
         # A subset keeps the job's own checks of those assets (it would otherwise take every check of them).
         checks = recon_job.get_definition().asset_layer.asset_graph.asset_check_keys
-        recon_job = recon_job.get_subset(
-            asset_selection=selection,
-            asset_check_selection=frozenset(check for check in checks if check.asset_key in selection),
-        )
+        check_selection = frozenset(check for check in checks if check.asset_key in selection)
+        recon_job = recon_job.get_subset(asset_selection=selection, asset_check_selection=check_selection)
     job_def = recon_job.get_definition()
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(code_location_origin(), _REPOSITORY), job_name)
+    run_config = {**QUIET_LOGS, **(run_config or {})}
+    tags = {**job_def.tags, **(tags or {})}
     with dagster_instance() as instance:
-        run = instance.create_run_for_job(
-            job_def=job_def,
-            run_config={**QUIET_LOGS, **(run_config or {})},
-            tags={**job_def.tags, **(tags or {})},
+        plan = create_execution_plan(recon_job, run_config=run_config, instance_ref=instance.get_ref(), tags=tags)
+        run = instance.create_run(
+            job_name=job_name,
+            run_id=None,
+            run_config=run_config,
+            resolved_op_selection=None,
+            step_keys_to_execute=plan.step_keys_to_execute,
+            status=None,
+            op_selection=None,
+            root_run_id=None,
+            parent_run_id=None,
+            tags=tags,
+            job_snapshot=job_def.get_job_snapshot(),
+            execution_plan_snapshot=snapshot_from_execution_plan(plan, job_def.get_job_snapshot_id()),
+            parent_job_snapshot=job_def.get_parent_job_snapshot(),
+            asset_selection=selection,
+            asset_check_selection=check_selection,
             remote_job_origin=origin,
             job_code_origin=recon_job.get_python_origin(),
-            asset_selection=selection,
+            asset_graph=job_def.asset_layer.asset_graph,
         )
         queued = queue_is_served(instance)
         if queued:

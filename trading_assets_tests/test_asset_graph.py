@@ -12,9 +12,9 @@ import pytest
 from dagster._core.definitions.partitions.mapping import SpecificPartitionsPartitionMapping
 
 from trading_assets.config import Settings
+from trading_assets.defs.jobs import TABLE_CHECKS
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_EMA_PERIOD, DIM_TIMEFRAME
-from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.defs.market.emas import EMA_KEYS
 from trading_assets.defs.market.row_count_checks import ROW_COUNT_CHECKS
 from trading_assets.io.ema_store import EMA_FAMILIES
@@ -25,7 +25,7 @@ BTC = SHARED_DATA / "daily" / "binance_BTCUSDT_1d.csv"
 needs_shared = pytest.mark.skipif(not BTC.exists(), reason="../shared/data is not beside the project")
 BARS = dg.AssetSelection.assets(*BAR_KEYS.values())
 EMAS = dg.AssetSelection.assets(*EMA_KEYS.values())
-MARKET = (BARS | EMAS) - dg.AssetSelection.checks(FRESHNESS_GATE)
+MARKET = (BARS | EMAS) - TABLE_CHECKS  # as the refresh jobs run them
 DIMENSIONS = dg.AssetSelection.assets(DIM_ASSETS, DIM_TIMEFRAME, DIM_EMA_PERIOD)
 EMA_OPS = {f"market__{family}": {"skip_stale_check": True} for family in EMA_FAMILIES}
 
@@ -340,7 +340,7 @@ def test_a_rolled_back_run_records_no_materialization_and_the_asset_turns_late(
         platform = Platform(Settings.from_env(), instance)
         _load(platform, _write(tmp_path / "x.csv", _daily_rows(date(2026, 11, 1), 20)), month)
         with freeze_time(first_day):
-            assert platform.run(BARS - dg.AssetSelection.checks(FRESHNESS_GATE), partition_range=month).success
+            assert platform.run(BARS - TABLE_CHECKS, partition_range=month).success
         # The next morning's run meets daily bars whose high fell below their low: its writes are rolled back.
         conn.execute("update market.price_bars_1d set high = low / 2 where trade_date >= '2026-11-10'")
         conn.execute("insert into market.bars_dirty values ('multi_tf', 1, '2026-11-10')")

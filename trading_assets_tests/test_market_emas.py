@@ -13,6 +13,7 @@ import pytest
 import talib
 
 from trading_assets.config import Settings
+from trading_assets.defs.jobs import TABLE_CHECKS
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.defs.market.emas import EMA_KEYS, stale_assets
@@ -21,7 +22,8 @@ from trading_assets_tests.conftest import SHARED_DATA, Platform
 
 BTC = SHARED_DATA / "daily" / "binance_BTCUSDT_1d.csv"
 needs_shared = pytest.mark.skipif(not BTC.exists(), reason="../shared/data is not beside the project")
-MARKET = dg.AssetSelection.assets(*BAR_KEYS.values(), *EMA_KEYS.values()) - dg.AssetSelection.checks(FRESHNESS_GATE)
+# As the refresh jobs run them: the table-wide checks run in the validate job.
+MARKET = dg.AssetSelection.assets(*BAR_KEYS.values(), *EMA_KEYS.values()) - TABLE_CHECKS
 
 
 @pytest.fixture
@@ -117,9 +119,9 @@ def test_d20_d21_day_by_day_and_a_late_revision_equal_a_full_rebuild_and_the_uni
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
     rows = _btc_rows("2019-06-01", "2020-03-10")
-    _load(platform, _write(tmp_path / "base.csv", rows[:-4]), ("2019-06-01", "2020-03-01"))
+    _load(platform, _write(tmp_path / "base.csv", rows[:-3]), ("2019-06-01", "2020-03-01"))
     assert _build(platform, ("2019-06-01", "2020-03-01")).success
-    for number, row in enumerate(rows[-4:]):  # four more days, one run each
+    for number, row in enumerate(rows[-3:]):  # three more days, one run each
         _load(platform, _write(tmp_path / f"day{number}.csv", [row]), ("2020-03-01", "2020-03-01"))
         assert _build(platform, ("2020-03-01", "2020-03-01")).success
     day_by_day = _emas(conn)

@@ -54,6 +54,11 @@ def test_dagster_tools_work_in_the_project_root_with_no_dagster_environment(sett
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "Validation successful for code location trading_assets" in completed.stdout + completed.stderr
+    checked = subprocess.run(
+        [str(BIN / "dg"), "check", "defs"], capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=180
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
 
 
 def test_compute_imports_neither_dagster_nor_a_database_driver() -> None:
@@ -151,7 +156,7 @@ def _launch(port: int, location: str, assets: list[list[str]], tags: dict[str, s
 
 @pytest.mark.slow
 def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
-    cli_env: Settings, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+    cli_env: Settings, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     from trading_assets.cli import main
 
@@ -189,10 +194,13 @@ def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
         # With the daemon up, the CLI's runs go through its queue and are the UI's runs.
         spy = SAMPLE_DATA_DIR / "prices" / "SPY.csv"
         assert main(["load", "prices", str(spy), "--symbol", "SPY", "--calendar", "XNYS"]) == 0
+        assert "queued for the daemon" in capsys.readouterr().out
         assert main(["refresh", "--bars", "--start", "2019-01-01", "--end", "2021-03-31"]) == 0
+        out = capsys.readouterr().out
+        refresh_id = out.split("(run ")[-1].split(")")[0]
         with dagster_instance() as instance:
-            [refresh] = instance.get_runs(dg.RunsFilter(job_name="refresh_bars"))
-        reexecuted = _graphql(port, REEXECUTE, {"params": {"parentRunId": refresh.run_id, "strategy": "ALL_STEPS"}})
+            assert instance.get_run_by_id(refresh_id).job_name == "refresh_bars"
+        reexecuted = _graphql(port, REEXECUTE, {"params": {"parentRunId": refresh_id, "strategy": "ALL_STEPS"}})
         launched = reexecuted["launchPipelineReexecution"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         assert _wait_for_run(port, launched["run"]["runId"], time.monotonic() + 180) == "SUCCESS"

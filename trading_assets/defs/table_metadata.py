@@ -6,8 +6,6 @@ import dagster as dg
 import polars as pl
 import psycopg
 
-from trading_assets.io import row_counts
-
 _PREVIEW_ROWS = 3
 
 
@@ -51,18 +49,18 @@ def preview(frame: pl.DataFrame, title: str = "rows") -> dg.MetadataValue:
     return dg.MetadataValue.md(shown.to_pandas().to_markdown(index=False))
 
 
-def report_partitions(
-    context: dg.AssetExecutionContext, conn: psycopg.Connection, table: str, written: pl.DataFrame
-) -> None:
-    """Per partition of the run: rows written into it and its rows now (`written`: month, rows). The first
+def report_partitions(context: dg.AssetExecutionContext, rows: pl.DataFrame, written: pl.DataFrame) -> None:
+    """Per partition of the run: its rows now and the rows written into it (frames of month, rows). The first
     partition also holds every earlier date."""
     first = date.fromisoformat(context.assets_def.partitions_def.get_first_partition_key())
-    counts = row_counts.rows_by_partition(conn, table, first)
-    folded = written.group_by(month=pl.max_horizontal("month", pl.lit(first))).agg(pl.col("rows").sum())
-    by_month = dict(folded.iter_rows())
+
+    def by_partition(frame: pl.DataFrame) -> dict[date, int]:
+        folded = frame.group_by(month=pl.max_horizontal("month", pl.lit(first))).agg(pl.col("rows").sum())
+        return dict(folded.iter_rows())
+
+    now, new = by_partition(rows), by_partition(written)
     for key in context.partition_keys:
         month = date.fromisoformat(key)
         context.add_asset_metadata(
-            {"dagster/partition_row_count": counts.get(month, 0), "rows_written": by_month.get(month, 0)},
-            partition_key=key,
+            {"dagster/partition_row_count": now.get(month, 0), "rows_written": new.get(month, 0)}, partition_key=key
         )

@@ -3,8 +3,6 @@ transaction so that runs report exact sizes without counting millions of rows.""
 
 from __future__ import annotations
 
-from datetime import date
-
 import polars as pl
 import psycopg
 
@@ -13,16 +11,12 @@ from trading_assets.io.postgres import filled_scratch_table
 MONTH_ROWS = {"month": pl.Date, "rows": pl.Int64}
 
 
-def rows_by_month(frame: pl.DataFrame, weight: str | None = None) -> pl.DataFrame:
-    """(month, rows) of `frame` by its trade_date; `weight`: a column counting rows per frame row."""
+def rows_by_month(frame: pl.DataFrame, weight: str | None = None, day: str = "trade_date") -> pl.DataFrame:
+    """(month, rows) of `frame` by its `day` column; `weight`: a column counting rows per frame row."""
     if frame.is_empty():
         return pl.DataFrame(schema=MONTH_ROWS)
     count = pl.col(weight).sum() if weight else pl.len()
-    return (
-        frame.group_by(month=pl.col("trade_date").dt.truncate("1mo"))
-        .agg(rows=count.cast(pl.Int64))
-        .select(list(MONTH_ROWS))
-    )
+    return frame.group_by(month=pl.col(day).dt.truncate("1mo")).agg(rows=count.cast(pl.Int64)).select(list(MONTH_ROWS))
 
 
 def record_changes(conn: psycopg.Connection, table: str, added: pl.DataFrame, removed: pl.DataFrame) -> None:
@@ -49,14 +43,13 @@ def record_changes(conn: psycopg.Connection, table: str, added: pl.DataFrame, re
     )
 
 
-def rows_by_partition(conn: psycopg.Connection, table: str, first_month: date) -> dict[date, int]:
-    """Rows of `table` per month, the months before `first_month` counted in it (the first partition holds
-    every earlier date)."""
-    rows = conn.execute(
-        "select greatest(month, %s), sum(rows)::bigint from ops.partition_rows where table_name = %s group by 1",
-        (first_month, table),
-    ).fetchall()
-    return dict(rows)
+def rows_per_month(conn: psycopg.Connection, table: str) -> pl.DataFrame:
+    """(month, rows) of `table` as its writers counted them."""
+    return pl.DataFrame(
+        conn.execute("select month, rows from ops.partition_rows where table_name = %s", (table,)).fetchall(),
+        schema=MONTH_ROWS,
+        orient="row",
+    )
 
 
 def table_rows(conn: psycopg.Connection, table: str) -> int:

@@ -183,3 +183,13 @@ def followers_digest(conn: psycopg.Connection) -> str:
         "select md5(coalesce(string_agg(view_schema || '.' || view_name, ',' order by view_schema, view_name), '')) "
         "from core_energy.wide_view_followers"
     ).fetchone()[0]
+
+
+def observations_per_month(conn: psycopg.Connection) -> pl.DataFrame:
+    """(month, rows) of core_energy.fact_series_value (a small table: counted)."""
+    return read_frame(
+        conn,
+        "select date_trunc('month', obs_date)::date as month, count(*)::bigint as rows "
+        "from core_energy.fact_series_value group by 1",
+        schema={"month": pl.Date, "rows": pl.Int64},
+    )

@@ -34,12 +34,12 @@ from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import EXCHANGES, SYMBOLS
 from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_TIMEFRAME, timeframes_of
 from trading_assets.defs.market.rebuild import (
+    MARKET_FRESHNESS,
     EndStates,
     FamilyRun,
     announce_requeued,
     changes_applied_spec,
     derived_series,
-    market_freshness_policy,
     materialization,
     selected_checks,
     settle,
@@ -255,7 +255,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         group_name=GROUP,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        freshness_policy=market_freshness_policy(),
+        freshness_policy=MARKET_FRESHNESS,
         deps=[DIM_ASSETS, SYMBOLS, EXCHANGES],
         kinds={"postgres", "polars"},
         code_version=PRICES_CODE_VERSION,
@@ -281,7 +281,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 if results
                 else pl.DataFrame(schema={"trade_date": pl.Date, "asset_id": pl.Int64})
             )
-            report_partitions(context, conn, table, row_counts.rows_by_month(loaded))
+            report_partitions(context, row_counts.rows_per_month(conn, table), row_counts.rows_by_month(loaded))
             described = table_metadata(conn, table, row_counts.table_rows(conn, table))
         totals = {key: sum(r[key] for r in results) for key in ("rows", "inserted", "revised", "unchanged", "rejects")}
         return dg.MaterializeResult(

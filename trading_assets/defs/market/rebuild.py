@@ -149,10 +149,9 @@ def follow_history(key: dg.AssetKey) -> dg.AutomationCondition:
     ).with_label("follow_history")
 
 
-def market_freshness_policy() -> dg.FreshnessPolicy:
-    """Refreshed after the day's closes (crypto 00:00 UTC, US equities 21:00 UTC): by 07:00 UTC, by a run
-    that started after 01:00 UTC. The daily schedule runs at 06:00."""
-    return dg.FreshnessPolicy.cron(deadline_cron="0 7 * * *", lower_bound_delta=timedelta(hours=6))
+# Refreshed after the day's closes (crypto 00:00 UTC, US equities 21:00 UTC): by 07:00 UTC, by a run that
+# started after 01:00 UTC. The daily schedule runs at 06:00.
+MARKET_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 7 * * *", lower_bound_delta=timedelta(hours=6))
 
 
 def derived_series(
@@ -183,7 +182,7 @@ def derived_series(
                 group_name=key.path[0],
                 kinds={"postgres", "polars"},
                 code_version=code_version,
-                freshness_policy=market_freshness_policy(),
+                freshness_policy=MARKET_FRESHNESS,
                 automation_condition=follow_history(key),
                 description=description,
                 # A run whose writes are rolled back reports its failed checks and no materialization.
@@ -241,7 +240,7 @@ def materialization(
 ) -> dg.MaterializeResult:
     """The materialization of a run that keeps its writes: per partition, rows written and rows now; for the
     run, the table, what it rewrote and what still waits."""
-    report_partitions(context, conn, table, run.written_by_month)
+    report_partitions(context, row_counts.rows_per_month(conn, table), run.written_by_month)
     return dg.MaterializeResult(
         metadata={**table_metadata(conn, table, row_counts.table_rows(conn, table)), **run.metadata(), **metadata},
         check_results=selected_checks(context, [*checks, _changes_applied(conn, run.family)]),

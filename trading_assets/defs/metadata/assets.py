@@ -13,9 +13,10 @@ from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.partitions import partitions_end, run_window
 from trading_assets.defs.resources import Warehouse
-from trading_assets.defs.table_metadata import preview, table_metadata
+from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
 from trading_assets.errors import raise_if_any
 from trading_assets.io import series_store
+from trading_assets.io.row_counts import rows_by_month
 from trading_assets.sources.series_files import read_observation_batch, read_series_config
 
 GROUP = "core_energy"
@@ -115,6 +116,9 @@ def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             present = in_window.drop_nulls("value")
             counts = series_store.upsert_observations(conn, present)
             described = table_metadata(conn, "core_energy.fact_series_value")
+            report_partitions(
+                context, series_store.observations_per_month(conn), rows_by_month(present, day="obs_date")
+            )
         return dg.MaterializeResult(
             metadata={
                 **described,
