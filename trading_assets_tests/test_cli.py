@@ -11,7 +11,7 @@ from trading_assets.cli import main
 from trading_assets.config import Settings
 from trading_assets.defs.ops.alerts import build_alert_sensors
 from trading_assets.orchestration import dagster_instance
-from trading_assets_tests.conftest import SAMPLE_MACRO
+from trading_assets_tests.conftest import REEXECUTE, SAMPLE_MACRO
 
 
 def _dagster_runs(dagster_storage_url: str) -> list[tuple[str, str]]:
@@ -199,16 +199,6 @@ def test_d23_emas_refuse_stale_bars_unless_skipped_or_all(
     )
     assert main(["refresh", "--all"]) == 0  # from the earliest waiting change; bars first, so no gate
     assert conn.execute(built).fetchall() == [("FRESH",), ("OLD",)]
-
-
-REEXECUTE = """
-mutation Reexecute($params: ReexecutionParams!) {
-  launchPipelineReexecution(reexecutionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
 
 
 def test_a_cli_refresh_is_one_run_of_a_named_job_that_the_ui_can_reexecute(

@@ -19,6 +19,7 @@ from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, Settings
 from trading_assets.definitions import build_definitions
 from trading_assets.io.database import ready_database_url, stop_embedded
 from trading_assets.orchestration import dagster_instance
+from trading_assets_tests.conftest import REEXECUTE
 
 BIN = Path(sys.executable).parent
 
@@ -105,16 +106,6 @@ def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
 LAUNCH = """
 mutation Launch($p: ExecutionParams!) {
   launchPipelineExecution(executionParams: $p) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
-
-
-REEXECUTE = """
-mutation Reexecute($params: ReexecutionParams!) {
-  launchPipelineReexecution(reexecutionParams: $params) {
     __typename
     ... on LaunchRunSuccess { run { runId } }
     ... on PythonError { message }
