@@ -142,11 +142,17 @@ def test_run_failure_sensor_alerts_and_a_dead_listener_does_not_break_it(
     first, second = failed_run(), failed_run()
     sense(first, f"{listener.url}/hook")
     sense(first, f"{listener.url}/hook")  # the same failure seen again (by the CLI, or a sensor restart)
-    sense(second, f"http://127.0.0.1:{_closed_port()}/hook")
+    sense(second, f"{listener.url}/hook")  # the same condition again within the quiet period: grouped
     [(_, body)] = listener.received
     assert body["severity"] == "ERROR" and body["title"] == "Run failed: __ephemeral_asset_job__"
-    assert first.run_id in body["body"]
-    assert [row[:3] for row in _alerts(conn)] == [("ERROR", "webhook", "sent"), ("ERROR", "webhook", "failed")]
+    assert first.run_id in body["body"] and "/nonexistent/prices.csv" in body["body"]
+    platform.settings = replace(platform.settings, alert_quiet_minutes=0)
+    sense(failed_run(), f"http://127.0.0.1:{_closed_port()}/hook")
+    assert [row[:3] for row in _alerts(conn)] == [
+        ("ERROR", "webhook", "sent"),
+        ("ERROR", "log", "grouped"),
+        ("ERROR", "webhook", "failed"),
+    ]
 
 
 def test_one_alert_per_failure_with_its_severity() -> None:
@@ -165,13 +171,13 @@ def test_one_alert_per_failure_with_its_severity() -> None:
     ]
     # Failed blocking ERROR checks failed their run: its one alert names them, CRITICAL.
     run = dg.DagsterRun(job_name="refresh_market", run_id="r1")
-    failure = run_failure_alert(run, evaluations, "")
+    failure = run_failure_alert(run, evaluations, [], "")
     assert (failure.severity, failure.body, failure.dedupe_key) == (
         "CRITICAL",
         "run r1\nblocking check failed: market/x:dup\nblocking check failed: market/x:ohlc",
         "run:r1",
     )
-    quiet = run_failure_alert(run, evaluations[2:], "step failed")
+    quiet = run_failure_alert(run, evaluations[2:], [], "step failed")
     assert (quiet.severity, quiet.body) == ("ERROR", "run r1\nstep failed")
     # The other failed checks: one alert per run and severity.
     alerts = check_failure_alerts([("r1", e) for e in evaluations], "test")

@@ -257,18 +257,43 @@ def calendar_bars(
     return frame.select(columns)
 
 
-def daily_bars(prices: pl.DataFrame, rows_before: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Daily bars (and rejects) of prices that start, per asset, after `rows_before` (asset_id, rows_before) rows.
+def daily_bars(
+    prices: pl.DataFrame, context: pl.DataFrame, sessions: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Daily bars (and rejects) of prices that start, per asset, after the stored rows of `context`
+    (asset_id, calendar, rows_before, previous_trade_date).
 
-    bar_seq is the row's 1-based position in the asset's whole daily history.
+    bar_seq is the row's 1-based position in the asset's whole daily history; count_missing_days the
+    sessions of the asset's calendar (`sessions`, see session_table) between the previous row and this one.
     """
     daily, rejects = validate_daily(prices)
-    bars = daily.join(rows_before.select("asset_id", "rows_before"), on="asset_id", how="left").with_columns(
-        bar_seq=pl.col("rows_before").fill_null(0) + pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("asset_id"),
-        bar_start=pl.col("trade_date"),
-        bar_end=pl.col("trade_date"),
+    bars = (
+        daily.join(context.select("asset_id", "calendar", "rows_before", "previous_trade_date"), on="asset_id")
+        .sort("asset_id", "trade_date")
+        .with_columns(
+            bar_seq=pl.col("rows_before").fill_null(0) + pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("asset_id"),
+            bar_start=pl.col("trade_date"),
+            bar_end=pl.col("trade_date"),
+            _previous=pl.col("trade_date").shift(1).over("asset_id"),
+        )
+        .with_columns(
+            _previous=pl.coalesce("_previous", "previous_trade_date", "trade_date"),
+            _day_before=pl.col("trade_date") - pl.duration(days=1),
+        )
     )
-    return bars.drop("rows_before"), rejects
+    bars = sessions_up_to(bars, "_previous", sessions, "_sessions_to_previous")
+    bars = sessions_up_to(bars, "_day_before", sessions, "_sessions_before")
+    missing = (pl.col("_sessions_before") - pl.col("_sessions_to_previous")).clip(lower_bound=0).cast(pl.Int32)
+    bars = bars.with_columns(count_missing_days=missing).with_columns(is_missing_days=pl.col("count_missing_days") > 0)
+    return bars.drop(
+        "rows_before",
+        "previous_trade_date",
+        "calendar",
+        "_previous",
+        "_day_before",
+        "_sessions_to_previous",
+        "_sessions_before",
+    ), rejects
 
 
 def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame:
@@ -321,18 +346,3 @@ def outlier_days(daily: pl.DataFrame, jump: float = 0.25, wick: float = 2.0) -> 
     reverting = (move.abs() > jump) & (back.abs() > jump) & (move.sign() != back.sign())
     wick_spike = (pl.col("high") > wick * body_high) | (pl.col("low") < body_low / wick)
     return daily.filter(reverting | wick_spike).select("asset_id", "trade_date", "open", "high", "low", "close")
-
-
-def missing_sessions(daily: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
-    """Expected sessions (of each asset's calendar, between its first and last row) that have no daily row."""
-    spans = daily.group_by("asset_id", "calendar").agg(
-        first=pl.col("trade_date").min(), last=pl.col("trade_date").max()
-    )
-    expected = spans.join(sessions, on="calendar").filter(
-        pl.col("session_date").is_between(pl.col("first"), pl.col("last"))
-    )
-    return (
-        expected.join(daily.select("asset_id", session_date="trade_date"), on=["asset_id", "session_date"], how="anti")
-        .select("asset_id", "session_date")
-        .sort("asset_id", "session_date")
-    )

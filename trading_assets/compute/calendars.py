@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import cache
 
 import polars as pl
@@ -82,6 +82,12 @@ def _sessions(calendar: str, start: date, end: date) -> tuple[date, ...]:
     return tuple(d.date() for d in exchange.sessions)
 
 
+def last_session_before(calendar: str, day: date) -> date | None:
+    """The last session of `calendar` before `day` (none within the month before it: none)."""
+    sessions = _sessions(calendar, day - timedelta(days=31), day - timedelta(days=1))
+    return sessions[-1] if sessions else None
+
+
 def session_table(calendars: list[str], start: date, end: date) -> pl.DataFrame:
     """Expected sessions: calendar, session_date and its 1-based ordinal within the calendar.
 
@@ -94,6 +100,8 @@ def session_table(calendars: list[str], start: date, end: date) -> pl.DataFrame:
         )
         for c in sorted(set(calendars))
     ]
+    if not frames:
+        return pl.DataFrame(schema={"calendar": pl.String, "session_date": pl.Date, "session_ordinal": pl.Int64})
     return pl.concat(frames).select("calendar", "session_date", "session_ordinal")
 
 

@@ -30,7 +30,10 @@ class Warehouse(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # A pool lives for one step (resources are set up per step), so keep it small.
-        self._pool = ConnectionPool(self.url, min_size=1, max_size=4, kwargs={"options": SESSION_OPTIONS}, open=True)
+        # A step waits this long for a connection before it fails (and alerts) on an unreachable database.
+        self._pool = ConnectionPool(
+            self.url, min_size=1, max_size=4, kwargs={"options": SESSION_OPTIONS}, open=True, timeout=10
+        )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._pool is not None:

@@ -3,7 +3,7 @@ array element per period). Each function runs inside the caller's transaction.""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 import polars as pl
 import psycopg
@@ -71,14 +71,21 @@ def queued_assets(conn: psycopg.Connection) -> list[int]:
     return [asset_id for (asset_id,) in rows]
 
 
-def newest_bar_close(conn: psycopg.Connection, asset_ids: list[int]) -> dict[int, datetime]:
-    """When each asset's newest daily bar closed (the freshness gate compares it with now)."""
-    rows = conn.execute(
-        "select a.asset_id, (select max(b.time_close_bar) from market.price_bars_1d b where b.asset_id = a.asset_id) "
-        "from unnest(%s::int[]) as a (asset_id)",
+def newest_bar_closes(conn: psycopg.Connection, asset_ids: list[int]) -> pl.DataFrame:
+    """Per asset: its calendar, timezone and when its newest daily bar closed (null: no bar)."""
+    return read_frame(
+        conn,
+        "select a.asset_id, a.calendar, a.timezone, "
+        "(select max(b.time_close_bar) from market.price_bars_1d b where b.asset_id = a.asset_id) as newest_close "
+        "from market.dim_assets a where a.asset_id = any(%s) order by a.asset_id",
         (asset_ids,),
-    ).fetchall()
-    return {asset_id: closed for asset_id, closed in rows if closed is not None}
+        schema={
+            "asset_id": pl.Int64,
+            "calendar": pl.String,
+            "timezone": pl.String,
+            "newest_close": pl.Datetime("us", "UTC"),
+        },
+    )
 
 
 def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: date) -> pl.DataFrame:

@@ -275,18 +275,31 @@ def days_to_rebuild(conn: psycopg.Connection, source: str, starts: dict[int, dat
 
 
 def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataFrame:
-    """Per asset: rows of price_bars_1d before its start (the row index to continue from) and its first date."""
+    """Per asset: its calendar, the rows of price_bars_1d before its start (the row index to continue from),
+    the last of their dates, and its first date."""
     _starts_table(conn, starts)
     return read_frame(
         conn,
         """
-        select r.asset_id, r.from_date,
-               coalesce((select max(b.bar_seq) from market.price_bars_1d b
-                         where b.asset_id = r.asset_id and b.trade_date < r.from_date), 0) as rows_before,
+        select r.asset_id, r.from_date, a.calendar,
+               coalesce(last.bar_seq, 0) as rows_before, last.trade_date as previous_trade_date,
                (select min(b.trade_date) from market.price_bars_1d b where b.asset_id = r.asset_id) as first_trade_date
         from rebuild_from r
+        join market.dim_assets a using (asset_id)
+        left join lateral (
+            select b.bar_seq, b.trade_date from market.price_bars_1d b
+            where b.asset_id = r.asset_id and b.trade_date < r.from_date
+            order by b.trade_date desc limit 1
+        ) last on true
         """,
-        schema={"asset_id": pl.Int64, "from_date": pl.Date, "rows_before": pl.Int64, "first_trade_date": pl.Date},
+        schema={
+            "asset_id": pl.Int64,
+            "from_date": pl.Date,
+            "calendar": pl.String,
+            "rows_before": pl.Int64,
+            "previous_trade_date": pl.Date,
+            "first_trade_date": pl.Date,
+        },
     )
 
 

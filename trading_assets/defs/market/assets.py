@@ -9,7 +9,7 @@ rewrites its window is in `rebuild.py`.
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -56,7 +56,7 @@ PRICE_HISTORIES = dg.AssetKey([GROUP, "price_histories"])
 BAR_KEYS = {family: dg.AssetKey([GROUP, table]) for family, table in market_store.BAR_TABLES.items()}
 # Bumped when what an asset computes from the same inputs changes.
 PRICES_CODE_VERSION = "3"
-BARS_CODE_VERSION = "5"
+BARS_CODE_VERSION = "6"
 FAMILY_TIMEFRAME_RULES = {
     "multi_tf": ("D", False, None),
     "cal_iso": ("WMY", False, "ISO"),
@@ -80,7 +80,7 @@ _BAR_COLUMNS = [c for c in SNAPSHOT_COLUMNS if c not in ("bar_start", "bar_end")
 # The other daily-bar columns are constants (tf_days 1, never partial) filled by the table defaults.
 _DAILY_COLUMNS = [
     "asset_id", "bar_seq", "trade_date", *PRICES, "volume",
-    "time_open_bar", "time_close_bar", "repaired_high", "repaired_low",
+    "time_open_bar", "time_close_bar", "repaired_high", "repaired_low", "is_missing_days", "count_missing_days",
 ]  # fmt: skip
 
 
@@ -247,6 +247,14 @@ def family_timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
     return timeframes
 
 
+def _sessions_of_daily_rows(prices: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """The sessions the gap counts of new daily rows need: from the day before the earliest row (stored or new)."""
+    if prices.is_empty():
+        return session_table([], date.min, date.min)
+    first = min(d for d in [prices["trade_date"].min(), stored["previous_trade_date"].min()] if d is not None)
+    return session_table(stored["calendar"].unique().to_list(), first - timedelta(days=1), prices["trade_date"].max())
+
+
 def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
     last_day = partitions_end(partitions)
 
@@ -320,7 +328,8 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 prices = market_store.read_rows_from(
                     conn, "price_histories", chunk, market_store.PRICE_SCHEMA, run.window.end
                 )
-                bars, repaired = daily_bars(prices, market_store.daily_context(conn, chunk))
+                stored = market_store.daily_context(conn, chunk)
+                bars, repaired = daily_bars(prices, stored, _sessions_of_daily_rows(prices, stored))
                 bars = with_bar_times(bars, assets)
                 replace_from = pl.DataFrame(
                     {"asset_id": list(chunk), "from_date": list(chunk.values())},

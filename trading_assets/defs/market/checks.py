@@ -1,11 +1,11 @@
-"""WARN checks of the bars: what a person should look at (the blocking invariants live in the assets)."""
+"""Table-wide checks of the bars: what a person should look at (the blocking invariants live in the assets)."""
 
 import dagster as dg
 import polars as pl
 from psycopg import sql
 
-from trading_assets.compute.bars import missing_sessions, outlier_days
-from trading_assets.compute.calendars import Timeframe, session_table
+from trading_assets.compute.bars import outlier_days
+from trading_assets.compute.calendars import Timeframe
 from trading_assets.defs.market.assets import BAR_KEYS
 from trading_assets.defs.resources import Warehouse
 from trading_assets.io import market_store
@@ -28,19 +28,35 @@ def _daily(warehouse: Warehouse) -> pl.DataFrame:
         )
 
 
-@dg.asset_check(asset=BAR_KEYS["1d"], description="expected sessions of each asset's calendar without a daily bar")
+@dg.asset_check(
+    asset=BAR_KEYS["1d"],
+    description="no daily bar follows a missing session of its asset's calendar (the bars' is_missing_days / "
+    "count_missing_days flags, which the multi-day families' gap counts agree with)",
+)
 def gaps_against_calendar(warehouse: Warehouse) -> dg.AssetCheckResult:
-    daily = _daily(warehouse)
-    if daily.is_empty():
-        return dg.AssetCheckResult(passed=True, severity=WARN, metadata={"missing_sessions": 0})
-    daily = daily.cast({"trade_date": pl.Date})
-    sessions = session_table(daily["calendar"].unique().to_list(), daily["trade_date"].min(), daily["trade_date"].max())
-    missing = missing_sessions(daily, sessions).join(daily.select("asset_id", "symbol").unique(), on="asset_id")
-    per_asset = missing.group_by("symbol").len().sort("len", descending=True)
+    with warehouse.transaction() as conn:
+        gaps = read_frame(
+            conn,
+            "select a.symbol, a.calendar, b.trade_date, b.count_missing_days from market.price_bars_1d b "
+            "join market.dim_assets a using (asset_id) where b.is_missing_days order by a.symbol, b.trade_date",
+            schema={"symbol": pl.String, "calendar": pl.String, "trade_date": pl.Date, "count_missing_days": pl.Int64},
+        )
+    per_asset = (
+        gaps.group_by("symbol")
+        .agg(rows_after_gaps=pl.len(), missing_sessions=pl.col("count_missing_days").sum())
+        .sort("missing_sessions", descending=True)
+    )
+    listing = ", ".join(f"{r['symbol']} ({r['missing_sessions']})" for r in per_asset.head(_SHOWN).to_dicts())
     return dg.AssetCheckResult(
-        passed=missing.is_empty(),
-        severity=WARN,
-        metadata={"missing_sessions": missing.height, "by_symbol": sample_table(per_asset)},
+        passed=gaps.is_empty(),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "missing_sessions": int(gaps["count_missing_days"].sum()),
+            "rows_after_gaps": gaps.height,
+            "by_symbol": sample_table(per_asset),
+            "rows": sample_table(gaps),
+            **({"alert": f"Missing sessions by symbol: {listing}"} if gaps.height else {}),
+        },
     )
 
 

@@ -1,4 +1,4 @@
-"""Checks of the EMAs: the freshness gate on the daily bars (blocking) and table-wide WARN checks."""
+"""Checks of the EMAs: which queued assets wait on stale daily bars, and table-wide WARN checks."""
 
 from datetime import UTC, datetime
 
@@ -9,7 +9,7 @@ from psycopg import sql
 from trading_assets.config import Settings
 from trading_assets.defs.market.assets import BAR_KEYS
 from trading_assets.defs.market.checks import sample_table
-from trading_assets.defs.market.emas import EMA_KEYS, ema_timeframes, stale_assets
+from trading_assets.defs.market.emas import EMA_KEYS, ema_timeframes, stale_assets, stale_bars_text
 from trading_assets.defs.resources import Warehouse
 from trading_assets.io import ema_store, market_store
 from trading_assets.io.postgres import read_frame
@@ -24,19 +24,24 @@ def build_freshness_gate(settings: Settings) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=BAR_KEYS["1d"],
         name="fresh_for_emas",
-        description=f"every asset queued for EMAs has a daily bar that closed within {hours} hours; the EMA "
-        "assets leave the others queued and build the rest (TRADING_ASSETS_MARKET_STALENESS_HOURS; "
-        "`refresh --emas --skip-stale-check` or `--all` build them anyway)",
+        description=f"every asset queued for EMAs has a daily bar no more than {hours} hours older than its "
+        "calendar's last expected session (wall-clock hours for 24/7 assets); the EMA runs leave the others "
+        "queued and build the rest (TRADING_ASSETS_MARKET_STALENESS_HOURS)",
     )
     def fresh_for_emas(warehouse: Warehouse) -> dg.AssetCheckResult:
         with warehouse.transaction() as conn:
             queued = ema_store.queued_assets(conn)
             stale = stale_assets(conn, queued, hours, datetime.now(UTC))
-            symbols = market_store.symbols_of(conn, stale[:20])
+            symbols = market_store.symbols_of(conn, stale)
         return dg.AssetCheckResult(
             passed=not stale,
-            severity=WARN,
-            metadata={"queued_assets": len(queued), "stale_assets": len(stale), "sample": ", ".join(symbols)},
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "queued_assets": len(queued),
+                "stale_asset_ids": dg.MetadataValue.json(stale),
+                "stale_symbols": dg.MetadataValue.json(symbols),
+                **({"alert": stale_bars_text(stale, symbols)} if stale else {}),
+            },
         )
 
     return fresh_for_emas

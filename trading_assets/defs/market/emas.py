@@ -9,12 +9,13 @@ stored row, so it needs a run over all months (automation starts one when dim_em
 
 import json
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import polars as pl
 import psycopg
 
+from trading_assets.compute import staleness
 from trading_assets.compute.calendars import Timeframe
 from trading_assets.compute.ema import (
     GROUP,
@@ -58,6 +59,8 @@ DAILY = Timeframe.parse(market_store.DAILY_TF)
 EMA_CHECKS = {
     "ema_values_valid": "no EMA written is NaN, infinite or negative (blocking; the run is rolled back)",
     "ema_within_price_bounds": "EMAs within [0.5 x min, 2 x max] of the closes of their own window (p x tf_days days)",
+    "bars_fresh": "every asset queued for this run had fresh daily bars; a stale one is left queued, listed here "
+    "and alerted, and never holds back another asset",
 }
 
 
@@ -81,10 +84,28 @@ def ema_timeframes(conn: psycopg.Connection, family: str) -> list[Timeframe]:
 
 
 def stale_assets(conn: psycopg.Connection, asset_ids: list[int], hours: float, now: datetime) -> list[int]:
-    """Assets whose newest daily bar closed more than `hours` before `now` (or that have none)."""
-    closed = ema_store.newest_bar_close(conn, asset_ids)
-    limit = now - timedelta(hours=hours)
-    return sorted(a for a in asset_ids if a not in closed or closed[a] < limit)
+    """Those of `asset_ids` whose daily bars are stale at `now` (compute/staleness.py)."""
+    return staleness.stale_assets(ema_store.newest_bar_closes(conn, asset_ids), now, hours)
+
+
+def stale_bars_text(ids: list[int], symbols: list[str]) -> str:
+    """The runbook's line for stale assets (its grep and its readers know it)."""
+    return f"Bars stale for IDs: [{', '.join(map(str, ids))}] ({', '.join(symbols)})"
+
+
+def bars_fresh_result(conn: psycopg.Connection, stale: list[int], skipped: bool) -> dg.AssetCheckResult:
+    symbols = market_store.symbols_of(conn, stale)
+    return dg.AssetCheckResult(
+        check_name="bars_fresh",
+        passed=not stale,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "stale_asset_ids": dg.MetadataValue.json(stale),
+            "stale_symbols": dg.MetadataValue.json(symbols),
+            "gate_skipped": skipped,
+            **({"alert": stale_bars_text(stale, symbols)} if stale else {}),
+        },
+    )
 
 
 class EmaTally:
@@ -264,6 +285,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                     hours = config.staleness_hours or settings.market_staleness_hours
                     stale = stale_assets(conn, list(run.plan.starts), hours, datetime.now(UTC))
                     run.plan = restrict(run.plan, set(run.plan.starts) - set(stale))
+                freshness = bars_fresh_result(conn, stale, config.skip_stale_check)
                 labels = [t.label for t in timeframes]
                 columns = [*ema_store.PACKED_COLUMNS, "ema", "ema_bar"]
                 ends = EndStates(conn, run, ema_store.packed_table(family), "price_bars_1d", labels, columns, last_day)
@@ -281,15 +303,16 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                         conn, family, run.plan.starts, pl.concat(tally.rejects, how="diagonal_relaxed"), run.window.end
                     )
                     conn.commit()
-                    outcome = selected_checks(context, tally.check_results())
+                    outcome = selected_checks(context, [*tally.check_results(), freshness])
                 else:
                     metadata = {
                         **tally.metadata(),
-                        "stale_assets_waiting": dg.MetadataValue.json(market_store.symbols_of(conn, stale)),
+                        "stale_assets_waiting": freshness.metadata["stale_symbols"],
                         "periods": ", ".join(map(str, periods)),
                         "seconds": round(time.perf_counter() - started, 3),
                     }
-                    outcome = [materialization(context, conn, run, table, metadata, tally.check_results())]
+                    checks = [*tally.check_results(), freshness]
+                    outcome = [materialization(context, conn, run, table, metadata, checks)]
             announce_requeued(context, run)
             yield from outcome
 

@@ -1,15 +1,19 @@
 """Alert sensors: a failed run, and failed asset checks, become alerts with a severity (ops.alerts).
 
-A failed run raises one alert: CRITICAL when a blocking ERROR check failed in it (that is what failed it),
-ERROR otherwise. Checks that do not fail their run raise one alert per run and severity: ERROR for ERROR
-checks, WARNING for WARN checks. The CLI raises the same alerts, with the same keys, for runs it executed
-while no daemon was running, so no event is ever alerted twice.
+Levels as the runbook states them: CRITICAL (always sent) for a failed run whose blocking ERROR check failed
+(OHLC corruption, duplicates) or that lost its database connection; ERROR for any other failed run and for
+failed ERROR checks that do not fail their run (gaps, missing data, stale assets); WARNING for WARN checks.
+Checks raise one alert per run and severity; a check's `alert` metadata (the offending ids) goes into the body.
+The CLI raises the same alerts, with the same keys, for runs it executed while no daemon was running, so no event
+is ever alerted twice; and a condition already reported within the quiet period is recorded as grouped.
 """
 
 import dagster as dg
+import psycopg
+from dagster_shared.error import SerializableErrorInfo
 
 from trading_assets.config import Settings
-from trading_assets.io.alerts import Alert, send_alert
+from trading_assets.io.alerts import DATABASE_UNREACHABLE, Alert, send_alert
 from trading_assets.io.database import ready_database_url
 
 # Check evaluations read per tick; the cursor moves on, so a backlog drains over a few ticks.
@@ -20,35 +24,82 @@ def fails_its_run(evaluation: dg.AssetCheckEvaluation) -> bool:
     return not evaluation.passed and evaluation.blocking and evaluation.severity == dg.AssetCheckSeverity.ERROR
 
 
-def run_failure_alert(run: dg.DagsterRun, evaluations: list[dg.AssetCheckEvaluation], message: str) -> Alert:
-    """The one alert of a failed run (`evaluations`: its check evaluations)."""
+def _root(error: SerializableErrorInfo) -> SerializableErrorInfo:
+    """The error that started it (Dagster wraps a step's own exception)."""
+    while error.cause is not None:
+        error = error.cause
+    return error
+
+
+def _lost_database(errors: list[SerializableErrorInfo]) -> bool:
+    """Whether a step failed because the database could not be reached."""
+    for error in errors:
+        while error is not None:
+            if error.cls_name in DATABASE_UNREACHABLE:
+                return True
+            error = error.cause or error.context
+    return False
+
+
+def run_failure_alert(
+    run: dg.DagsterRun,
+    evaluations: list[dg.AssetCheckEvaluation],
+    errors: list[SerializableErrorInfo],
+    message: str,
+) -> Alert:
+    """The one alert of a failed run (`evaluations`: its check evaluations; `errors`: its steps' failures)."""
     blocking = sorted(f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if fails_its_run(e))
-    severity = "CRITICAL" if blocking else "ERROR"
-    lines = [f"run {run.run_id}", *(f"blocking check failed: {name}" for name in blocking), message]
-    body = "\n".join(lines).strip()
-    return Alert(severity, f"Run failed: {run.job_name}", body, "alert_on_run_failure", dedupe_key=f"run:{run.run_id}")
+    lost_database = _lost_database(errors)
+    severity = "CRITICAL" if blocking or lost_database else "ERROR"
+    lines = [
+        f"run {run.run_id}",
+        *(["database connection failure"] if lost_database else []),
+        *(f"blocking check failed: {name}" for name in blocking),
+        *(f"{_root(e).cls_name}: {_root(e).message.strip()}" for e in errors[:3]),
+        message,
+    ]
+    condition = ",".join([*blocking, *sorted({_root(e).cls_name for e in errors})])
+    return Alert(
+        severity,
+        f"Run failed: {run.job_name}",
+        "\n".join(line for line in lines if line).strip(),
+        "alert_on_run_failure",
+        dedupe_key=f"run:{run.run_id}",
+        group_key=f"run_failed:{run.job_name}:{condition}",
+    )
+
+
+def _detail(evaluation: dg.AssetCheckEvaluation) -> str:
+    entry = evaluation.metadata.get("alert")
+    return str(entry.value) if entry is not None else ""
 
 
 def check_failure_alerts(evaluations: list[tuple[str, dg.AssetCheckEvaluation]], source: str) -> list[Alert]:
     """Per run and severity, one alert listing the failed checks that did not fail their run
     (`evaluations`: (run id, evaluation))."""
-    grouped: dict[tuple[str, str], list[str]] = {}
+    grouped: dict[tuple[str, str], list[dg.AssetCheckEvaluation]] = {}
     for run_id, evaluation in evaluations:
         if evaluation.passed or fails_its_run(evaluation):
             continue
         severity = "WARNING" if evaluation.severity == dg.AssetCheckSeverity.WARN else "ERROR"
-        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-        grouped.setdefault((run_id, severity), []).append(name)
-    return [
-        Alert(
-            severity,
-            f"{len(names)} asset check(s) failed",
-            "\n".join([f"run {run_id}", *sorted(names)]),
-            source,
-            dedupe_key=f"checks:{run_id}:{severity}",
+        grouped.setdefault((run_id, severity), []).append(evaluation)
+    alerts = []
+    for (run_id, severity), failed in grouped.items():
+        names = sorted(f"{e.asset_key.to_user_string()}:{e.check_name}" for e in failed)
+        details = sorted({_detail(e) for e in failed} - {""})
+        # The same checks failing on the same rows is one condition, whichever run or asset reports it.
+        condition = "|".join(sorted({f"{e.check_name}={_detail(e)}" for e in failed}))
+        alerts.append(
+            Alert(
+                severity,
+                f"{len(names)} asset check(s) failed",
+                "\n".join([f"run {run_id}", *names, *details]),
+                source,
+                dedupe_key=f"checks:{run_id}:{severity}",
+                group_key=f"checks:{severity}:{condition}",
+            )
         )
-        for (run_id, severity), names in grouped.items()
-    ]
+    return alerts
 
 
 def run_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetCheckEvaluation]:
@@ -58,19 +109,31 @@ def run_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetC
     ]
 
 
+def step_errors(instance: dg.DagsterInstance, run_id: str) -> list[SerializableErrorInfo]:
+    return [
+        entry.dagster_event.step_failure_data.error
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        if entry.dagster_event.step_failure_data.error is not None
+    ]
+
+
 def alerts_of_run(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
     """Every alert a run calls for, as the sensors would raise them."""
     run = instance.get_run_by_id(run_id)
     evaluations = run_evaluations(instance, run_id)
     alerts = check_failure_alerts([(run_id, e) for e in evaluations], "cli")
     if run.status == dg.DagsterRunStatus.FAILURE:
-        alerts.append(run_failure_alert(run, evaluations, ""))
+        alerts.append(run_failure_alert(run, evaluations, step_errors(instance, run_id), ""))
     return alerts
 
 
 def build_alert_sensors(settings: Settings) -> list[dg.SensorDefinition]:
-    def url() -> str:
-        return ready_database_url(settings.database_url, settings.embedded_pgdata)
+    def url() -> str | None:
+        """The database to record alerts in; None when it cannot be reached (the alert is delivered anyway)."""
+        try:
+            return ready_database_url(settings.database_url, settings.embedded_pgdata)
+        except psycopg.OperationalError:
+            return None
 
     @dg.run_failure_sensor(
         name="alert_on_run_failure",
@@ -81,7 +144,9 @@ def build_alert_sensors(settings: Settings) -> list[dg.SensorDefinition]:
     def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
         evaluations = run_evaluations(context.instance, run.run_id)
-        send_alert(settings, url(), run_failure_alert(run, evaluations, context.failure_event.message or ""))
+        errors = step_errors(context.instance, run.run_id)
+        alert = run_failure_alert(run, evaluations, errors, context.failure_event.message or "")
+        send_alert(settings, url(), alert)
 
     @dg.sensor(
         name="alert_on_check_failure",
