@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test ui bench lint format
+.PHONY: install demo test ui bench lint format bars emas daily-refresh dry-run validate clean-logs
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,25 @@ test: $(INSTALLED)
 
 ui: $(INSTALLED)
 	$(BIN)/trading-assets ui
+
+# The operators' runbook targets; each run also writes $(TRADING_ASSETS_HOME)/logs/refresh-YYYY-MM-DD.log.
+bars: $(INSTALLED)
+	$(BIN)/trading-assets refresh --bars
+
+emas: $(INSTALLED)
+	$(BIN)/trading-assets refresh --emas
+
+daily-refresh: $(INSTALLED)
+	$(BIN)/trading-assets refresh --all
+
+dry-run: $(INSTALLED)
+	$(BIN)/trading-assets refresh --all --dry-run
+
+validate: $(INSTALLED)
+	$(BIN)/trading-assets validate
+
+clean-logs: $(INSTALLED)
+	$(BIN)/trading-assets clean-logs
 
 bench: $(INSTALLED)
 	$(BIN)/python -m bench

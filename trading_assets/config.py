@@ -20,6 +20,28 @@ class ConfigError(ValueError):
 # Alert severities, least to most severe.
 SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
 
+# What the daily catalog refresh can read (as `trading-assets load symbols --source`).
+CATALOG_SOURCE_KINDS = ("file", "binance", "ccxt", "tradingview")
+
+
+def parse_catalog_sources(text: str) -> tuple[tuple[str, str], ...]:
+    """`KIND=INPUT` entries separated by whitespace, e.g. `binance=https://api.binance.com/api/v3/exchangeInfo
+    ccxt=kraken tradingview=america`, as (kind, input) pairs."""
+    sources = []
+    for number, entry in enumerate(text.split(), start=1):
+        kind, _, value = entry.partition("=")
+        kind = kind.strip().lower()
+        # The entry itself is not echoed: a URL may carry a token.
+        if kind not in CATALOG_SOURCE_KINDS or not value:
+            raise ConfigError(
+                f"TRADING_ASSETS_CATALOG_SOURCES entry {number} is not KIND=INPUT with KIND one of "
+                f"{', '.join(CATALOG_SOURCE_KINDS)}"
+            )
+        if kind in ("file", "binance") and not value.lower().startswith(("http://", "https://")):
+            value = str(Path(value).expanduser().resolve())  # runs may start in another folder
+        sources.append((kind, value))
+    return tuple(sources)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -35,12 +57,19 @@ class Settings:
     # Symbol sources: a mirror of (or a recorded stand-in for) the ccxt exchanges' API and the TradingView scanner.
     ccxt_api_url: str | None = None
     tradingview_url: str = "https://scanner.tradingview.com"
+    # The daily catalog refresh (schedule `catalog_daily`, UTC cron) and the sources it reads, (kind, input) pairs.
+    catalog_cron: str = "0 5 * * *"
+    catalog_sources: tuple[tuple[str, str], ...] = ()
     # Alerts: sent at or above the threshold (CRITICAL always) to Telegram and/or a webhook; always recorded.
     alert_min_severity: str = "ERROR"
     alert_url: str | None = field(default=None, repr=False)
     telegram_bot_token: str | None = field(default=None, repr=False)
     telegram_chat_id: str | None = None
     telegram_api_url: str = "https://api.telegram.org"
+    # Dated dim_series backups older than this many days are removed (the newest is always kept).
+    series_backup_days: int = 30
+    # A repeat of the same condition within this many minutes is recorded as grouped, not sent again.
+    alert_quiet_minutes: int = 360
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -74,6 +103,16 @@ class Settings:
         if severity not in SEVERITIES:
             raise ConfigError(f"TRADING_ASSETS_ALERT_MIN_SEVERITY={severity!r} is not one of {', '.join(SEVERITIES)}")
 
+        quiet_text = env.get("TRADING_ASSETS_ALERT_QUIET_MINUTES") or "360"
+        if not quiet_text.isdigit():
+            raise ConfigError(f"TRADING_ASSETS_ALERT_QUIET_MINUTES={quiet_text!r} must be a whole number of minutes")
+
+        backup_days_text = env.get("TRADING_ASSETS_SERIES_BACKUP_DAYS") or "30"
+        if not backup_days_text.isdigit() or int(backup_days_text) < 1:
+            raise ConfigError(
+                f"TRADING_ASSETS_SERIES_BACKUP_DAYS={backup_days_text!r} must be a positive whole number of days"
+            )
+
         def path_setting(name: str, default: Path) -> Path:
             value = env.get(name)
             return Path(value).expanduser().resolve() if value else default
@@ -87,11 +126,15 @@ class Settings:
             start_date=start_date,
             series_config=path_setting("TRADING_ASSETS_SERIES_CONFIG", PROJECT_ROOT / "config" / "dim_series.csv"),
             market_staleness_hours=int(staleness_text),
+            series_backup_days=int(backup_days_text),
             ccxt_api_url=env.get("TRADING_ASSETS_CCXT_API_URL") or None,
             tradingview_url=env.get("TRADING_ASSETS_TRADINGVIEW_URL") or "https://scanner.tradingview.com",
+            catalog_cron=(env.get("TRADING_ASSETS_CATALOG_CRON") or "0 5 * * *").strip(),
+            catalog_sources=parse_catalog_sources(env.get("TRADING_ASSETS_CATALOG_SOURCES") or ""),
             alert_min_severity=severity,
             alert_url=env.get("TRADING_ASSETS_ALERT_URL") or None,
             telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN") or None,
             telegram_chat_id=env.get("TELEGRAM_CHAT_ID") or None,
             telegram_api_url=env.get("TRADING_ASSETS_TELEGRAM_API_URL") or "https://api.telegram.org",
+            alert_quiet_minutes=int(quiet_text),
         )

@@ -5,6 +5,7 @@ import dagster as dg
 from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import build_catalog_assets
 from trading_assets.defs.catalog.checks import CATALOG_CHECKS
+from trading_assets.defs.catalog.schedule import build_catalog_schedule
 from trading_assets.defs.jobs import MARKET_WRITER, VALIDATE_JOB, build_jobs
 from trading_assets.defs.market.assets import build_market_assets
 from trading_assets.defs.market.automation import build_market_automation
@@ -17,6 +18,7 @@ from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
 from trading_assets.defs.ops.alerts import build_alert_sensors
+from trading_assets.defs.ops.run_log import build_clean_logs
 from trading_assets.defs.partitions import REBUILD_TAG, monthly_partitions
 from trading_assets.defs.resources import Warehouse
 
@@ -35,6 +37,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     market_assets = [*build_market_assets(settings, partitions), *build_ema_assets(settings, partitions)]
     market = dg.AssetSelection.assets(*market_assets)
+    clean_logs, clean_logs_daily = build_clean_logs(settings)
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
@@ -53,6 +56,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[
             *series_schedules,
             *market_schedules,
+            build_catalog_schedule(settings),
+            clean_logs_daily,
             dg.ScheduleDefinition(
                 name="validate_daily",
                 job_name=VALIDATE_JOB,
@@ -80,7 +85,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultSensorStatus.RUNNING,
             ),
         ],
-        jobs=build_jobs(),
+        jobs=[*build_jobs(), clean_logs],
         resources={"warehouse": warehouse},
         # Steps share one process: on two cores a subprocess per step costs more than it saves.
         executor=dg.in_process_executor,

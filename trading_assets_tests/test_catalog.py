@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -164,25 +165,53 @@ def test_a_failed_blocking_check_rolls_the_write_back_and_publishes_nothing(
     assert conn.execute("select count(*) from catalog.symbol_observations").fetchone() == observations
 
 
-def test_concurrent_writers_lose_no_update(settings: Settings) -> None:
-    errors: list[BaseException] = []
+def _waiting_on(watcher: psycopg.Connection, pid: int) -> str | None:
+    """The kind of lock the backend `pid` waits for (advisory, transactionid, ...), or None."""
+    row = watcher.execute("select locktype from pg_locks where pid = %s and not granted", (pid,)).fetchone()
+    return row[0] if row else None
 
-    def write(ticker: str) -> None:
-        try:
-            for day in range(5):
-                at = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)
-                catalog.upsert_symbols([{"symbol": f"NYSE:{ticker}", "pricescale": 10 ** (day + 1)}], effective_at=at)
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
 
-    threads = [threading.Thread(target=write, args=(t,)) for t in ("AAA", "BBB", "CCC")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    parquet = pl.read_parquet(settings.lakehouse / "symbols.parquet")
-    assert parquet.group_by("symbol").len().sort("symbol").rows() == [("NYSE:AAA", 5), ("NYSE:BBB", 5), ("NYSE:CCC", 5)]
+def test_a_second_writer_waits_for_the_first_and_loses_no_update(database_url: str) -> None:
+    """Writer B starts while writer A holds an uncommitted write of the same symbol. B must wait on the catalog
+    lock and then derive from A's observation too; without the lock it reads the log without A's row, and its
+    versions either drop A's change or collide with A's versions."""
+    t0, t1, t2 = (datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=d) for d in (0, 30, 60))
+
+    def record(pricescale: int) -> list[dict]:
+        return [{"symbol": "NYSE:IBM", "exchange": "NYSE", "pricescale": pricescale, "active": True}]
+
+    with connect(database_url) as seed:
+        catalog.apply_observations(seed, record(10), t0, "seed")
+        seed.commit()
+    outcome: list[BaseException | str] = []
+    with connect(database_url) as a, connect(database_url) as b, connect(database_url, autocommit=True) as watcher:
+        catalog.apply_observations(a, record(100), t1, "writer-a")  # A's transaction stays open
+
+        def write_b() -> None:
+            try:
+                catalog.apply_observations(b, record(1000), t2, "writer-b")
+                b.commit()
+                outcome.append("committed")
+            except BaseException as error:  # reported by the main thread
+                b.rollback()
+                outcome.append(error)
+
+        writer_b = threading.Thread(target=write_b)
+        writer_b.start()
+        deadline = time.monotonic() + 30
+        while (waited := _waiting_on(watcher, b.info.backend_pid)) is None and writer_b.is_alive():
+            assert time.monotonic() < deadline, "writer B neither waited nor finished"
+            time.sleep(0.01)
+        a.commit()
+        writer_b.join(timeout=30)
+        versions = catalog_store.read_symbols(watcher).filter(pl.col("symbol") == "NYSE:IBM")
+    assert outcome == ["committed"]
+    assert waited == "advisory"  # B waited for A on the catalog lock, before reading anything
+    assert versions.select("valid_from", "valid_until", "pricescale").rows() == [
+        (t0, t1, 10),
+        (t1, t2, 100),
+        (t2, None, 1000),
+    ]
 
 
 def test_the_exclusion_constraint_refuses_overlapping_versions(conn: psycopg.Connection) -> None:

@@ -218,7 +218,7 @@ def test_d23_stale_assets_wait_and_fresh_ones_build(
     assert platform.run(bars - dg.AssetSelection.checks(FRESHNESS_GATE), partition_range=months).success
     gate = platform.run(dg.AssetSelection.checks(FRESHNESS_GATE), raise_on_error=False)
     [evaluation] = gate.get_asset_check_evaluations()
-    assert not evaluation.passed and evaluation.metadata["sample"].value == "OLD"
+    assert not evaluation.passed and evaluation.metadata["stale_symbols"].value == ["OLD"]
     ops = {f"market__{family}": {} for family in EMA_FAMILIES}
     assert platform.run(dg.AssetSelection.assets(*EMA_KEYS.values()), partition_range=months, ops=ops).success
     built = conn.execute(

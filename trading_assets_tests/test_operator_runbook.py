@@ -26,6 +26,8 @@ from trading_assets.io.alerts import Alert, send_alert, unrecorded_path
 from trading_assets.io.database import start_embedded, stop_embedded, with_database
 from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.migrations import migrate
+from trading_assets.io.run_logs import day_log
+from trading_assets.orchestration import prepare_environment, run_job
 from trading_assets_tests.conftest import SHARED_DATA, Platform
 from trading_assets_tests.test_alerts import Listener, _closed_port
 
@@ -105,12 +107,21 @@ def test_a_stale_asset_waits_alone_is_listed_and_alerted_once(
         "select count(*) from market.bars_dirty where asset_id = %s and family like 'ema%%'", (stale_id,)
     )
     assert waiting.fetchone() == (len(EMA_FAMILIES),)
+    # The runbook's "check state": what the last run did per asset and family, and what still waits.
+    state = conn.execute(
+        "select symbol, last_run_id, rows_last_written > 0, dirty_from is not null, last_source_date "
+        "from market.v_refresh_state where family = 'ema_multi_tf' order by symbol"
+    ).fetchall()
+    assert state == [
+        ("DELISTED", None, None, True, fresh_days[-1] - timedelta(days=20)),
+        *((f"FRESH{i}", emas.run_id, True, False, fresh_days[-1]) for i in range(3)),
+    ]
     checks = [e for e in emas.get_asset_check_evaluations() if e.check_name == "bars_fresh"]
     assert len(checks) == len(EMA_FAMILIES) and not any(e.passed for e in checks)
     assert {e.severity for e in checks} == {dg.AssetCheckSeverity.ERROR}
     assert checks[0].metadata["stale_asset_ids"].value == [stale_id]
     ema_multi_tf = [m for m in emas.get_asset_materialization_events() if m.asset_key == EMA_KEYS["ema_multi_tf"]]
-    assert ema_multi_tf[-1].materialization.metadata["stale_assets_waiting"].value == ["DELISTED"]
+    assert ema_multi_tf[-1].materialization.metadata["stale_assets_waiting"].value == [f"{stale_id} (DELISTED)"]
 
     # One ERROR alert names the stale ids; the next day's run with the same stale asset is grouped, not resent.
     settings = replace(platform.settings, alert_url=f"{listener.url}/hook")
@@ -281,3 +292,40 @@ def test_a_run_that_loses_its_database_alerts_critical_and_the_record_follows(
         assert not unrecorded_path(settings).exists()
     finally:
         stop_embedded(pgdata)
+
+
+def test_every_run_writes_the_day_log_as_it_goes_and_old_logs_are_removed(
+    cli_env: Settings, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    logs = cli_env.logs_dir
+    today = datetime.now(UTC).date()
+    expired, kept = day_log(logs, today - timedelta(days=31)), day_log(logs, today - timedelta(days=30))
+    other = logs / "notes.txt"
+    for path in (expired, kept, other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("earlier\n")
+    prices = _prices(tmp_path / "x.csv", [date(2024, 1, 2), date(2024, 1, 3)])
+    month = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-01"}
+
+    def files(path: str) -> dict:
+        return {"ops": {"market__price_histories": {"config": {"files": [{"path": path, "symbol": "X"}]}}}}
+
+    # On the instance the CLI, the daemon and the UI share: a named job failing, then the job the UI
+    # launches for a selection of assets.
+    prepare_environment(cli_env)
+    failed = run_job("load_prices", tags=month, run_config=files("/nonexistent/x.csv"))
+    assert not failed.success
+    assert run_job("__ASSET_JOB", tags=month, run_config=files(str(prices)), assets=[PRICE_HISTORIES]).success
+    lines = day_log(logs, today).read_text().splitlines()
+    failed_lines = [line for line in lines if f"run={failed.run_id[:8]}" in line]
+    texts = [line.split(" job=load_prices ", 1)[1] for line in failed_lines]
+    # Event by event, in the order they happened (so `tail -f` follows a run), the failures greppable.
+    assert texts[0] == "run started" and texts[-1] == "run FAILED"
+    assert texts.index("market__price_histories started") < texts.index("run FAILED")
+    errors = [line for line in failed_lines if " ERROR " in line]
+    assert len(errors) == 2 and all("FAILED" in line for line in errors)
+    assert any("cannot read file" in line and "/nonexistent/x.csv" in line for line in errors)
+    assert any("job=__ASSET_JOB market/price_histories [2024-01-01] materialized" in line for line in lines)
+
+    assert main(["clean-logs"]) == 0
+    assert not expired.exists() and kept.exists() and other.exists() and day_log(logs, today).exists()

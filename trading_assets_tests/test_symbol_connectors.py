@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -16,7 +17,7 @@ from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import CATALOG_KEYS, CATALOG_OP
 from trading_assets.io import catalog_store
 from trading_assets.io.postgres import connect
-from trading_assets.sources.symbol_connectors import SourceError, tradingview_scan
+from trading_assets.sources.symbol_connectors import SourceError, binance_exchange_info_url, tradingview_scan
 from trading_assets_tests.conftest import SHARED_DATA, Platform
 
 EXCHANGE_INFO = (SHARED_DATA / "crypto_meta" / "binance_exchangeInfo_2020-10-09.json").read_bytes()
@@ -133,3 +134,17 @@ def test_tradingview_unreachable_or_malformed_is_a_clear_error(settings: Setting
         tradingview_scan("america", {"NASDAQ": {}}, url)
     with pytest.raises(SourceError, match="TradingView scanner america"):
         tradingview_scan("america", {"NASDAQ": {}}, url)  # the server is gone
+
+
+def test_a_binance_exchange_info_endpoint_is_a_full_listing_at_its_server_time() -> None:
+    binance = {"BINANCE": {"timezone": "UTC", "is_crypto": True}}
+    answers = iter([(200, EXCHANGE_INFO), (200, b'{"code": 0, "msg": "ok"}')])
+    with serve(lambda path, body: next(answers)) as (url, seen):
+        batch = binance_exchange_info_url(f"{url}/api/v3/exchangeInfo", binance)
+        with pytest.raises(SourceError, match=r"unexpected response \(no serverTime and symbols list\)"):
+            binance_exchange_info_url(f"{url}/api/v3/exchangeInfo", binance)
+    assert [path for path, _ in seen] == ["/api/v3/exchangeInfo"] * 2
+    assert batch.effective_at == datetime(2020, 10, 9, 2, 4, 52, 103000, tzinfo=UTC)
+    assert len(batch.records) == len(batch.full_listings["BINANCE"]) == 1089
+    ethbtc = next(r for r in batch.records if r["symbol"] == "BINANCE:ETHBTC")
+    assert (ethbtc["tick_size"], ethbtc["pricescale"], ethbtc["min_notional"]) == (1e-06, 1_000_000, 0.0001)

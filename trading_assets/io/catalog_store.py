@@ -167,6 +167,12 @@ def rederive_exchanges(conn: psycopg.Connection) -> int:
     return copy_frame(conn, sql.SQL("catalog.exchanges"), versions)
 
 
+def active_symbols(conn: psycopg.Connection) -> set[str]:
+    """Symbols whose current version is active (listed now, as far as the catalog knows)."""
+    rows = conn.execute("select symbol from catalog.symbols where valid_until is null and active").fetchall()
+    return {symbol for (symbol,) in rows}
+
+
 def _read_versions(conn: psycopg.Connection, table: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     key = next(iter(schema))
     query = sql.SQL("select {} from catalog.{} order by {}, valid_from").format(

@@ -91,8 +91,11 @@ def assets(conn: psycopg.Connection) -> pl.DataFrame:
 
 
 def symbols_of(conn: psycopg.Connection, asset_ids: list[int]) -> list[str]:
+    """The symbols of `asset_ids`, in their order."""
     rows = conn.execute(
-        "select symbol from market.dim_assets where asset_id = any(%s) order by symbol", (asset_ids,)
+        "select a.symbol from unnest(%s::int[]) with ordinality as u (asset_id, n) "
+        "join market.dim_assets a using (asset_id) order by u.n",
+        (asset_ids,),
     ).fetchall()
     return [symbol for (symbol,) in rows]
 
@@ -192,6 +195,29 @@ def settle_marks(conn: psycopg.Connection, family: str, settled: set[int], reque
     """Remove the marks whose changes the run applied; queue `requeued` assets again from their dates."""
     conn.execute("delete from market.bars_dirty where family = %s and asset_id = any(%s)", (family, sorted(settled)))
     mark_dirty(conn, family, requeued)
+
+
+def record_refresh_state(conn: psycopg.Connection, family: str, run_id: str, state: pl.DataFrame) -> None:
+    """What run `run_id` of `family` did per asset (`state`: asset_id, rows, first_date, last_date)."""
+    filled_scratch_table(
+        conn,
+        "refresh_done",
+        "(asset_id integer, rows bigint, first_date date, last_date date)",
+        state,
+        ["asset_id", "rows", "first_date", "last_date"],
+    )
+    conn.execute(
+        """
+        insert into market.refresh_state as s (family, asset_id, last_run_id, last_run_at, rows_last_written,
+                                               first_date_written, last_date_written)
+        select %s, asset_id, %s, now(), rows, first_date, last_date from refresh_done
+        on conflict (family, asset_id) do update set
+            last_run_id = excluded.last_run_id, last_run_at = excluded.last_run_at,
+            rows_last_written = excluded.rows_last_written, first_date_written = excluded.first_date_written,
+            last_date_written = excluded.last_date_written
+        """,
+        (family, run_id),
+    )
 
 
 def assets_with_rows(conn: psycopg.Connection, table: str, window: Window) -> list[int]:

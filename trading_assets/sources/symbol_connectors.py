@@ -1,6 +1,7 @@
-"""Live symbol sources: exchange markets through ccxt, and the TradingView scanner.
+"""Live symbol sources: a Binance-style exchangeInfo endpoint, exchange markets through ccxt, and the
+TradingView scanner.
 
-Both return a `SymbolBatch` or raise `SourceError`; nothing is written until the whole response is read
+Each returns a `SymbolBatch` or raises `SourceError`; nothing is written until the whole response is read
 and every record normalised, so a failing source leaves the catalog as it was.
 """
 
@@ -15,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from trading_assets.errors import Problem, raise_if_any
-from trading_assets.sources.symbol_files import SymbolBatch, normalise_record, price_scale
+from trading_assets.sources.symbol_files import SymbolBatch, binance_exchange_info, normalise_record, price_scale
 
 _SCANNER_COLUMNS = ["description", "type", "subtype", "pricescale", "minmov", "sector", "industry", "country"]
 _TIMEOUT_SECONDS = 30
@@ -30,6 +31,24 @@ def _rebase(urls: Any, base: str) -> Any:
     if isinstance(urls, dict):
         return {key: _rebase(value, base) for key, value in urls.items()}
     return re.sub(r"^https?://[^/]+", base.rstrip("/"), urls) if isinstance(urls, str) else urls
+
+
+def is_url(name: str) -> bool:
+    return name.lower().startswith(("http://", "https://"))
+
+
+def binance_exchange_info_url(url: str, exchanges: dict[str, dict]) -> SymbolBatch:
+    """A Binance `exchangeInfo` endpoint (`https://api.binance.com/api/v3/exchangeInfo`) read now: a full listing
+    of the exchange at the response's serverTime, exactly as a saved snapshot of it."""
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as response:
+            document = json.load(response)
+    except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as error:
+        raise SourceError(f"Binance exchangeInfo {url}: {error}") from error
+    if not isinstance(document, dict) or "serverTime" not in document or not isinstance(document.get("symbols"), list):
+        raise SourceError(f"Binance exchangeInfo {url}: unexpected response (no serverTime and symbols list)")
+    return binance_exchange_info(document, exchanges, url)
 
 
 def ccxt_markets(exchange_id: str, exchanges: dict[str, dict], api_url: str | None = None) -> SymbolBatch:

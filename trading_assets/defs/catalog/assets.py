@@ -13,7 +13,12 @@ from trading_assets.config import Settings
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, table_metadata
 from trading_assets.io import catalog_store
-from trading_assets.sources.symbol_connectors import ccxt_markets, tradingview_scan
+from trading_assets.sources.symbol_connectors import (
+    binance_exchange_info_url,
+    ccxt_markets,
+    is_url,
+    tradingview_scan,
+)
 from trading_assets.sources.symbol_files import SymbolBatch, read_records
 
 GROUP = "catalog"
@@ -30,15 +35,25 @@ SYMBOL_CHECKS = {
     "versions_contiguous": "each symbol's versions follow one another without gap or overlap",
     "bounds_in_utc": "validity bounds are UTC instants in what symbols.parquet receives",
 }
+SYMBOL_CHECK_KEYS = [dg.AssetCheckKey(SYMBOLS, name) for name in SYMBOL_CHECKS]
+
+
+class SymbolSource(dg.Config):
+    """One input of its own kind (as `source` below)."""
+
+    source: str
+    input: str
 
 
 class SymbolSourcesConfig(dg.Config):
-    """What to load, by `source`: file = CSV/JSON symbol record files, binance = exchangeInfo snapshot files,
-    ccxt = exchange ids (load_markets), tradingview = scanner markets. Nothing re-derives everything.
+    """What to load, by `source`: file = CSV/JSON symbol record files, binance = exchangeInfo snapshot files or
+    endpoint URLs, ccxt = exchange ids (load_markets), tradingview = scanner markets; `sources` adds inputs of
+    other kinds (the daily schedule lists the configured ones there). Nothing re-derives everything.
     `effective_at` (ISO time) overrides the snapshot's own time; without either, now."""
 
     inputs: list[str] = []
     source: str = "file"
+    sources: list[SymbolSource] = []
     effective_at: str | None = None
 
 
@@ -58,6 +73,8 @@ def symbol_check_results(versions: pl.DataFrame) -> list[dg.AssetCheckResult]:
 
 def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     def _read_source(source: str, name: str, exchanges: dict[str, dict]) -> SymbolBatch:
+        if source == "binance" and is_url(name):
+            return binance_exchange_info_url(name, exchanges)
         if source == "ccxt":
             return ccxt_markets(name, exchanges, settings.ccxt_api_url)
         if source == "tradingview":
@@ -112,24 +129,28 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         """Load symbol records and derive the versions; publish the parquet files only when the blocking checks
         pass (otherwise the write is rolled back and nothing is published)."""
         started = time.perf_counter()
-        counts = {"observations": 0, "inputs": len(config.inputs)}
+        reads = [(config.source, name) for name in config.inputs] + [(s.source, s.input) for s in config.sources]
+        counts = {"observations": 0, "inputs": len(reads)}
         with warehouse.transaction() as conn:
             exchanges = catalog_store.known_exchanges(conn)
-            for name in config.inputs:
-                batch = _read_source(config.source, name, exchanges)
+            # Taken before reading what is active, so the run's delistings are its own.
+            catalog_store.lock_catalog(conn)
+            active_before = catalog_store.active_symbols(conn)
+            for source, name in reads:
+                batch = _read_source(source, name, exchanges)
                 moment = to_utc(config.effective_at) if config.effective_at else batch.effective_at
                 applied = apply_observations(
                     conn,
                     batch.records,
                     moment or datetime.now(UTC),
-                    f"{config.source}:{Path(name).name}",
+                    f"{source}:{name if is_url(name) else Path(name).name}",
                     full_listings=batch.full_listings,
                 )
                 counts["observations"] += applied["observations"]
-            if not config.inputs:
-                catalog_store.lock_catalog(conn)
+            if not reads:
                 catalog_store.rederive_symbols(conn)
                 catalog_store.rederive_exchanges(conn)
+            active_after = catalog_store.active_symbols(conn)
             versions = catalog_store.read_symbols(conn)
             exchange_versions = catalog_store.read_exchanges(conn)
             checks = symbol_check_results(versions)
@@ -142,6 +163,7 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             return
         publish_lakehouse(warehouse.url, settings.lakehouse)
         current = versions.filter(pl.col("valid_until").is_null())
+        delisted = sorted(active_before - active_after)
         shown = versions.select("symbol", "valid_from", "valid_until", "exchange", "active", "tick_size")
         yield dg.MaterializeResult(
             asset_key=EXCHANGES,
@@ -155,6 +177,9 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             metadata={
                 **tables[SYMBOLS],
                 **{f"run_{name}": value for name, value in counts.items()},
+                "run_delisted": len(delisted),
+                "run_listed": len(active_after - active_before),
+                "delisted_sample": ", ".join(delisted[:20]),
                 "symbols": current.height,
                 "active": current.filter(pl.col("active")).height,
                 "preview": preview(shown.sort("symbol", "valid_from")),

@@ -323,7 +323,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 conn, run, sql.SQL(table), "price_histories", [market_store.DAILY_TF], _DAILY_COLUMNS, last_day
             )
             assets = market_store.assets(conn)
-            tally, repairs = BarTally(), 0
+            tally, repairs, gaps = BarTally(), 0, 0
             for chunk in asset_chunks(conn, "price_histories", run.plan.starts, run.window.end):
                 prices = market_store.read_rows_from(
                     conn, "price_histories", chunk, market_store.PRICE_SCHEMA, run.window.end
@@ -338,12 +338,13 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS, run.window.end)
                 market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
                 repairs += repaired.height
+                gaps += int(bars["is_missing_days"].sum())
                 tally.add(conn, bars)
                 run.record_written(bars)
             settle(conn, run, ends.changed(conn))
             for family in [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]:
                 market_store.mark_dirty(conn, family, run.plan.starts)
-            outcome = _finish(context, conn, run, tally, table, {"repairs": repairs}, started)
+            outcome = _finish(context, conn, run, tally, table, {"repairs": repairs, "gaps_flagged": gaps}, started)
         announce_requeued(context, run)
         yield from outcome
 

@@ -286,6 +286,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                     stale = stale_assets(conn, list(run.plan.starts), hours, datetime.now(UTC))
                     run.plan = restrict(run.plan, set(run.plan.starts) - set(stale))
                 freshness = bars_fresh_result(conn, stale, config.skip_stale_check)
+                stale_symbols = freshness.metadata["stale_symbols"].value
                 labels = [t.label for t in timeframes]
                 columns = [*ema_store.PACKED_COLUMNS, "ema", "ema_bar"]
                 ends = EndStates(conn, run, ema_store.packed_table(family), "price_bars_1d", labels, columns, last_day)
@@ -307,7 +308,9 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                 else:
                     metadata = {
                         **tally.metadata(),
-                        "stale_assets_waiting": freshness.metadata["stale_symbols"],
+                        "stale_assets_waiting": dg.MetadataValue.json(
+                            [f"{i} ({name})" for i, name in zip(stale, stale_symbols, strict=True)]
+                        ),
                         "periods": ", ".join(map(str, periods)),
                         "seconds": round(time.perf_counter() - started, 3),
                     }

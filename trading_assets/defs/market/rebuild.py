@@ -30,6 +30,7 @@ from trading_assets.defs.table_metadata import report_partitions, table_metadata
 from trading_assets.io import market_store, row_counts
 
 CHANGES_APPLIED = "changes_applied"
+_WRITTEN_BY_ASSET = {"asset_id": pl.Int64, "rows": pl.Int64, "first_date": pl.Date, "last_date": pl.Date}
 
 
 @dataclass
@@ -39,11 +40,20 @@ class FamilyRun:
     family: str
     window: Window
     plan: RebuildPlan
+    run_id: str
     written: list[pl.DataFrame] = field(default_factory=list)
+    written_by_asset: list[pl.DataFrame] = field(default_factory=list)
     requeued: set[int] = field(default_factory=set)
 
     def record_written(self, frame: pl.DataFrame, weight: str | None = None) -> None:
         self.written.append(row_counts.rows_by_month(frame, weight))
+        self.written_by_asset.append(
+            frame.group_by("asset_id").agg(
+                rows=(pl.col(weight).sum() if weight else pl.len()).cast(pl.Int64),
+                first_date=pl.col("trade_date").min(),
+                last_date=pl.col("trade_date").max(),
+            )
+        )
 
     @property
     def written_by_month(self) -> pl.DataFrame:
@@ -77,7 +87,7 @@ def start_family_run(
     marks = market_store.pending_marks(conn, family)
     recompute = market_store.assets_with_rows(conn, source, window) if recomputes_window(context) else None
     plan = restrict(plan_rebuild(marks, window, recompute), asset_ids or None)
-    return FamilyRun(family, window, plan)
+    return FamilyRun(family, window, plan, context.run_id)
 
 
 class EndStates:
@@ -115,9 +125,18 @@ class EndStates:
 
 
 def settle(conn: psycopg.Connection, run: FamilyRun, changed_at_end: set[int]) -> None:
-    """Remove the marks the run applied and queue assets whose later rows must follow a changed state."""
+    """Remove the marks the run applied, queue assets whose later rows must follow a changed state, and record
+    what the run did for each asset it rebuilt (market.refresh_state)."""
     run.requeued = changed_at_end
     market_store.settle_marks(conn, run.family, set(run.plan.settled), dict.fromkeys(changed_at_end, run.window.end))
+    rebuilt = pl.DataFrame({"asset_id": sorted(run.plan.starts)}, schema={"asset_id": pl.Int64})
+    written = (
+        pl.concat([pl.DataFrame(schema=_WRITTEN_BY_ASSET), *(w.cast(_WRITTEN_BY_ASSET) for w in run.written_by_asset)])
+        .group_by("asset_id")
+        .agg(pl.col("rows").sum(), pl.col("first_date").min(), pl.col("last_date").max())
+    )
+    state = rebuilt.join(written, on="asset_id", how="left").with_columns(pl.col("rows").fill_null(0))
+    market_store.record_refresh_state(conn, run.family, run.run_id, state)
 
 
 def announce_requeued(context: dg.AssetExecutionContext, run: FamilyRun) -> None:

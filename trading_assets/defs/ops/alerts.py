@@ -24,11 +24,13 @@ def fails_its_run(evaluation: dg.AssetCheckEvaluation) -> bool:
     return not evaluation.passed and evaluation.blocking and evaluation.severity == dg.AssetCheckSeverity.ERROR
 
 
-def _root(error: SerializableErrorInfo) -> SerializableErrorInfo:
-    """The error that started it (Dagster wraps a step's own exception)."""
-    while error.cause is not None:
+def user_error(error: SerializableErrorInfo) -> str:
+    """`Class: message` of the step's own exception (Dagster wraps it in its own)."""
+    while error.cls_name.startswith("Dagster") and error.cause is not None:
         error = error.cause
-    return error
+    prefix, _, rest = error.message.strip().partition(": ")
+    message = rest if prefix.endswith(error.cls_name) else error.message.strip()
+    return f"{error.cls_name}: {' | '.join(line.strip() for line in message.splitlines() if line.strip())}"[:500]
 
 
 def _lost_database(errors: list[SerializableErrorInfo]) -> bool:
@@ -55,10 +57,10 @@ def run_failure_alert(
         f"run {run.run_id}",
         *(["database connection failure"] if lost_database else []),
         *(f"blocking check failed: {name}" for name in blocking),
-        *(f"{_root(e).cls_name}: {_root(e).message.strip()}" for e in errors[:3]),
+        *(user_error(e) for e in errors[:3]),
         message,
     ]
-    condition = ",".join([*blocking, *sorted({_root(e).cls_name for e in errors})])
+    condition = ",".join([*blocking, *sorted({user_error(e).split(":", 1)[0] for e in errors})])
     return Alert(
         severity,
         f"Run failed: {run.job_name}",
