@@ -8,13 +8,14 @@ otherwise it executes here, in this process.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
@@ -32,6 +33,7 @@ from dagster._daemon.controller import get_daemon_statuses
 from trading_assets.config import PROJECT_ROOT, Settings
 from trading_assets.definitions import CODE_LOCATION, DEFINITIONS_MODULE
 from trading_assets.io.database import prepare_dagster_environment, ready_database_url
+from trading_assets.progress import TerminalProgress
 
 _REPOSITORY = "__repository__"
 _QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
@@ -143,9 +145,10 @@ def run_job(
     run_config: Mapping[str, Any] | None = None,
     assets: Iterable[dg.AssetKey] | None = None,
     poll_seconds: float = 1.0,
+    progress: TextIO | None = None,
 ) -> RunSummary:
     """Run the named job of the code location (only `assets` of it, if given) on the configured instance and
-    wait for it to finish."""
+    wait for it to finish; a terminal `progress` stream shows how far it got while it goes."""
     recon_job = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT)
     ).get_reconstructable_job(job_name)
@@ -183,12 +186,14 @@ def run_job(
             asset_graph=job_def.asset_layer.asset_graph,
         )
         queued = queue_is_served(instance)
-        if queued:
-            instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]
-            while instance.get_run_by_id(run.run_id).status not in _FINISHED:
-                time.sleep(poll_seconds)
-        else:
-            execute_run(recon_job, run, instance)
+        steps = len(plan.step_keys_to_execute)
+        with TerminalProgress(instance, run.run_id, steps, progress or io.StringIO()):
+            if queued:
+                instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+                while instance.get_run_by_id(run.run_id).status not in _FINISHED:
+                    time.sleep(poll_seconds)
+            else:
+                execute_run(recon_job, run, instance)
         summary = summarize(instance, run.run_id)
     summary.queued = queued
     return summary

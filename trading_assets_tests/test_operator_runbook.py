@@ -1,7 +1,9 @@
 """The replaced systems' runbook, kept: per-asset staleness against the asset's calendar, real gap flags on the
 daily bars, and alert levels with grouping and delivery while the database is down."""
 
+import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +30,7 @@ from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.migrations import migrate
 from trading_assets.io.run_logs import day_log
 from trading_assets.orchestration import prepare_environment, run_job
+from trading_assets.progress import progress_line
 from trading_assets_tests.conftest import SHARED_DATA, Platform
 from trading_assets_tests.test_alerts import Listener, _closed_port
 
@@ -329,3 +332,25 @@ def test_every_run_writes_the_day_log_as_it_goes_and_old_logs_are_removed(
 
     assert main(["clean-logs"]) == 0
     assert not expired.exists() and kept.exists() and other.exists() and day_log(logs, today).exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_shows_on_a_terminal_only(cli_env: Settings, tmp_path: Path) -> None:
+    assert progress_line(0, 12, 0, 0, 3) == "0/12 steps, 3s elapsed"
+    assert progress_line(3, 12, 500, 1000, 42) == "3/12 steps, 500/1000 assets, 42s elapsed, ~102s remaining"
+    assert progress_line(1, 12, 0, 0, 60).endswith("~11m remaining")
+    assert progress_line(6, 12, 0, 0, 30) == "6/12 steps, 30s elapsed, ~30s remaining"
+    prepare_environment(cli_env)
+    prices = _prices(tmp_path / "x.csv", [date(2024, 1, 2) + timedelta(days=i) for i in range(60)])
+    tags = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-01"}
+    files = {"ops": {"market__price_histories": {"config": {"files": [{"path": str(prices), "symbol": "X"}]}}}}
+    pipe, terminal = io.StringIO(), _Terminal()
+    assert run_job("load_prices", tags=tags, run_config=files, progress=pipe).success
+    assert pipe.getvalue() == ""
+    assert run_job("refresh_bars", tags=tags, progress=terminal).success
+    final = terminal.getvalue().rsplit("\r", 1)[-1]
+    assert re.fullmatch(r"(\d+)/\1 steps, \d+s elapsed\n", final), final

@@ -322,18 +322,20 @@ def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame
     return pl.concat(parts).drop("timezone").sort("asset_id", "trade_date")
 
 
-def invariant_violations(bars: pl.DataFrame) -> dict[str, int]:
-    """Counts of rows breaking what must always hold: OHLC order and one canonical row per bar."""
+def invariant_violations(bars: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The rows breaking what must always hold, per invariant: OHLC order, and one canonical row per bar."""
     ohlc_ok = (
         (pl.col("high") >= pl.max_horizontal("open", "close"))
         & (pl.col("low") <= pl.min_horizontal("open", "close"))
         & (pl.col("low") > 0)
     )
-    canonical = bars.filter(~pl.col("is_partial_end")) if "is_partial_end" in bars.columns else bars
     key = [c for c in ("asset_id", "tf", "bar_seq", "bar_anchor_offset") if c in bars.columns]
+    shown = [*key, *(c for c in ("trade_date", *PRICES, "is_partial_end") if c in bars.columns and c not in key)]
+    canonical = bars.filter(~pl.col("is_partial_end")) if "is_partial_end" in bars.columns else bars
+    duplicated = canonical.filter(pl.len().over(key) > 1) if key else canonical.clear()
     return {
-        "ohlc_inconsistent": bars.filter(~ohlc_ok).height,
-        "duplicate_canonical": canonical.group_by(key).len().filter(pl.col("len") > 1)["len"].sum() or 0,
+        "ohlc_consistent": bars.filter(~ohlc_ok).select(shown),
+        "one_canonical_row_per_bar": duplicated.select(shown),
     }
 
 

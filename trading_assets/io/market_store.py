@@ -467,17 +467,22 @@ def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataF
     )
 
 
-def rows_without_prices(conn: psycopg.Connection, written: pl.DataFrame) -> int:
-    """Rows of `written` (bar rows just stored) on a date with no loaded price: bars newer than prices."""
+def rows_without_prices(conn: psycopg.Connection, written: pl.DataFrame) -> pl.DataFrame:
+    """The (asset_id, trade_date, rows) of `written` (bar rows just stored) on a date with no loaded price:
+    bars newer than prices."""
+    schema = {"asset_id": pl.Int64, "trade_date": pl.Date, "rows": pl.Int64}
     if written.is_empty():
-        return 0
+        return pl.DataFrame(schema=schema)
     filled_scratch_table(
         conn,
         "written_days",
         "(asset_id integer, trade_date date, rows integer)",
         written.group_by("asset_id", "trade_date").agg(rows=pl.len()),
     )
-    return conn.execute(
-        "select coalesce(sum(rows), 0) from written_days w where not exists "
-        "(select 1 from market.price_histories p where p.asset_id = w.asset_id and p.trade_date = w.trade_date)"
-    ).fetchone()[0]
+    return read_frame(
+        conn,
+        "select asset_id, trade_date, rows from written_days w where not exists "
+        "(select 1 from market.price_histories p where p.asset_id = w.asset_id and p.trade_date = w.trade_date) "
+        "order by asset_id, trade_date",
+        schema=schema,
+    )

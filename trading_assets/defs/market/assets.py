@@ -49,6 +49,7 @@ from trading_assets.defs.partitions import partitions_end, run_window
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
 from trading_assets.io import ema_store, market_store, row_counts
+from trading_assets.progress import PROGRESS_MESSAGE
 from trading_assets.sources.price_files import read_price_file
 
 GROUP = "market"
@@ -125,6 +126,8 @@ def invariant_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
+# Offending rows shown in a failed invariant's metadata.
+_SHOWN_VIOLATIONS = 20
 # Daily rows per rebuild chunk: bounds memory to one chunk's snapshots of every timeframe (about 2 GB).
 _CHUNK_DAILY_ROWS = 400_000
 
@@ -134,37 +137,41 @@ class BarTally:
 
     def __init__(self) -> None:
         self.violations: Counter[str] = Counter()
+        self.offending: dict[str, list[pl.DataFrame]] = {name: [] for name in INVARIANT_CHECKS}
         self.dates: list[date] = []
         self.sample: list[pl.DataFrame] = []
 
     def add(self, conn: psycopg.Connection, bars: pl.DataFrame) -> None:
-        self.violations.update(invariant_violations(bars))
-        self.violations["rows_without_prices"] += market_store.rows_without_prices(conn, bars)
+        found = {**invariant_violations(bars), "not_newer_than_prices": market_store.rows_without_prices(conn, bars)}
+        for name, rows in found.items():
+            self.violations[name] += int(rows["rows"].sum()) if name == "not_newer_than_prices" else rows.height
+            if rows.height:
+                self.offending[name].append(rows.head(_SHOWN_VIOLATIONS))
         if bars.height:
             self.dates += [bars["trade_date"].min(), bars["trade_date"].max()]
             self.sample.append(pl.concat([bars.head(3), bars.tail(3)]))
 
-    def _failing(self) -> dict[str, int]:
-        return {
-            "ohlc_consistent": self.violations["ohlc_inconsistent"],
-            "one_canonical_row_per_bar": self.violations["duplicate_canonical"],
-            "not_newer_than_prices": self.violations["rows_without_prices"],
-        }
-
     @property
     def failed(self) -> bool:
-        return any(self._failing().values())
+        return any(self.violations[name] for name in INVARIANT_CHECKS)
 
     def check_results(self) -> list[dg.AssetCheckResult]:
-        return [
-            dg.AssetCheckResult(
-                check_name=name,
-                passed=bad == 0,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"violations": bad, "rolled_back": self.failed},
+        results = []
+        for name in INVARIANT_CHECKS:
+            rows = pl.concat(self.offending[name], how="diagonal_relaxed") if self.offending[name] else pl.DataFrame()
+            results.append(
+                dg.AssetCheckResult(
+                    check_name=name,
+                    passed=self.violations[name] == 0,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={
+                        "violations": self.violations[name],
+                        "rolled_back": self.failed,
+                        "rows": preview(rows.head(_SHOWN_VIOLATIONS), "violations"),
+                    },
+                )
             )
-            for name, bad in self._failing().items()
-        ]
+        return results
 
     def metadata(self) -> dict:
         first, last = (str(min(self.dates)), str(max(self.dates))) if self.dates else ("", "")
@@ -174,21 +181,24 @@ class BarTally:
 
 
 def asset_chunks(
-    conn: psycopg.Connection, source: str, starts: dict[int, date], end: date
+    context: dg.AssetExecutionContext, conn: psycopg.Connection, source: str, starts: dict[int, date], end: date
 ) -> Iterator[dict[int, date]]:
     """`starts` split into groups of assets of at most _CHUNK_DAILY_ROWS days to rebuild (a one-day refresh
-    of every asset is one group)."""
+    of every asset is one group); logs the assets done after each group (a terminal shows it)."""
     spans = market_store.days_to_rebuild(conn, source, starts, end) if starts else {}
     chunk: dict[int, date] = {}
-    days = 0
+    days = done = 0
     for asset_id, first in starts.items():
         if chunk and days + spans.get(asset_id, 0) > _CHUNK_DAILY_ROWS:
             yield chunk
+            done += len(chunk)
+            context.log.info(PROGRESS_MESSAGE.format(done=done, total=len(starts)))
             chunk, days = {}, 0
         chunk[asset_id] = first
         days += spans.get(asset_id, 0)
     if chunk:
         yield chunk
+        context.log.info(PROGRESS_MESSAGE.format(done=len(starts), total=len(starts)))
 
 
 def prices_landing_dir(settings: Settings) -> Path:
@@ -324,7 +334,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             )
             assets = market_store.assets(conn)
             tally, repairs, gaps = BarTally(), 0, 0
-            for chunk in asset_chunks(conn, "price_histories", run.plan.starts, run.window.end):
+            for chunk in asset_chunks(context, conn, "price_histories", run.plan.starts, run.window.end):
                 prices = market_store.read_rows_from(
                     conn, "price_histories", chunk, market_store.PRICE_SCHEMA, run.window.end
                 )
@@ -372,7 +382,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 labels = [t.label for t in timeframes]
                 ends = EndStates(conn, run, sql.SQL(table), "price_bars_1d", labels, columns, last_day)
                 tally = BarTally()
-                for chunk in asset_chunks(conn, "price_bars_1d", run.plan.starts, run.window.end):
+                for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
                     bars = _rebuild_family(conn, family, timeframes, retired, chunk, run.window.end)
                     tally.add(conn, bars)
                     run.record_written(bars)

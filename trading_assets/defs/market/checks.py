@@ -12,6 +12,8 @@ from trading_assets.io import market_store
 from trading_assets.io.postgres import read_frame
 
 WARN = dg.AssetCheckSeverity.WARN
+# Missing data is an ERROR in the runbook (it alerts at the default threshold); it never blocks a run.
+MISSING_DATA = dg.AssetCheckSeverity.ERROR
 _SHOWN = 20
 
 
@@ -95,7 +97,7 @@ def family_checks(family: str) -> list[dg.AssetChecksDefinition]:
                 conn, sql.SQL("select distinct asset_id, tf from market.{}").format(sql.Identifier(table))
             )
         if spans.is_empty():
-            return dg.AssetCheckResult(passed=True, severity=WARN, metadata={"missing": 0})
+            return dg.AssetCheckResult(passed=True, severity=MISSING_DATA, metadata={"missing": 0})
         days = spans.select("asset_id", span=(pl.col("last") - pl.col("first")).dt.total_days() + 1)
         expected = days.join(
             pl.DataFrame({"tf": [t.label for t in timeframes], "needed": [_shortest_bar_days(t) for t in timeframes]}),
@@ -104,7 +106,7 @@ def family_checks(family: str) -> list[dg.AssetChecksDefinition]:
         missing = expected.join(present, on=["asset_id", "tf"], how="anti") if present.height else expected
         return dg.AssetCheckResult(
             passed=missing.is_empty(),
-            severity=WARN,
+            severity=MISSING_DATA,
             metadata={"missing": missing.height, "expected": expected.height, "sample": sample_table(missing)},
         )
 

@@ -8,7 +8,7 @@ from psycopg import sql
 
 from trading_assets.config import Settings
 from trading_assets.defs.market.assets import BAR_KEYS
-from trading_assets.defs.market.checks import sample_table
+from trading_assets.defs.market.checks import MISSING_DATA, sample_table
 from trading_assets.defs.market.emas import EMA_KEYS, ema_timeframes, stale_assets, stale_bars_text
 from trading_assets.defs.resources import Warehouse
 from trading_assets.io import ema_store, market_store
@@ -86,7 +86,7 @@ def family_checks(family: str) -> list[dg.AssetChecksDefinition]:
         missing = expected.select("asset_id", "tf", "period").join(present, on=["asset_id", "tf", "period"], how="anti")
         return dg.AssetCheckResult(
             passed=missing.is_empty(),
-            severity=WARN,
+            severity=MISSING_DATA,
             metadata={"missing": missing.height, "expected": expected.height, "sample": sample_table(missing)},
         )
 

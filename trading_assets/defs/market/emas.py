@@ -291,7 +291,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                 columns = [*ema_store.PACKED_COLUMNS, "ema", "ema_bar"]
                 ends = EndStates(conn, run, ema_store.packed_table(family), "price_bars_1d", labels, columns, last_day)
                 if periods and timeframes:
-                    for chunk in asset_chunks(conn, "price_bars_1d", run.plan.starts, run.window.end):
+                    for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
                         wide, *found = _rebuild_emas(conn, family, timeframes, retired, periods, chunk, run.window.end)
                         tally.add(wide, *found)
                         run.record_written(wide.with_columns(long_rows=values_per_row(periods)), "long_rows")

@@ -1,0 +1,357 @@
+"""Every asset check of the code location is seen failing on the bad state it exists for, with the offending
+rows in its metadata; a blocking one also stops what is built on its asset.
+
+The market checks are exercised here on a database built once (two assets, bars and EMAs of every family) and
+cloned per case; the others by the tests named in ELSEWHERE. A last test fails when a check of the code
+location is covered by neither, so a new check cannot arrive without its failing case.
+"""
+
+import importlib
+import uuid
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import psycopg
+import pytest
+from psycopg import sql
+
+from trading_assets.config import Settings
+from trading_assets.definitions import build_definitions
+from trading_assets.defs.jobs import TABLE_CHECKS
+from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES, BarTally
+from trading_assets.defs.market.emas import EMA_KEYS
+from trading_assets.io import market_store
+from trading_assets.io.database import with_database
+from trading_assets.io.ema_store import EMA_SOURCES
+from trading_assets_tests.conftest import SHARED_DATA, Platform
+
+LEAN_SPY = SHARED_DATA / "daily" / "lean_equity_usa_spy_1d.csv"
+needs_shared = pytest.mark.skipif(not LEAN_SPY.exists(), reason="../shared/data is not beside the project")
+FIRST, LAST = date(2019, 7, 1), date(2021, 3, 31)
+MONTHS = ("2019-07-01", "2021-03-01")
+MARKET = dg.AssetSelection.assets(*BAR_KEYS.values(), *EMA_KEYS.values()) - TABLE_CHECKS
+MULTI = [f for f in BAR_KEYS if f != "1d"]
+
+# Checks seen failing by other tests (check name -> the tests, as module::function).
+ELSEWHERE = {
+    "versions_contiguous": ["test_catalog::test_a_failed_blocking_check_rolls_the_write_back_and_publishes_nothing"],
+    "crypto_in_utc": ["test_catalog::test_warn_checks_name_the_symbols_a_person_should_look_at"],
+    "timezone_matches_exchange": ["test_catalog::test_warn_checks_name_the_symbols_a_person_should_look_at"],
+    "structural_fields_present": ["test_catalog::test_warn_checks_name_the_symbols_a_person_should_look_at"],
+    "dim_map_mismatch": ["test_series_slice::test_tampered_map_fails_the_blocking_check_and_blocks_the_view"],
+    "bars_fresh": ["test_operator_runbook::test_a_stale_asset_waits_alone_is_listed_and_alerted_once"],
+    "gaps_against_calendar": ["test_operator_runbook::test_gap_flags_on_real_files_match_the_calendar"],
+    "ema_values_valid": ["test_market_emas::test_nan_ema_fails_the_blocking_check_and_keeps_the_previous_rows"],
+    "ema_within_price_bounds": [
+        "test_market_emas::test_d22_out_of_bounds_ema_is_rejected_with_its_bounds_and_still_stored"
+    ],
+}
+
+
+def _prices(path: Path, days: list[date], base: float) -> Path:
+    lines = [
+        f"{d},{base + i % 9},{base + i % 9 + 2},{base + i % 9 - 1},{base + i % 9 + 1},{100 + i}"
+        for i, d in enumerate(days)
+    ]
+    path.write_text("date,open,high,low,close,volume\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def built_database(server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database with a 24/7 asset and an XNYS one (real SPY), bars and EMAs of every family built."""
+    name = f"ta_built_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template_database))
+        )
+    folder = tmp_path_factory.mktemp("built")
+    with pytest.MonkeyPatch.context() as env:
+        _environment(env, folder, with_database(server_url, name))
+        with dg.DagsterInstance.ephemeral() as instance:
+            platform = Platform(Settings.from_env(), instance)
+            spy = folder / "spy.csv"
+            spy.write_text(
+                "".join(
+                    line + "\n" for line in LEAN_SPY.read_text().splitlines() if "20190701" <= line[:8] <= "20210331"
+                )
+            )
+            crypto = _prices(
+                folder / "c.csv", [FIRST + timedelta(days=i) for i in range((LAST - FIRST).days + 1)], 100.0
+            )
+            files = [
+                {"path": str(crypto), "symbol": "COIN"},
+                {
+                    "path": str(spy),
+                    "symbol": "SPY",
+                    "price_divisor": 10000.0,
+                    "calendar": "XNYS",
+                    "timezone": "America/New_York",
+                },
+            ]
+            loaded = platform.run(
+                dg.AssetSelection.assets(PRICE_HISTORIES),
+                partition_range=MONTHS,
+                ops={"market__price_histories": {"files": files}},
+            )
+            assert loaded.success
+            ops = {"__".join(k.path): {"skip_stale_check": True} for k in EMA_KEYS.values()}
+            assert platform.run(MARKET, partition_range=MONTHS, ops=ops).success
+    yield name
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def _environment(env: pytest.MonkeyPatch, folder: Path, url: str) -> None:
+    env.setenv("TRADING_ASSETS_HOME", str(folder / "home"))
+    env.setenv("TRADING_ASSETS_DATABASE_URL", url)
+    env.setenv("TRADING_ASSETS_START_DATE", FIRST.isoformat())
+    env.delenv("DAGSTER_PG_URL", raising=False)
+
+
+@pytest.fixture
+def built(server_url: str, built_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """A clone of the built database, for one case to damage."""
+    name = f"ta_case_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(built_database))
+        )
+    _environment(monkeypatch, tmp_path, with_database(server_url, name))
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield Platform(Settings.from_env(), instance)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def _evaluate(platform: Platform, key: dg.AssetKey, name: str) -> dg.AssetCheckEvaluation:
+    result = platform.run(dg.AssetSelection.checks(dg.AssetCheckKey(key, name)), raise_on_error=False)
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def _fails_naming(evaluation: dg.AssetCheckEvaluation, *shown: object) -> None:
+    """Failed, with the offending rows (each of `shown` appears in its sample)."""
+    assert not evaluation.passed
+    sample = str(evaluation.metadata["sample"].value)
+    for value in shown:
+        assert str(value) in sample, (value, sample)
+
+
+def _coin(conn: psycopg.Connection) -> int:
+    return conn.execute("select asset_id from market.dim_assets where symbol = 'COIN'").fetchone()[0]
+
+
+def _smallest_tf(conn: psycopg.Connection, table: str, canonical: str) -> str:
+    query = sql.SQL("select tf from market.{} where {} group by tf order by min(tf_days), count(*) desc limit 1")
+    return conn.execute(query.format(sql.Identifier(table), sql.SQL(canonical))).fetchone()[0]
+
+
+@needs_shared
+@pytest.mark.parametrize("family", MULTI)
+def test_bar_coverage_and_spacing_fail_on_missing_bars(built: Platform, family: str) -> None:
+    table = market_store.BAR_TABLES[family]
+    with psycopg.connect(built.settings.database_url, autocommit=True) as conn:
+        coin, tf = _coin(conn), _smallest_tf(conn, table, "not is_partial_end")
+        # A canonical row deleted behind the platform's back: that bar has no close any more.
+        conn.execute(
+            sql.SQL(
+                "delete from market.{0} where (asset_id, tf, trade_date) = (select asset_id, tf, trade_date "
+                "from market.{0} where asset_id = %s and tf = %s and not is_partial_end "
+                "order by trade_date offset 2 limit 1)"
+            ).format(sql.Identifier(table)),
+            (coin, tf),
+        )
+        _fails_naming(_evaluate(built, BAR_KEYS[family], "canonical_spacing"), coin, tf)
+        conn.execute(
+            sql.SQL("delete from market.{} where asset_id = %s and tf = %s").format(sql.Identifier(table)), (coin, tf)
+        )
+    coverage = _evaluate(built, BAR_KEYS[family], "coverage")
+    _fails_naming(coverage, coin, tf)
+    assert coverage.severity == dg.AssetCheckSeverity.ERROR
+
+
+@needs_shared
+@pytest.mark.parametrize("family", list(EMA_KEYS))
+def test_ema_coverage_spacing_and_seed_fail_on_damaged_emas(built: Platform, family: str) -> None:
+    packed = f"{family}_packed"
+    with psycopg.connect(built.settings.database_url, autocommit=True) as conn:
+        coin, tf = _coin(conn), _smallest_tf(conn, packed, "not roll")
+        # Eight canonical rows gone: the closes around them are further apart than the timeframe allows.
+        conn.execute(
+            sql.SQL(
+                "delete from market.{0} where (asset_id, tf, trade_date) in (select asset_id, tf, trade_date from "
+                "market.{0} where asset_id = %s and tf = %s and not roll order by trade_date offset 20 limit 8)"
+            ).format(sql.Identifier(packed)),
+            (coin, tf),
+        )
+        _fails_naming(_evaluate(built, EMA_KEYS[family], "canonical_spacing"), coin, tf)
+        # A seed row turned into a preview row: the series then starts before its seed.
+        seed = conn.execute(
+            sql.SQL(
+                "select tf, min(trade_date) from market.{} where asset_id = %s and not roll "
+                "group by tf order by 1 limit 1"
+            ).format(sql.Identifier(family)),
+            (coin,),
+        ).fetchone()
+        conn.execute(
+            sql.SQL("update market.{} set roll = true where asset_id = %s and tf = %s and trade_date = %s").format(
+                sql.Identifier(packed)
+            ),
+            (coin, *seed),
+        )
+        _fails_naming(_evaluate(built, EMA_KEYS[family], "no_rows_before_seed"), coin, seed[0])
+        # A period added without its EMAs built: every series long enough for it lacks it.
+        conn.execute("insert into market.dim_ema_period (period) values (5)")
+    coverage = _evaluate(built, EMA_KEYS[family], "coverage")
+    assert coverage.severity == dg.AssetCheckSeverity.ERROR
+    _fails_naming(coverage, coin, " 5 |")
+
+
+@needs_shared
+@pytest.mark.parametrize("key", [PRICE_HISTORIES, *BAR_KEYS.values(), *EMA_KEYS.values()], ids=lambda k: k.path[-1])
+def test_row_counts_exact_fails_on_a_row_deleted_behind_the_writer(built: Platform, key: dg.AssetKey) -> None:
+    table = (
+        sql.Identifier(*key.path)
+        if key.path[-1] not in EMA_KEYS
+        else sql.Identifier("market", f"{key.path[-1]}_packed")
+    )
+    with psycopg.connect(built.settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("delete from {0} where ctid = (select ctid from {0} where trade_date = %s limit 1)").format(table),
+            (date(2021, 3, 1),),
+        )
+    evaluation = _evaluate(built, key, "row_counts_exact")
+    _fails_naming(evaluation, "2021-03-01")
+
+
+@needs_shared
+def test_price_outliers_and_the_freshness_gate_fail_naming_the_rows(built: Platform) -> None:
+    with psycopg.connect(built.settings.database_url, autocommit=True) as conn:
+        coin = _coin(conn)
+        conn.execute(
+            "update market.price_bars_1d set high = close * 5 where asset_id = %s and trade_date = '2021-02-16'",
+            (coin,),
+        )
+        conn.execute(
+            "insert into market.bars_dirty (family, asset_id, dirty_from) values ('ema_multi_tf', %s, '2021-03-01')",
+            (coin,),
+        )
+    outliers = _evaluate(built, BAR_KEYS["1d"], "price_outliers")
+    assert not outliers.passed and "2021-02-16" in outliers.metadata["rows"].value
+    gate = _evaluate(built, BAR_KEYS["1d"], "fresh_for_emas")  # its newest bar is months old
+    assert not gate.passed and gate.metadata["stale_asset_ids"].value == [coin]
+    assert f"Bars stale for IDs: [{coin}] (COIN)" == gate.metadata["alert"].value
+
+
+@needs_shared
+@pytest.mark.parametrize("family", MULTI)
+def test_bar_invariants_roll_back_the_family_and_stop_its_emas(built: Platform, family: str) -> None:
+    with psycopg.connect(built.settings.database_url, autocommit=True) as conn:
+        coin = _coin(conn)
+        before = conn.execute(
+            sql.SQL("select count(*), sum(close) from market.{}").format(
+                sql.Identifier(market_store.BAR_TABLES[family])
+            )
+        ).fetchone()
+        # Daily bars broken behind the platform's back (high below low), and one without its price.
+        conn.execute(
+            "update market.price_bars_1d set high = low / 2 where asset_id = %s and trade_date = '2021-03-01'", (coin,)
+        )
+        conn.execute("delete from market.price_histories where asset_id = %s and trade_date = '2021-03-02'", (coin,))
+        conn.execute(
+            "insert into market.bars_dirty (family, asset_id, dirty_from) values (%s, %s, '2021-03-01') "
+            "on conflict do nothing",
+            (family, coin),
+        )
+    downstream = {EMA_KEYS[f] for f, sources in EMA_SOURCES.items() if family in sources}
+    ops = {"__".join(k.path): {"skip_stale_check": True} for k in downstream}
+    selection = dg.AssetSelection.assets(BAR_KEYS[family], *downstream) - TABLE_CHECKS
+    result = built.run(selection, partition_range=("2021-03-01",) * 2, ops=ops, raise_on_error=False)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key == BAR_KEYS[family]}
+    for name, shown in [("ohlc_consistent", "2021-03-01"), ("not_newer_than_prices", "2021-03-02")]:
+        assert not checks[name].passed and checks[name].blocking
+        assert shown in checks[name].metadata["rows"].value
+    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
+    assert BAR_KEYS[family] not in materialized and not downstream & materialized
+    with psycopg.connect(built.settings.database_url) as conn:
+        after = conn.execute(
+            sql.SQL("select count(*), sum(close) from market.{}").format(
+                sql.Identifier(market_store.BAR_TABLES[family])
+            )
+        ).fetchone()
+    assert after == before
+
+
+@needs_shared
+def test_changes_applied_lists_what_still_waits_after_a_run(built: Platform) -> None:
+    with psycopg.connect(built.settings.database_url, autocommit=True) as conn:
+        coin = _coin(conn)
+        # A revision before the run's window: the run cannot apply it (it writes only inside its months).
+        conn.execute(
+            "insert into market.bars_dirty (family, asset_id, dirty_from) values ('multi_tf', %s, '2019-09-01')",
+            (coin,),
+        )
+    result = built.run(
+        dg.AssetSelection.assets(BAR_KEYS["multi_tf"]) - TABLE_CHECKS, partition_range=("2021-03-01",) * 2
+    )
+    [applied] = [e for e in result.get_asset_check_evaluations() if e.check_name == "changes_applied"]
+    assert not applied.passed and applied.metadata["waiting_since"].value == {"COIN": "2019-09-01"}
+
+
+def test_one_canonical_row_per_bar_and_the_daily_invariants_see_bad_rows(
+    settings: Settings, conn: psycopg.Connection
+) -> None:
+    """The daily bars come straight from validated prices: their invariants can only break through a compute
+    bug, so the bad rows are handed to the run's tally as a bug would write them."""
+    conn.execute("insert into market.dim_assets (symbol) values ('X')")
+    [asset] = conn.execute("select asset_id from market.dim_assets").fetchone()
+    day = date(2024, 1, 2)
+    bars = pl.DataFrame(
+        {
+            "asset_id": [asset, asset, asset],
+            "tf": ["1W_CAL", "1W_CAL", "1W_CAL"],
+            "bar_seq": [1, 1, 2],
+            "trade_date": [day, day + timedelta(days=1), day + timedelta(days=7)],
+            "open": [10.0, 10.0, 10.0],
+            "high": [11.0, 11.0, 9.0],
+            "low": [9.0, 9.0, 9.5],
+            "close": [10.0, 10.0, 10.0],
+            "is_partial_end": [False, False, False],
+        }
+    )
+    tally = BarTally()
+    with psycopg.connect(settings.database_url) as writer:
+        tally.add(writer, bars)
+    results = {r.check_name: r for r in tally.check_results()}
+    assert tally.failed
+    duplicates = results["one_canonical_row_per_bar"]
+    assert not duplicates.passed and duplicates.metadata["violations"].value == 2
+    assert "2024-01-03" in duplicates.metadata["rows"].value
+    assert not results["ohlc_consistent"].passed and "2024-01-09" in results["ohlc_consistent"].metadata["rows"].value
+    assert not results["not_newer_than_prices"].passed
+    assert results["not_newer_than_prices"].metadata["violations"].value == 3
+
+
+def _covered_here() -> set[str]:
+    return {
+        "coverage", "canonical_spacing", "no_rows_before_seed", "row_counts_exact", "price_outliers", "fresh_for_emas",
+        "ohlc_consistent", "not_newer_than_prices", "one_canonical_row_per_bar", "changes_applied",
+    }  # fmt: skip
+
+
+def test_every_check_of_the_code_location_is_seen_failing(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    names = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    uncovered = names - _covered_here() - set(ELSEWHERE)
+    assert not uncovered, f"checks never seen failing in a test: {sorted(uncovered)}"
+    for name, tests in ELSEWHERE.items():
+        for test in tests:
+            module, function = test.split("::")
+            assert callable(getattr(importlib.import_module(f"trading_assets_tests.{module}"), function, None)), (
+                name,
+                test,
+            )
