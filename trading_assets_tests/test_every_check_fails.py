@@ -37,10 +37,37 @@ MULTI = [f for f in BAR_KEYS if f != "1d"]
 
 # Checks seen failing by other tests (check name -> the tests, as module::function).
 ELSEWHERE = {
-    "versions_contiguous": ["test_catalog::test_a_failed_blocking_check_rolls_the_write_back_and_publishes_nothing"],
+    "timezone_present": [
+        "test_checks_fail_catalog_series::test_timezone_present_fails_on_a_symbol_of_an_exchange_without_timezone"
+    ],
+    "timezone_matches_exchange": [
+        "test_checks_fail_catalog_series::test_timezone_matches_exchange_fails_on_a_symbol_in_another_timezone"
+    ],
+    "structural_fields_present": [
+        "test_checks_fail_catalog_series::test_structural_fields_present_fails_on_symbols_without_tick_data"
+    ],
     "crypto_in_utc": ["test_catalog::test_warn_checks_name_the_symbols_a_person_should_look_at"],
-    "timezone_matches_exchange": ["test_catalog::test_warn_checks_name_the_symbols_a_person_should_look_at"],
-    "structural_fields_present": ["test_catalog::test_warn_checks_name_the_symbols_a_person_should_look_at"],
+    "one_current_version": [
+        "test_checks_fail_catalog_series::test_one_current_version_fails_on_two_current_versions_and_blocks_the_publication"
+    ],
+    "versions_contiguous": [
+        "test_checks_fail_catalog_series::test_versions_contiguous_fails_on_a_gap_between_versions_and_blocks_the_publication"
+    ],
+    "bounds_in_utc": [
+        "test_checks_fail_catalog_series::test_bounds_in_utc_fails_on_local_time_bounds_and_blocks_the_publication"
+    ],
+    "every_series_observed": [
+        "test_checks_fail_catalog_series::test_every_series_observed_fails_on_a_described_series_without_observations"
+    ],
+    "series_fresh": [
+        "test_checks_fail_catalog_series::test_series_fresh_fails_on_series_whose_newest_observation_is_too_old"
+    ],
+    "model_col_valid": [
+        "test_checks_fail_catalog_series::test_model_col_valid_fails_on_invalid_model_cols_and_blocks_the_map_and_the_view"
+    ],
+    "view_columns_match": [
+        "test_checks_fail_catalog_series::test_view_columns_match_fails_on_a_view_out_of_step_with_the_map"
+    ],
     "dim_map_mismatch": ["test_series_slice::test_tampered_map_fails_the_blocking_check_and_blocks_the_view"],
     "bars_fresh": ["test_operator_runbook::test_a_stale_asset_waits_alone_is_listed_and_alerted_once"],
     "gaps_against_calendar": ["test_operator_runbook::test_gap_flags_on_real_files_match_the_calendar"],

@@ -156,6 +156,7 @@ def test_d22_out_of_bounds_ema_is_rejected_with_its_bounds_and_still_stored(
     checks = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
     bounds = checks[("ema_multi_tf", "ema_within_price_bounds")]
     assert not bounds.passed and bounds.severity == dg.AssetCheckSeverity.WARN
+    assert "7D" in bounds.metadata["rows"].value and "window_days" in bounds.metadata["rows"].value
     assert result.success  # a warning: everything downstream still ran
     # 7D, p = 9: a 63-day window of closes at 10 while the slow daily EMA still remembers 1000.
     reject = conn.execute(
@@ -196,6 +197,7 @@ def test_nan_ema_fails_the_blocking_check_and_keeps_the_previous_rows(
     assert not result.success
     [valid] = [e for e in result.get_asset_check_evaluations() if e.check_name == "ema_values_valid"]
     assert not valid.passed and valid.metadata["violations"].value > 0
+    assert {row["trade_date"] for row in valid.metadata["sample"].value} >= {"2024-01-20"}
     assert _emas(conn) == before
     assert conn.execute("select dirty_from from market.bars_dirty where family = 'ema_multi_tf'").fetchone() == (
         date(2024, 1, 20),

@@ -65,8 +65,29 @@ def symbol_check_results(versions: pl.DataFrame) -> list[dg.AssetCheckResult]:
         "versions_contiguous": problems["not_contiguous"] + problems["empty_or_reversed"],
         "bounds_in_utc": int(versions.schema["valid_from"].time_zone != "UTC"),
     }
+    # What a person should look at: the symbols (or, for the bounds, the columns and their time zone).
+    ordered = versions.sort("symbol", "valid_from")
+    next_from = pl.col("valid_from").shift(-1).over("symbol")
+    offending = {
+        "one_current_version": ordered.filter(pl.col("valid_until").is_null() & (pl.len().over("symbol") > 1)),
+        "versions_contiguous": ordered.filter(
+            (next_from.is_not_null() & pl.col("valid_until").ne_missing(next_from))
+            | (pl.col("valid_until") <= pl.col("valid_from"))
+        ),
+    }
+    samples = {name: ", ".join(bad["symbol"].unique(maintain_order=True).head(20)) for name, bad in offending.items()}
+    samples["bounds_in_utc"] = ", ".join(
+        f"{column} ({versions.schema[column].time_zone})"
+        for column in ("valid_from", "valid_until")
+        if versions.schema[column].time_zone != "UTC"
+    )
     return [
-        dg.AssetCheckResult(asset_key=SYMBOLS, check_name=name, passed=bad == 0, metadata={"violations": bad})
+        dg.AssetCheckResult(
+            asset_key=SYMBOLS,
+            check_name=name,
+            passed=bad == 0,
+            metadata={"violations": bad, "sample": samples[name]},
+        )
         for name, bad in failing.items()
     ]
 

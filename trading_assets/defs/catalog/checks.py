@@ -56,8 +56,14 @@ def structural_fields_present(warehouse: Warehouse) -> dg.AssetCheckResult:
     # not judged.
     judged = ("tick_size", "pricescale", "minmov", "lot_size")
     worst = max(share[f] for f in judged)
+    lacking = symbols.select(
+        "symbol", lacks=pl.concat_list(pl.when(pl.col(f).is_null()).then(pl.lit(f)) for f in judged).list.drop_nulls()
+    ).filter(pl.col("lacks").list.len() > 0)
+    sample = ", ".join(f"{symbol} ({', '.join(lacks)})" for symbol, lacks in lacking.head(20).iter_rows())
     return dg.AssetCheckResult(
-        passed=worst <= 0.05, severity=WARN, metadata={f"missing_{f}": v for f, v in share.items()}
+        passed=worst <= 0.05,
+        severity=WARN,
+        metadata={**{f"missing_{f}": v for f, v in share.items()}, "sample": sample},
     )
 
 

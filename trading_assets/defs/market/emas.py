@@ -145,9 +145,17 @@ class EmaTally:
                 check_name="ema_within_price_bounds",
                 passed=self.out_of_bounds == 0,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={"violations": self.out_of_bounds},
+                metadata={"violations": self.out_of_bounds, "rows": preview(self._out_of_bounds(), "violations")},
             ),
         ]
+
+    def _out_of_bounds(self) -> pl.DataFrame:
+        found = [r.filter(pl.col("violation_type") == "out_of_price_bounds").head(20) for r in self.rejects if r.height]
+        if not found:
+            return pl.DataFrame()
+        return pl.concat(found, how="diagonal_relaxed").select(
+            "asset_id", "tf", "period", "trade_date", "value", "bounds"
+        )
 
     def metadata(self) -> dict[str, object]:
         first, last = (str(min(self.dates)), str(max(self.dates))) if self.dates else ("", "")
