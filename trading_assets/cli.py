@@ -153,7 +153,7 @@ def _load_symbols(settings: Settings, args: argparse.Namespace) -> int:
     url = prepare_environment(settings)
     effective_at = to_utc(args.effective_at).isoformat() if args.effective_at else None
     local = args.source in ("file", "binance")
-    inputs = [str(Path(name).resolve()) if local else name for name in args.inputs]
+    inputs = [str(Path(name).resolve()) if local and not re.match(r"https?://", name) else name for name in args.inputs]
     config = {"inputs": inputs, "source": args.source, "effective_at": effective_at}
     started = time.perf_counter()
     summary = run_job(LOAD_SYMBOLS_JOB, run_config={"ops": {CATALOG_OP: {"config": config}}})
@@ -186,6 +186,7 @@ def _refresh(settings: Settings, args: argparse.Namespace) -> int:
     from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
     from trading_assets.io import ema_store, market_store
     from trading_assets.io.postgres import connect
+    from trading_assets.io.run_logs import append_lines
     from trading_assets.orchestration import prepare_environment, run_job
 
     partitions = monthly_partitions(settings)
@@ -226,35 +227,52 @@ def _refresh(settings: Settings, args: argparse.Namespace) -> int:
     if args.verbose:
         run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     started = time.perf_counter()
-    summary = run_job(job, tags={**range_tags(*key_range), REBUILD_TAG: mode}, run_config=run_config)
-    seconds = time.perf_counter() - started
+    summary = run_job(
+        job, tags={**range_tags(*key_range), REBUILD_TAG: mode}, run_config=run_config, progress=sys.stderr
+    )
     lines = [f"refresh {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z: {plan} (run {summary.run_id})"]
-    latest = {asset: metadata for asset, _, metadata in summary.materializations}
-    for asset in ops:
-        key = asset.replace("__", "/")
-        metadata = latest.get(key)
-        failed_checks = [name for a, name, passed, _, _ in summary.checks if a == key and not passed]
-        line = f"  {key:<42} {'ok' if metadata is not None else 'NOT MATERIALIZED'}"
-        if metadata is not None:
-            line += (
-                f" assets={metadata.get('assets_rebuilt', 0)} rows={metadata.get('run_rows_written', 0)} "
-                f"rejects={metadata.get('run_rejects', 0)} repairs={metadata.get('repairs', 0)}"
-            )
-            if stale := metadata.get("stale_assets_waiting"):
-                line += f" stale assets left queued={len(stale)} ({', '.join(stale)})"
-        if failed_checks:
-            line += f" checks failed: {', '.join(failed_checks)}"
-        lines.append(line)
-    lines += [f"    error: {e}" for e in summary.errors]
-    lines.append(f"  {'succeeded' if summary.success else 'FAILED'} in {seconds:.1f}s")
-    lines.append("  (table-wide WARN checks run with `trading-assets validate` and the daily validate schedule)")
+    lines += refresh_summary(summary, list(ops), time.perf_counter() - started)
     print("\n".join(lines))
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log_file = settings.logs_dir / f"refresh-{datetime.now(UTC):%Y-%m-%d}.log"
-    with log_file.open("a") as handle:
-        handle.write("\n".join(lines) + "\n")
+    log_file = append_lines(settings.logs_dir, lines)
     print(f"summary appended to {log_file}")
     return _finished(settings, url, summary)
+
+
+def refresh_summary(summary, components: list[str], seconds: float) -> list[str]:
+    """The runbook's summary block: components, successes, failures, times, gaps, repairs, rejects, stale ids."""
+    latest = {asset: metadata for asset, _, metadata in summary.materializations}
+    rows, totals, stale = [], {"gaps_flagged": 0, "repairs": 0, "run_rejects": 0}, set()
+    for component in components:
+        key = component.replace("__", "/")
+        metadata = latest.get(key)
+        failed_checks = [name for a, name, passed, _, _ in summary.checks if a == key and not passed]
+        checks_text = f" checks FAILED: {', '.join(failed_checks)}" if failed_checks else ""
+        if metadata is None:
+            rows.append(f"    {key:<42} FAILED  (not materialized){checks_text}")
+            continue
+        for name in totals:
+            totals[name] += int(metadata.get(name, 0) or 0)
+        stale |= set(metadata.get("stale_assets_waiting") or [])
+        line = (
+            f"    {key:<42} {'ok' if not failed_checks else 'ERROR':<7} {float(metadata.get('seconds', 0)):>7.1f}s "
+            f"assets={metadata.get('assets_rebuilt', 0)} rows={metadata.get('run_rows_written', 0)}"
+        )
+        rows.append(line + checks_text)
+    failed = sum(1 for row in rows if " FAILED" in row or " ERROR " in row)
+    return [
+        "  Summary",
+        f"    Total components: {len(components)}",
+        f"    Successful: {len(components) - failed}",
+        f"    Failed: {failed}",
+        f"    Total time: {seconds:.1f}s",
+        "  Time per component:",
+        *rows,
+        *(f"    ERROR: {e}" for e in summary.errors),
+        f"  Gaps flagged: {totals['gaps_flagged']}  Repairs: {totals['repairs']}  Rejects: {totals['run_rejects']}",
+        f"  Stale ids (left queued): {', '.join(sorted(stale)) or 'none'}",
+        f"  {'succeeded' if summary.success else 'FAILED'}"
+        " (table-wide checks run with `trading-assets validate` and the daily validate schedule)",
+    ]
 
 
 # The bundled sample prices (data/sample/prices) and their symbols in the bundled catalog sample, which
@@ -285,7 +303,7 @@ def _demo(settings: Settings) -> int:
     runs = []
 
     def run(title: str, job: str, **options) -> None:
-        summary = run_job(job, **options)
+        summary = run_job(job, progress=sys.stderr, **options)
         _print_summary(title, summary, time.perf_counter() - started)
         runs.append(summary)
 
@@ -345,6 +363,52 @@ def _demo(settings: Settings) -> int:
     return 0 if succeeded and not checked.failed_error_checks else 1
 
 
+def _series_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the plan of importing a dim_series CSV, then apply it in one run of the import job."""
+    from trading_assets.compute.series import import_plan_problems, plan_series_import, series_config_problems
+    from trading_assets.defs.jobs import SERIES_IMPORT_JOB
+    from trading_assets.defs.metadata.series_import import SERIES_IMPORT_OP, file_digest
+    from trading_assets.errors import raise_if_any
+    from trading_assets.io import series_store
+    from trading_assets.io.postgres import connect
+    from trading_assets.orchestration import prepare_environment, run_job
+    from trading_assets.sources.series_files import read_series_config
+
+    url = prepare_environment(settings)
+    path = args.file.resolve()
+    incoming = read_series_config(path)
+    raise_if_any(series_config_problems(incoming))
+    with connect(url) as conn:
+        series_store.read_consistently(conn)
+        state = series_store.dim_series_state(conn)
+        plan = plan_series_import(series_store.read_dim_series(conn), incoming, args.delete_missing)
+    raise_if_any(import_plan_problems(plan, incoming))
+    print(f"plan: {path} into core_energy.dim_series (version {state.version})")
+    for line in plan.lines():
+        print(f"  {line}")
+    print(f"  {plan.summary()}")
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return 0
+    if plan.is_empty:
+        print("nothing to change")
+        return 0
+    # The run applies exactly this plan: it refuses a table edited or a file changed since.
+    config = {"file": str(path), "delete_missing": args.delete_missing}
+    config |= {"expected_version": state.version, "file_sha256": file_digest(path)}
+    started = time.perf_counter()
+    summary = run_job(SERIES_IMPORT_JOB, run_config={"ops": {SERIES_IMPORT_OP: {"config": config}}})
+    _print_summary("series import", summary, time.perf_counter() - started)
+    if summary.success:
+        with connect(url) as conn:
+            version = series_store.dim_series_state(conn).version
+        print(
+            f"core_energy.dim_series is at version {version}; map_model_series, v_series_wide and the backup "
+            "follow by automation (`trading-assets ui`)"
+        )
+    return _finished(settings, url, summary)
+
+
 def _validate(settings: Settings) -> int:
     from trading_assets.defs.jobs import VALIDATE_JOB
     from trading_assets.orchestration import prepare_environment, run_job
@@ -357,6 +421,16 @@ def _validate(settings: Settings) -> int:
     if failed:
         print(f"\n{len(failed)} ERROR check(s) failed: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def _clean_logs(settings: Settings) -> int:
+    from trading_assets.defs.ops.run_log import CLEAN_LOGS_JOB
+    from trading_assets.orchestration import prepare_environment, run_job
+
+    url = prepare_environment(settings)
+    summary = run_job(CLEAN_LOGS_JOB)
+    print(f"{'removed old day logs' if summary.success else 'FAILED'} (run {summary.run_id})")
+    return _finished(settings, url, summary)
 
 
 def _ui(settings: Settings, port: int) -> int:
@@ -434,6 +508,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--staleness-hours", type=float, help="(EMAs) bars older than this are stale (default: the setting, 48)"
     )
 
+    series_import = commands.add_parser(
+        "series-import", help="import a dim_series CSV into core_energy.dim_series: prints the plan, then applies it"
+    )
+    series_import.add_argument("file", type=Path, help="model_col,series_code,unit,freq,description,tags")
+    series_import.add_argument("--delete-missing", action="store_true", help="delete the rows the file lacks")
+    series_import.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    commands.add_parser("clean-logs", help="remove day logs older than 30 days (job clean_logs)")
     commands.add_parser("demo", help="load the sample data, materialize everything, run the checks")
     commands.add_parser("validate", help="run every asset check; exit 1 when an ERROR check fails")
     ui = commands.add_parser("ui", help="Dagster UI with the daemon (schedules, sensors, automation)")
@@ -461,12 +542,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _symbols_as_of(settings, args)
         if args.command == "demo":
             return _demo(settings)
+        if args.command == "series-import":
+            return _series_import(settings, args)
         if args.command == "validate":
             return _validate(settings)
+        if args.command == "clean-logs":
+            return _clean_logs(settings)
         return _ui(settings, args.port)
     except (InputError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _is_connection_failure(exc):
+            raise
+        _database_unreachable(settings, args.command, exc)
+        return 3
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    """Whether the database could not be reached, anywhere in the exception's chain (Dagster's storage too)."""
+    from trading_assets.io.alerts import DATABASE_UNREACHABLE
+
+    while exc is not None:
+        if type(exc).__name__ in DATABASE_UNREACHABLE:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _database_unreachable(settings: Settings, command: str, exc: BaseException) -> None:
+    """A command that cannot reach the database raises a CRITICAL alert, delivered without it."""
+    from trading_assets.io.alerts import Alert, send_alert
+
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(f"error: the database cannot be reached: {reason}", file=sys.stderr)
+    alert = Alert(
+        "CRITICAL",
+        "Database connection failure",
+        f"trading-assets {command}: {reason}",
+        "cli",
+        group_key="database_unreachable",
+    )
+    send_alert(settings, None, alert)
 
 
 if __name__ == "__main__":

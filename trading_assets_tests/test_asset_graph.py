@@ -72,7 +72,7 @@ BAR_CHECKS = [
 ]  # fmt: skip
 FAMILY_CHECKS = sorted([*BAR_CHECKS, "canonical_spacing", "coverage"])
 EMA_CHECKS = [
-    "canonical_spacing", "changes_applied", "coverage", "ema_values_valid", "ema_within_price_bounds",
+    "bars_fresh", "canonical_spacing", "changes_applied", "coverage", "ema_values_valid", "ema_within_price_bounds",
     "no_rows_before_seed", "row_counts_exact",
 ]  # fmt: skip
 
@@ -123,7 +123,7 @@ EXPECTED_GRAPH = {
         ),
     ),
     "catalog/symbols.parquet": (["catalog/symbols"], "", "", []),
-    "core_energy/dim_series": ([], "", CRON, ["model_col_valid"]),
+    "core_energy/dim_series": ([], "", "", ["model_col_valid"]),  # observed: edited with SQL
     "core_energy/dim_series_backup": (["core_energy/dim_series"], "", CRON, []),
     "core_energy/fact_series_value": (
         ["core_energy/dim_series"],

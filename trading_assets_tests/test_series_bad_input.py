@@ -5,7 +5,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from trading_assets.defs.jobs import SERIES_IMPORT_JOB
 from trading_assets.defs.metadata.assets import DIM_SERIES, FACT_SERIES_VALUE
+from trading_assets.defs.metadata.series_import import SERIES_IMPORT_OP
 from trading_assets.errors import InputError
 from trading_assets.orchestration import root_error_message
 from trading_assets.sources.series_files import read_observations, read_series_config
@@ -50,18 +52,35 @@ def _failure(platform: Platform, *args, **kwargs) -> str:
     ],
 )
 def test_bad_dim_series_row_names_line_and_changes_nothing(
-    platform: Platform, conn: psycopg.Connection, bad_line: str, reason: str
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path, bad_line: str, reason: str
 ) -> None:
     platform.materialize(DIM_SERIES)
     before = _tables(conn)
-    config = platform.settings.series_config
-    with config.open("a") as handle:
-        handle.write(bad_line + "\n")
-    line = len(config.read_text().splitlines())
+    upload = tmp_path / "upload.csv"
+    upload.write_text(platform.settings.series_config.read_text() + bad_line + "\n")
+    line = len(upload.read_text().splitlines())
 
-    message = _failure(platform, DIM_SERIES)
-    assert f"{config}, line {line}: {reason}" in message
+    result = platform.defs.resolve_job_def(SERIES_IMPORT_JOB).execute_in_process(
+        instance=platform.instance,
+        run_config={"ops": {SERIES_IMPORT_OP: {"config": {"file": str(upload), "delete_missing": True}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert f"{upload}, line {line}: {reason}" in root_error_message(failure.step_failure_data.error)
     assert _tables(conn) == before
+    assert [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"] == []
+
+
+def test_bad_seed_file_fails_the_first_observation_and_seeds_nothing(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    config = platform.settings.series_config
+    config.write_text(config.read_text() + "Bad-Col,XBAD,percent,D,bad,\n")
+    message = _failure(platform, DIM_SERIES)
+    assert f"{config}, line 10: model_col 'Bad-Col' must be lower snake_case" in message
+    assert _tables(conn)[0] == []
+    assert conn.execute("select version from core_energy.dim_series_state").fetchone() == (0,)
 
 
 def test_unknown_series_and_bad_values_are_all_reported_and_nothing_is_written(

@@ -108,7 +108,11 @@ def test_tampered_map_fails_the_blocking_check_and_blocks_the_view(
     platform: Platform, conn: psycopg.Connection
 ) -> None:
     platform.materialize(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE)
-    conn.execute("update core_energy.map_model_series set series_code = 'DGS1' where model_col = 'ust_10y'")
+    # Only the refresh may write the map; a session that forges its permission stands for any damage done
+    # behind the platform's back, which the blocking check still catches.
+    with conn.transaction():
+        conn.execute("set local trading_assets.refreshing_map = 'on'")
+        conn.execute("update core_energy.map_model_series set series_code = 'DGS1' where model_col = 'ust_10y'")
     conn.execute("comment on view core_energy.v_series_wide is 'before'")
 
     mismatch = dg.AssetCheckKey(MAP_MODEL_SERIES, "dim_map_mismatch")
@@ -120,6 +124,8 @@ def test_tampered_map_fails_the_blocking_check_and_blocks_the_view(
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["mismatches"].value == 2  # the tampered row, seen from both sides
+    assert evaluation.metadata["only_in_dim_series"].value == "ust_10y -> DGS10"
+    assert evaluation.metadata["only_in_map"].value == "ust_10y -> DGS1"
     assert result.get_asset_materialization_events() == []
     assert conn.execute("select obj_description('core_energy.v_series_wide'::regclass)").fetchone()[0] == "before"
 
@@ -129,11 +135,6 @@ def test_tampered_map_fails_the_blocking_check_and_blocks_the_view(
     assert all(e.passed for e in repaired.get_asset_check_evaluations())
 
 
-def _add_series(platform: Platform, line: str) -> None:
-    with platform.settings.series_config.open("a") as handle:
-        handle.write(line + "\n")
-
-
 def test_column_sorting_first_rebuilds_view_and_keeps_dependent_views(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
@@ -141,7 +142,10 @@ def test_column_sorting_first_rebuilds_view_and_keeps_dependent_views(
     conn.execute(
         "create view public.yield_slope as select date, ust_10y - ust_2y as slope from core_energy.v_model_wide"
     )
-    _add_series(platform, "aaa_first_yield,DGS1,percent,D,1-year Treasury yield,rates")
+    conn.execute(
+        "insert into core_energy.dim_series (model_col, series_code, unit, freq, description, tags) "
+        "values ('aaa_first_yield', 'DGS1', 'percent', 'D', '1-year Treasury yield', '{rates}')"
+    )
     plain = tmp_path / "dgs1.csv"
     plain.write_text("series_code,obs_date,value\nDGS1,2020-03-09,0.43\nDGS1,2020-03-10,0.52\n")
 
@@ -165,8 +169,7 @@ def test_refresh_fails_whole_when_a_dependent_view_no_longer_compiles(
 ) -> None:
     platform.materialize(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE)
     conn.execute("create view public.uses_5y as select date, ust_5y from core_energy.v_series_wide")
-    config = platform.settings.series_config
-    config.write_text("".join(line for line in config.open() if not line.startswith("ust_5y,")))
+    conn.execute("delete from core_energy.dim_series where model_col = 'ust_5y'")
     platform.materialize(DIM_SERIES, MAP_MODEL_SERIES)
 
     result = platform.materialize(V_SERIES_WIDE, raise_on_error=False)
@@ -205,28 +208,48 @@ def test_revised_value_updates_row_and_keeps_old_value_in_history(
     assert conn.execute("select count(*) from core_energy.fact_series_value_history").fetchone()[0] == 1
 
 
-def test_dim_series_sync_inserts_updates_and_deletes(platform: Platform, conn: psycopg.Connection) -> None:
-    platform.materialize(DIM_SERIES)
-    config = platform.settings.series_config
-    lines = config.read_text().splitlines()
-    kept = [line for line in lines if not line.startswith(("ust_30y,", "ust_3m,"))]
-    kept = [line.replace(",DGS5,percent,", ",DGS7,percent,") for line in kept]  # ust_5y now points at DGS7
-    kept = [line.replace("Unemployment Rate, seasonally adjusted", "Unemployment rate (SA)") for line in kept]
-    kept.append("ust_3m_bill,DGS3MO,percent,D,3-month bill,rates")  # DGS3MO moves to a new model_col
-    config.write_text("\n".join(kept) + "\n")
+def test_the_series_file_seeds_a_new_database_once_and_never_overwrites_sql_edits(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    # The first observation of a database whose dim_series never held a row seeds it from the file.
+    seeded = platform.materialize(DIM_SERIES)
+    [observation] = [e.event_specific_data.asset_observation for e in seeded.get_asset_observation_events()]
+    assert observation.data_version == "1"
+    assert observation.metadata["seeded"].value == 8
+    assert [r[0] for r in conn.execute("select model_col from core_energy.dim_series order by 1")] == MODEL_COLS
 
-    result = platform.materialize(DIM_SERIES)
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
-    assert (metadata["inserted"].value, metadata["updated"].value, metadata["deleted"].value) == (1, 2, 2)
-    assert dict(conn.execute("select model_col, series_code from core_energy.dim_series")) == {
+    # Edits by SQL are the truth from then on: a changed file, or no file at all, overwrites nothing.
+    conn.execute("delete from core_energy.dim_series where model_col in ('ust_30y', 'ust_3m')")
+    conn.execute(
+        "update core_energy.dim_series set description = 'Unemployment rate (SA)' where series_code = 'UNRATE'"
+    )
+    conn.execute("insert into core_energy.dim_series (model_col, series_code, freq) values ('ust_1y', 'DGS1', 'D')")
+    config = platform.settings.series_config
+    config.write_text(config.read_text() + "ust_7y,DGS7,percent,D,7-year,rates\n")
+    expected = conn.execute("select * from core_energy.dim_series order by 1").fetchall()
+
+    platform.materialize(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE, DIM_SERIES_BACKUP)
+    config.unlink()
+    observed = platform.materialize(DIM_SERIES)
+    assert conn.execute("select * from core_energy.dim_series order by 1").fetchall() == expected
+    [observation] = [e.event_specific_data.asset_observation for e in observed.get_asset_observation_events()]
+    assert observation.data_version == "4"  # seed, then three edits (each its own transaction)
+    assert "seeded" not in observation.metadata
+    assert dict(conn.execute("select model_col, series_code from core_energy.map_model_series")) == {
         "cpi_all_items": "CPIAUCSL",
         "nonfarm_payrolls": "PAYEMS",
         "unemployment_rate": "UNRATE",
         "ust_10y": "DGS10",
+        "ust_1y": "DGS1",
         "ust_2y": "DGS2",
-        "ust_5y": "DGS7",
-        "ust_3m_bill": "DGS3MO",
+        "ust_5y": "DGS5",
     }
-    assert conn.execute(
-        "select description from core_energy.dim_series where model_col = 'unemployment_rate'"
-    ).fetchone() == ("Unemployment rate (SA)",)
+    assert _view_columns(conn, "v_series_wide") == [
+        "date", "cpi_all_items", "nonfarm_payrolls", "unemployment_rate", "ust_10y", "ust_1y", "ust_2y", "ust_5y"
+    ]  # fmt: skip
+
+    # Emptied by SQL, it stays empty: only a database that never held a row is seeded.
+    config.write_text("model_col,series_code,unit,freq,description,tags\nust_7y,DGS7,percent,D,7-year,rates\n")
+    conn.execute("delete from core_energy.dim_series")
+    platform.materialize(DIM_SERIES)
+    assert conn.execute("select count(*) from core_energy.dim_series").fetchone()[0] == 0

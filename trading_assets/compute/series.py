@@ -1,9 +1,11 @@
-"""Rules of the series-metadata slice: what a valid dim_series row and a valid observation are."""
+"""Rules of the series-metadata slice: what a valid dim_series row and a valid observation are, what an
+import of a dim_series file changes, and which backups have expired."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import polars as pl
@@ -71,3 +73,127 @@ def stale_series(latest: pl.DataFrame, today: date) -> pl.DataFrame:
         .filter(pl.col("last_obs_date").is_null() | (pl.col("age_days") > pl.col("allowed_days")))
         .sort("series_code")
     )
+
+
+# The columns of a dim_series row as files and the table hold them (tags: a list of strings).
+SERIES_COLUMNS = ("model_col", "series_code", "unit", "freq", "description", "tags")
+_SERIES_SCHEMA = {**dict.fromkeys(SERIES_COLUMNS[:5], pl.String), "tags": pl.List(pl.String)}
+
+
+@dataclass(frozen=True)
+class SeriesImportPlan:
+    """What importing a dim_series file changes: rows to insert, update and delete (each with the columns of
+    `SERIES_COLUMNS`; updates also list their `changes`), and the table's rows the file lacks that stay."""
+
+    inserts: pl.DataFrame
+    updates: pl.DataFrame
+    deletes: pl.DataFrame
+    kept: pl.DataFrame
+
+    @property
+    def is_empty(self) -> bool:
+        return self.inserts.is_empty() and self.updates.is_empty() and self.deletes.is_empty()
+
+    def lines(self) -> list[str]:
+        """The plan as a person reads it: one line per row inserted, updated, deleted or kept."""
+        lines = [
+            f"insert {r['model_col']}: series_code {r['series_code']!r}, unit {r['unit']!r}, freq {r['freq']!r}, "
+            f"description {r['description']!r}, tags {r['tags']}"
+            for r in self.inserts.to_dicts()
+        ]
+        lines += [f"update {r['model_col']}: {'; '.join(r['changes'])}" for r in self.updates.to_dicts()]
+        lines += [f"delete {r['model_col']} (series_code {r['series_code']!r})" for r in self.deletes.to_dicts()]
+        lines += [
+            f"keep   {r['model_col']} (series_code {r['series_code']!r}): not in the file; --delete-missing deletes it"
+            for r in self.kept.to_dicts()
+        ]
+        return lines
+
+    def summary(self) -> str:
+        return (
+            f"{self.inserts.height} insert(s), {self.updates.height} update(s), {self.deletes.height} delete(s), "
+            f"{self.kept.height} row(s) not in the file kept"
+        )
+
+
+def _series_rows(frame: pl.DataFrame) -> dict[str, dict]:
+    return {row["model_col"]: row for row in frame.select(SERIES_COLUMNS).to_dicts()}
+
+
+def _frame(rows: list[dict], extra: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+    schema = {**_SERIES_SCHEMA, **(extra or {})}
+    return pl.DataFrame([{k: row[k] for k in schema} for row in rows], schema=schema)
+
+
+# What a new row holds in a column its file does not give (the table's defaults).
+_NOT_GIVEN = {"unit": "", "description": "", "tags": []}
+
+
+def plan_series_import(current: pl.DataFrame, incoming: pl.DataFrame, delete_missing: bool) -> SeriesImportPlan:
+    """The changes that make `current` (dim_series) hold every row of `incoming` (a validated file), rows
+    matched by model_col; rows only in `current` are deleted when `delete_missing`, else kept. A null in
+    `incoming` (a column the file lacks) keeps the stored value, or the default in a new row."""
+    old, new = _series_rows(current), _series_rows(incoming)
+    inserts, updates = [], []
+    for model_col, given in new.items():
+        before = old.get(model_col)
+        fallback = _NOT_GIVEN if before is None else before
+        row = {column: fallback[column] if value is None else value for column, value in given.items()}
+        if before is None:
+            inserts.append(row)
+            continue
+        changes = [
+            f"{column} {before[column]!r} -> {row[column]!r}"
+            for column in SERIES_COLUMNS[1:]
+            if before[column] != row[column]
+        ]
+        if changes:
+            updates.append({**row, "changes": changes})
+    missing = [row for model_col, row in sorted(old.items()) if model_col not in new]
+    return SeriesImportPlan(
+        inserts=_frame(inserts),
+        updates=_frame(updates, {"changes": pl.List(pl.String)}),
+        deletes=_frame(missing if delete_missing else []),
+        kept=_frame([] if delete_missing else missing),
+    )
+
+
+def import_plan_problems(plan: SeriesImportPlan, incoming: pl.DataFrame) -> list[Problem]:
+    """Rows of the file whose series_code a kept row (absent from the file) still holds: series_code is unique."""
+    held = dict(zip(plan.kept["series_code"], plan.kept["model_col"], strict=True))
+    return [
+        Problem(
+            row["source_file"],
+            row["line"],
+            f"series_code {row['series_code']!r} is held by {held[row['series_code']]!r}, which is not in the file "
+            "and stays; add that row to the file or import with --delete-missing",
+        )
+        for row in incoming.filter(pl.col("series_code").is_in(list(held))).to_dicts()
+    ]
+
+
+_BACKUP_NAME = re.compile(r"^dim_series_(\d{4}-\d{2}-\d{2})(?:_v(\d+))?\.csv$")
+
+
+def backup_name(day: date, version: int) -> str:
+    """The file name of the backup of dim_series content version `version` taken on `day`."""
+    return f"dim_series_{day:%Y-%m-%d}_v{version}.csv"
+
+
+def expired_backups(names: Iterable[str], today: date, keep_days: int) -> list[str]:
+    """Backup file names dated `keep_days` days or more before `today`; the newest backup is always kept and
+    names that are not backups are never listed."""
+    dated = []
+    for name in names:
+        match = _BACKUP_NAME.match(name)
+        try:
+            day = date.fromisoformat(match.group(1)) if match else None
+        except ValueError:  # digits that are no date: not a backup of ours
+            day = None
+        if day is not None:
+            dated.append((day, int(match.group(2) or 0), name))
+    if not dated:
+        return []
+    newest = max(dated)[2]
+    cutoff = today - timedelta(days=keep_days)
+    return sorted(name for day, _, name in dated if day <= cutoff and name != newest)

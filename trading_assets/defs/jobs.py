@@ -17,8 +17,10 @@ from trading_assets.defs.metadata.assets import (
     FACT_SERIES_VALUE,
     MAP_MODEL_SERIES,
     V_SERIES_WIDE,
+    WIDE_VIEW_FOLLOWERS,
 )
-from trading_assets.defs.metadata.checks import SERIES_CHECKS
+from trading_assets.defs.metadata.checks import SERIES_CHECKS, model_col_valid
+from trading_assets.defs.metadata.series_import import series_import_job
 
 VALIDATE_JOB = "validate_all_checks"
 LOAD_PRICES_JOB = "load_prices"
@@ -30,6 +32,8 @@ REFRESH_EMAS_JOB = "refresh_emas"
 REFRESH_MARKET_JOB = "refresh_market"
 MARKET_DAILY_JOB = "market_daily"
 OBSERVE_JOB = "observe_market_dimensions"
+OBSERVE_SERIES_JOB = "observe_core_energy"
+SERIES_IMPORT_JOB = series_import_job.name
 # Runs writing the market tables carry this tag; the run queue lets one of them run at a time.
 MARKET_WRITER = {"trading_assets/writes": "market"}
 
@@ -42,7 +46,7 @@ TABLE_CHECKS = dg.AssetSelection.checks(
 SERIES_SYNC = dg.AssetSelection.assets(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE, DIM_SERIES_BACKUP)
 
 
-def build_jobs() -> list[UnresolvedAssetJobDefinition]:
+def build_jobs() -> list[UnresolvedAssetJobDefinition | dg.JobDefinition]:
     def market_job(name: str, selection: dg.AssetSelection, description: str) -> UnresolvedAssetJobDefinition:
         return dg.define_asset_job(
             name, selection=selection - TABLE_CHECKS, tags=MARKET_WRITER, description=description
@@ -61,7 +65,8 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition]:
         ),
         dg.define_asset_job(
             SERIES_SYNC_JOB, selection=SERIES_SYNC - TABLE_CHECKS,
-            description="dim_series from its file, the derived map, the wide view and a dated backup.",
+            description="dim_series observed (a new database seeded from its file), then the derived map, the "
+            "wide view and a dated backup.",
         ),
         market_job(REFRESH_BARS_JOB, BARS, "Daily bars and every multi-day bar family."),
         market_job(REFRESH_EMAS_JOB, EMAS, "Every EMA family."),
@@ -74,4 +79,11 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition]:
             OBSERVE_JOB, selection=dg.AssetSelection.assets(DIM_ASSETS, DIM_TIMEFRAME, DIM_EMA_PERIOD),
             description="Observe the market dimension tables (their data versions).",
         ),
+        dg.define_asset_job(
+            OBSERVE_SERIES_JOB,
+            selection=dg.AssetSelection.assets(DIM_SERIES, WIDE_VIEW_FOLLOWERS) - TABLE_CHECKS
+            | dg.AssetSelection.checks(model_col_valid),
+            description="Observe the core_energy tables edited with SQL (dim_series, wide_view_followers).",
+        ),
+        series_import_job,
     ]  # fmt: skip

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import polars as pl
 import psycopg
+from psycopg.types.json import Jsonb
 
+from trading_assets.compute.series import SERIES_COLUMNS, SeriesImportPlan
 from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
-
-
-@dataclass(frozen=True)
-class SyncCounts:
-    inserted: int
-    updated: int
-    deleted: int
 
 
 @dataclass(frozen=True)
@@ -24,56 +20,90 @@ class UpsertCounts:
     unchanged: int
 
 
-def _pg_array(tags: list[str]) -> str:
-    quoted = ('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in tags)
-    return "{" + ",".join(quoted) + "}"
+@dataclass(frozen=True)
+class SeriesState:
+    """The content version of dim_series (core_energy.dim_series_state, bumped by its triggers)."""
+
+    version: int
+    changed_at: datetime | None
+    changed_by: str | None
 
 
-def sync_dim_series(conn: psycopg.Connection, config: pl.DataFrame) -> SyncCounts:
-    """Make core_energy.dim_series equal `config` (inserts, updates and deletes)."""
-    scratch_table(conn, "incoming_dim_series", "(like core_energy.dim_series including defaults)")
-    rows = config.select(
-        "model_col",
-        "series_code",
-        "unit",
-        "freq",
-        "description",
-        pl.col("tags").map_elements(_pg_array, return_dtype=pl.String),
+_SERIES_SCHEMA = {**dict.fromkeys(SERIES_COLUMNS[:5], pl.String), "tags": pl.List(pl.String)}
+
+
+def read_consistently(conn: psycopg.Connection) -> None:
+    """Make the rest of the transaction read one snapshot (the version and the rows it numbers agree).
+
+    Must be the transaction's first statement."""
+    conn.execute("set transaction isolation level repeatable read")
+
+
+def dim_series_state(conn: psycopg.Connection) -> SeriesState:
+    version, changed_at, changed_by = conn.execute(
+        "select version, changed_at, changed_by from core_energy.dim_series_state"
+    ).fetchone()
+    return SeriesState(version, changed_at, changed_by)
+
+
+def lock_dim_series(conn: psycopg.Connection) -> SeriesState:
+    """Hold off other writers of dim_series until the transaction ends; returns its state from then on."""
+    conn.execute("lock table core_energy.dim_series in share row exclusive mode")
+    return dim_series_state(conn)
+
+
+def read_dim_series(conn: psycopg.Connection) -> pl.DataFrame:
+    """Every dim_series row (columns of SERIES_COLUMNS, tags a list), by model_col."""
+    return read_frame(
+        conn,
+        "select model_col, series_code, unit, freq, description, tags from core_energy.dim_series order by model_col",
+        (),
+        schema=_SERIES_SCHEMA,
     )
-    copy_frame(conn, psycopg.sql.SQL("incoming_dim_series"), rows)
-    # Deletes run first so that a series_code can move to another model_col within one sync
-    # (series_code is unique); a model_col whose series_code changed is removed and re-inserted.
-    deleted = conn.execute(
-        "delete from core_energy.dim_series d where not exists "
-        "(select 1 from incoming_dim_series i where i.model_col = d.model_col)"
-    ).rowcount
-    recoded = conn.execute(
-        "delete from core_energy.dim_series d using incoming_dim_series i "
-        "where i.model_col = d.model_col and i.series_code <> d.series_code"
-    ).rowcount
-    written = conn.execute(
-        """
-        insert into core_energy.dim_series (model_col, series_code, unit, freq, description, tags)
-        select model_col, series_code, unit, freq, description, tags from incoming_dim_series
-        on conflict (model_col) do update
-            set unit = excluded.unit, freq = excluded.freq, description = excluded.description,
-                tags = excluded.tags, updated_at = now()
-            where (dim_series.unit, dim_series.freq, dim_series.description, dim_series.tags)
-                  is distinct from (excluded.unit, excluded.freq, excluded.description, excluded.tags)
-        returning (xmax = 0) as inserted
-        """
-    ).fetchall()
-    inserted = sum(1 for (is_new,) in written if is_new)
-    return SyncCounts(inserted=inserted - recoded, updated=len(written) - inserted + recoded, deleted=deleted)
+
+
+def _records(frame: pl.DataFrame) -> Jsonb:
+    return Jsonb(frame.select(SERIES_COLUMNS).to_dicts())
+
+
+def apply_series_import(conn: psycopg.Connection, plan: SeriesImportPlan) -> None:
+    """Apply an import plan to dim_series (inside the caller's transaction, after `lock_dim_series`)."""
+    # Unique series codes are checked at commit, so a file may move codes between model_cols.
+    conn.execute("set constraints core_energy.dim_series_series_code_key deferred")
+    if not plan.deletes.is_empty():
+        conn.execute(
+            "delete from core_energy.dim_series where model_col = any(%s)", (plan.deletes["model_col"].to_list(),)
+        )
+    if not plan.updates.is_empty():
+        conn.execute(
+            """
+            update core_energy.dim_series d
+               set series_code = r.series_code, unit = r.unit, freq = r.freq, description = r.description,
+                   tags = array(select jsonb_array_elements_text(r.tags))
+              from jsonb_to_recordset(%s) as r (model_col text, series_code text, unit text, freq text,
+                                                 description text, tags jsonb)
+             where d.model_col = r.model_col
+            """,
+            (_records(plan.updates),),
+        )
+    if not plan.inserts.is_empty():
+        conn.execute(
+            """
+            insert into core_energy.dim_series (model_col, series_code, unit, freq, description, tags)
+            select r.model_col, r.series_code, r.unit, r.freq, r.description,
+                   array(select jsonb_array_elements_text(r.tags))
+              from jsonb_to_recordset(%s) as r (model_col text, series_code text, unit text, freq text,
+                                                 description text, tags jsonb)
+            """,
+            (_records(plan.inserts),),
+        )
+    conn.execute("set constraints core_energy.dim_series_series_code_key immediate")
 
 
 def rebuild_map_model_series(conn: psycopg.Connection) -> int:
-    """Derive map_model_series from dim_series (truncate and reload); returns its row count."""
-    conn.execute("truncate core_energy.map_model_series")
-    return conn.execute(
-        "insert into core_energy.map_model_series (model_col, series_code) "
-        "select model_col, series_code from core_energy.dim_series"
-    ).rowcount
+    """Derive map_model_series from dim_series through its refresh function (the only writer the database
+    allows); returns its row count."""
+    return conn.execute("select core_energy.refresh_map_model_series()").fetchone()[0]
 
 
 def refresh_wide_view(conn: psycopg.Connection) -> int:
@@ -83,14 +113,6 @@ def refresh_wide_view(conn: psycopg.Connection) -> int:
 
 def known_series(conn: psycopg.Connection) -> set[str]:
     return {code for (code,) in conn.execute("select series_code from core_energy.dim_series")}
-
-
-def read_dim_series(conn: psycopg.Connection) -> pl.DataFrame:
-    return read_frame(
-        conn,
-        "select model_col, series_code, unit, freq, description, array_to_string(tags, ';') as tags "
-        "from core_energy.dim_series order by model_col",
-    )
 
 
 def upsert_observations(conn: psycopg.Connection, observations: pl.DataFrame) -> UpsertCounts:
@@ -175,6 +197,11 @@ def wide_view_ends(conn: psycopg.Connection, rows: int = 3) -> pl.DataFrame:
         "(select * from core_energy.v_series_wide order by date desc limit %s) order by date",
         (rows, rows),
     ).unique(maintain_order=True)
+
+
+def edit_versions(conn: psycopg.Connection) -> tuple[str, str]:
+    """The data versions of the two tables users edit with SQL: dim_series and wide_view_followers."""
+    return (str(dim_series_state(conn).version), followers_digest(conn))
 
 
 def followers_digest(conn: psycopg.Connection) -> str:

@@ -54,7 +54,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]], list
 
 
 def read_series_config(path: Path) -> pl.DataFrame:
-    """Rows of a dim_series CSV (tags split on ';'), with their line numbers; structural errors raise."""
+    """Rows of a dim_series CSV (tags split on ';'), with their line numbers; structural errors raise.
+
+    An optional column (unit, description, tags) the header lacks is null: not given, which an import reads
+    as "leave as it is", unlike an empty field."""
     name = str(path)
     header, rows, problems = _read_rows(path)
     lowered = [h.lower() for h in header]
@@ -64,8 +67,12 @@ def read_series_config(path: Path) -> pl.DataFrame:
     raise_if_any(problems)
     index = {column: lowered.index(column) for column in SERIES_CONFIG_COLUMNS if column in lowered}
 
-    def field(fields: list[str], column: str) -> str:
-        return fields[index[column]].strip() if column in index else ""
+    def field(fields: list[str], column: str) -> str | None:
+        return fields[index[column]].strip() if column in index else None
+
+    def tags(fields: list[str]) -> list[str] | None:
+        text = field(fields, "tags")
+        return None if text is None else [t.strip() for t in text.split(";") if t.strip()]
 
     return pl.DataFrame(
         {
@@ -74,7 +81,7 @@ def read_series_config(path: Path) -> pl.DataFrame:
             "unit": [field(f, "unit") for _, f in rows],
             "freq": [field(f, "freq").upper() for _, f in rows],
             "description": [field(f, "description") for _, f in rows],
-            "tags": [[t.strip() for t in field(f, "tags").split(";") if t.strip()] for _, f in rows],
+            "tags": [tags(f) for _, f in rows],
             "line": [line for line, _ in rows],
         },
         schema={

@@ -1,4 +1,5 @@
-"""Series metadata: dim_series (golden) -> map_model_series (derived) -> v_series_wide, plus observations."""
+"""Series metadata: dim_series (golden, edited with SQL, observed) -> map_model_series (derived) -> v_series_wide,
+plus observations and dated backups."""
 
 import os
 import tempfile
@@ -7,8 +8,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
+import psycopg
 
-from trading_assets.compute.series import observation_problems, series_config_problems
+from trading_assets.compute.series import (
+    backup_name,
+    expired_backups,
+    observation_problems,
+    plan_series_import,
+    series_config_problems,
+)
 from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.partitions import partitions_end, run_window
@@ -26,11 +35,11 @@ FACT_SERIES_VALUE = dg.AssetKey([GROUP, "fact_series_value"])
 V_SERIES_WIDE = dg.AssetKey([GROUP, "v_series_wide"])
 DIM_SERIES_BACKUP = dg.AssetKey([GROUP, "dim_series_backup"])
 WIDE_VIEW_FOLLOWERS = dg.AssetKey([GROUP, "wide_view_followers"])
-SERIES_CODE_VERSION = "2"
+SERIES_CODE_VERSION = "3"
 
 # Follow the parents as soon as they change, never past a failed blocking check or a missing parent.
 FOLLOW_PARENTS = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-# Synced by the 06:00 UTC schedule: due by 07:00 UTC each day.
+# Rebuilt by the 06:00 UTC schedule (and after every dim_series change): due by 07:00 UTC each day.
 DAILY_SYNC = dg.FreshnessPolicy.cron(deadline_cron="0 7 * * *", lower_bound_delta=timedelta(hours=6))
 # Observation files land at most a long weekend apart (daily series are published on business days).
 OBSERVATIONS_LAND = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2))
@@ -46,33 +55,56 @@ def series_landing_dir(settings: Settings) -> Path:
     return settings.landing / "series"
 
 
+def series_state_metadata(state: series_store.SeriesState) -> dict[str, object]:
+    """What the UI shows about the last change of dim_series."""
+    return {
+        "version": state.version,
+        "changed_at": state.changed_at.isoformat() if state.changed_at else "",
+        "changed_by": state.changed_by or "",
+    }
+
+
+def _seed_if_new(conn: psycopg.Connection, path: Path) -> int:
+    """Fill a dim_series that never held a row (content version 0) from `path`; returns the rows inserted."""
+    # Read committed: after the lock, the version read is the latest (a concurrent seed is seen, not repeated).
+    if series_store.dim_series_state(conn).version != 0 or series_store.lock_dim_series(conn).version != 0:
+        return 0
+    incoming = read_series_config(path)
+    raise_if_any(series_config_problems(incoming))
+    plan = plan_series_import(series_store.read_dim_series(conn), incoming, delete_missing=False)
+    series_store.apply_series_import(conn, plan)
+    return plan.inserts.height
+
+
 def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(
+    @dg.observable_source_asset(
         key=DIM_SERIES,
         group_name=GROUP,
-        kinds={"postgres", "csv"},
-        code_version=SERIES_CODE_VERSION,
-        freshness_policy=DAILY_SYNC,
-        description=f"Golden list of modelled series, synced from {settings.series_config.name} so the "
-        "table equals the version-controlled file (inserts, updates and deletes in one transaction).",
+        kinds={"postgres"},
+        description="Golden list of modelled series (core_energy.dim_series), edited with SQL or imported with "
+        "`trading-assets series-import`. Its data version is the table's content version, bumped by the database "
+        "in every transaction that changes a row; a new version rebuilds the map, the wide view and the backup. "
+        f"A new database (version 0) is seeded from {settings.series_config.name} once; the file is never read "
+        "again by itself.",
     )
-    def dim_series(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        config = read_series_config(settings.series_config)
-        raise_if_any(series_config_problems(config))
+    def dim_series(warehouse: Warehouse) -> dg.ObserveResult:
+        seeded = 0
+        if settings.series_config.exists():
+            with warehouse.transaction() as conn:
+                seeded = _seed_if_new(conn, settings.series_config)
         with warehouse.transaction() as conn:
-            counts = series_store.sync_dim_series(conn, config)
-            described = table_metadata(conn, "core_energy.dim_series")
-        context.log.info(f"dim_series synced from {settings.series_config}: {counts}")
-        return dg.MaterializeResult(
-            metadata={
-                **described,
-                "preview": preview(config.select("model_col", "series_code", "unit", "freq")),
-                "inserted": counts.inserted,
-                "updated": counts.updated,
-                "deleted": counts.deleted,
-                "source_file": dg.MetadataValue.path(str(settings.series_config)),
-            }
-        )
+            series_store.read_consistently(conn)
+            state = series_store.dim_series_state(conn)
+            frame = series_store.read_dim_series(conn)
+            described = table_metadata(conn, "core_energy.dim_series", frame.height)
+        metadata = {
+            **described,
+            **series_state_metadata(state),
+            "preview": preview(frame.select("model_col", "series_code", "unit", "freq")),
+        }
+        if seeded:
+            metadata |= {"seeded_from": dg.MetadataValue.path(str(settings.series_config)), "seeded": seeded}
+        return dg.ObserveResult(data_version=dg.DataVersion(str(state.version)), metadata=metadata)
 
     @dg.asset(
         key=MAP_MODEL_SERIES,
@@ -82,7 +114,8 @@ def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         code_version=SERIES_CODE_VERSION,
         freshness_policy=DAILY_SYNC,
         automation_condition=FOLLOW_PARENTS,
-        description="model_col -> series_code mapping, always derived from dim_series (never edited).",
+        description="model_col -> series_code mapping, always derived from dim_series by "
+        "core_energy.refresh_map_model_series(); the database refuses any other write.",
     )
     def map_model_series(warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.transaction() as conn:
@@ -170,19 +203,37 @@ def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         code_version=SERIES_CODE_VERSION,
         freshness_policy=DAILY_SYNC,
         automation_condition=FOLLOW_PARENTS,
-        description="Dated CSV export of dim_series under the backup folder (the guide's export step).",
+        description="Dated CSV export of dim_series (dim_series_<date>_v<version>.csv under the backup folder's "
+        f"dim_series/), importable with `trading-assets series-import`; files older than {settings.series_backup_days} "
+        "days (TRADING_ASSETS_SERIES_BACKUP_DAYS) are removed, the newest is always kept.",
     )
     def dim_series_backup(warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.transaction() as conn:
+            series_store.read_consistently(conn)
+            state = series_store.dim_series_state(conn)
             frame = series_store.read_dim_series(conn)
         folder = settings.backup_dir / "dim_series"
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"dim_series_{datetime.now(UTC):%Y-%m-%d}.csv"
+        today = datetime.now(UTC).date()
+        target = folder / backup_name(today, state.version)
+        # The file's layout is the import's: tags separated by ';'.
+        exported = frame.with_columns(pl.col("tags").list.join(";"))
         with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".tmp", delete=False) as handle:
-            frame.write_csv(handle)
+            exported.write_csv(handle)
         os.replace(handle.name, target)
+        expired = expired_backups((p.name for p in folder.iterdir() if p.is_file()), today, settings.series_backup_days)
+        for name in expired:
+            (folder / name).unlink()
         return dg.MaterializeResult(
-            metadata={"dagster/row_count": frame.height, "dagster/uri": target.as_uri(), "preview": preview(frame)}
+            metadata={
+                "dagster/row_count": frame.height,
+                "dagster/uri": target.as_uri(),
+                "version": state.version,
+                "preview": preview(exported),
+                "retention_days": settings.series_backup_days,
+                "removed": dg.MetadataValue.json(expired),
+            },
+            data_version=dg.DataVersion(str(state.version)),
         )
 
     @dg.observable_source_asset(
