@@ -10,6 +10,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -68,17 +69,24 @@ def template_database(server_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
+@contextmanager
+def database_copy(server_url: str, template: str) -> Iterator[str]:
+    """URL of a new database cloned from `template` (much faster than migrating), dropped afterwards."""
+    name = f"ta_test_{uuid.uuid4().hex[:12]}"
+    with _admin(server_url) as conn:
+        conn.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        with _admin(server_url) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def database_url(server_url: str, template_database: str) -> Iterator[str]:
     """URL of a new, migrated database that exists for this test only."""
-    name = f"ta_test_{uuid.uuid4().hex[:12]}"
-    with _admin(server_url) as conn:
-        conn.execute(
-            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template_database))
-        )
-    yield with_database(server_url, name)
-    with _admin(server_url) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    with database_copy(server_url, template_database) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ location is covered by neither, so a new check cannot arrive without its failing
 """
 
 import importlib
-import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import polars as pl
@@ -24,9 +24,8 @@ from trading_assets.defs.jobs import TABLE_CHECKS
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES, BarTally
 from trading_assets.defs.market.emas import EMA_KEYS
 from trading_assets.io import market_store
-from trading_assets.io.database import with_database
 from trading_assets.io.ema_store import EMA_SOURCES
-from trading_assets_tests.conftest import SHARED_DATA, Platform
+from trading_assets_tests.conftest import SHARED_DATA, Platform, database_copy
 
 LEAN_SPY = SHARED_DATA / "daily" / "lean_equity_usa_spy_1d.csv"
 needs_shared = pytest.mark.skipif(not LEAN_SPY.exists(), reason="../shared/data is not beside the project")
@@ -90,15 +89,10 @@ def _prices(path: Path, days: list[date], base: float) -> Path:
 @pytest.fixture(scope="module")
 def built_database(server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database with a 24/7 asset and an XNYS one (real SPY), bars and EMAs of every family built."""
-    name = f"ta_built_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template_database))
-        )
     folder = tmp_path_factory.mktemp("built")
-    with pytest.MonkeyPatch.context() as env:
-        _environment(env, folder, with_database(server_url, name))
-        with dg.DagsterInstance.ephemeral() as instance:
+    with database_copy(server_url, template_database) as url:
+        with pytest.MonkeyPatch.context() as env, dg.DagsterInstance.ephemeral() as instance:
+            _environment(env, folder, url)
             platform = Platform(Settings.from_env(), instance)
             spy = folder / "spy.csv"
             spy.write_text(
@@ -127,9 +121,7 @@ def built_database(server_url: str, template_database: str, tmp_path_factory: py
             assert loaded.success
             ops = {"__".join(k.path): {"skip_stale_check": True} for k in EMA_KEYS.values()}
             assert platform.run(MARKET, partition_range=MONTHS, ops=ops).success
-    yield name
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        yield url
 
 
 def _environment(env: pytest.MonkeyPatch, folder: Path, url: str) -> None:
@@ -142,16 +134,10 @@ def _environment(env: pytest.MonkeyPatch, folder: Path, url: str) -> None:
 @pytest.fixture
 def built(server_url: str, built_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
     """A clone of the built database, for one case to damage."""
-    name = f"ta_case_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(built_database))
-        )
-    _environment(monkeypatch, tmp_path, with_database(server_url, name))
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield Platform(Settings.from_env(), instance)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    with database_copy(server_url, urlsplit(built_database).path.lstrip("/")) as url:
+        _environment(monkeypatch, tmp_path, url)
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield Platform(Settings.from_env(), instance)
 
 
 def _evaluate(platform: Platform, key: dg.AssetKey, name: str) -> dg.AssetCheckEvaluation:

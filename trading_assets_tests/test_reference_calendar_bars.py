@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +38,7 @@ from psycopg import sql
 from trading_assets.config import PROJECT_ROOT, Settings
 from trading_assets.defs.jobs import TABLE_CHECKS
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
-from trading_assets.io.database import with_database
-from trading_assets_tests.conftest import SHARED_DATA, Platform
+from trading_assets_tests.conftest import SHARED_DATA, Platform, database_copy
 
 DAILY = SHARED_DATA / "daily"
 FIRST, LAST = pd.Timestamp("2018-12-03"), pd.Timestamp("2021-01-15")  # a Monday .. a Friday
@@ -268,14 +266,8 @@ def _read_family(conn: psycopg.Connection, table: str, anchored: bool, symbol: s
 @pytest.fixture(scope="module")
 def built(server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     """One database and one platform for the module: loading and building once keeps every case fast."""
-    name = f"ta_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template_database))
-        )
-    url = with_database(server_url, name)
     home = tmp_path_factory.mktemp("reference_calendar_bars")
-    try:
+    with database_copy(server_url, template_database) as url:
         with pytest.MonkeyPatch.context() as env, dg.DagsterInstance.ephemeral() as instance:
             config = home / "dim_series.csv"
             shutil.copy(PROJECT_ROOT / "config" / "dim_series.csv", config)
@@ -315,9 +307,6 @@ def built(server_url: str, template_database: str, tmp_path_factory: pytest.Temp
                 for symbol in SOURCES
             }
         yield Built(bars=rows, timeframes=timeframes, rejects=rejects)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")

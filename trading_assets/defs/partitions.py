@@ -1,7 +1,7 @@
 """The one monthly partitioning shared by every time-series asset (DESIGN §4), and what a run over a range
 of its partitions owns."""
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 import dagster as dg
 
@@ -15,9 +15,11 @@ REBUILD_TAG = "trading_assets/rebuild"
 # Set by a run whose rewrite changed the state the rows after its window continue from: automation then
 # rebuilds those later partitions.
 CARRY_CHANGED_TAG = "trading_assets/carry_changed"
-# Months of slack in the mappings to "every earlier partition": the months a code location may stay loaded
-# (each month of offset costs a cron step every time Dagster maps a partition range).
-_SLACK_MONTHS = 12
+# How far back a month of a derived series reads its parents: beyond the longest block any family forms
+# (365 daily rows of an exchange calendar are about 17 months, a calendar year 12). Earlier history reaches a
+# month through the carry, its own earlier rows. Dagster walks a partition mapping one month at a time on
+# every step of every run, so "every earlier month" (37 years from 1990) cost the daily refresh its speed.
+HISTORY_HORIZON_MONTHS = 60
 
 
 def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
@@ -27,21 +29,17 @@ def monthly_partitions(settings: Settings) -> dg.MonthlyPartitionsDefinition:
     )
 
 
-def _months_of_history(partitions: dg.MonthlyPartitionsDefinition) -> int:
-    start = partitions.start
-    today = datetime.now(UTC)
-    return (today.year - start.year) * 12 + today.month - start.month + 1 + _SLACK_MONTHS
+def history_mapping() -> dg.TimeWindowPartitionMapping:
+    """A month of a derived series depends on its parent's months up to and including it, as far back as a
+    multi-day block or calendar period can start (HISTORY_HORIZON_MONTHS)."""
+    return dg.TimeWindowPartitionMapping(start_offset=-HISTORY_HORIZON_MONTHS)
 
 
-def history_mapping(partitions: dg.MonthlyPartitionsDefinition) -> dg.TimeWindowPartitionMapping:
-    """A month of a derived series depends on its parent's months up to and including it: a daily bar's
-    position, a multi-day bar's block and an EMA carry everything before them."""
-    return dg.TimeWindowPartitionMapping(start_offset=-_months_of_history(partitions))
-
-
-def carry_mapping(partitions: dg.MonthlyPartitionsDefinition) -> dg.TimeWindowPartitionMapping:
-    """The self-dependency of a derived series: a run continues from the stored rows before its window."""
-    return dg.TimeWindowPartitionMapping(start_offset=-_months_of_history(partitions), end_offset=-1)
+def carry_mapping() -> dg.TimeWindowPartitionMapping:
+    """The self-dependency of a derived series: a run continues from its stored rows before its window. A
+    change older than the horizon reaches later months through it: the run that rewrote the earlier months
+    requeues the later ones (CARRY_CHANGED_TAG) and automation follows, horizon by horizon."""
+    return dg.TimeWindowPartitionMapping(start_offset=-HISTORY_HORIZON_MONTHS, end_offset=-1)
 
 
 def partition_key_for(day: date) -> str:

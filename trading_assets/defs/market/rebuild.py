@@ -194,8 +194,8 @@ def derived_series(
             dg.AssetSpec(
                 key,
                 deps=[
-                    *(dg.AssetDep(parent, partition_mapping=history_mapping(partitions)) for parent in parents),
-                    dg.AssetDep(key, partition_mapping=carry_mapping(partitions)),
+                    *(dg.AssetDep(parent, partition_mapping=history_mapping()) for parent in parents),
+                    dg.AssetDep(key, partition_mapping=carry_mapping()),
                     *dimensions,
                 ],
                 group_name=key.path[0],
