@@ -121,15 +121,21 @@ def derive_versions(
     return versions.select(key, "valid_from", "valid_until", *fields, "recorded_at").sort(key, "valid_from")
 
 
-def version_problems(versions: pl.DataFrame, key: str = "symbol") -> dict[str, int]:
-    """Counts of what must never happen: several current versions, and gaps or overlaps between versions."""
+def version_problem_rows(versions: pl.DataFrame, key: str = "symbol") -> dict[str, pl.DataFrame]:
+    """What must never happen, as the offending rows: the keys with several current versions, and the versions
+    followed by a gap or an overlap, or empty or reversed."""
     ordered = versions.sort(key, "valid_from")
-    current = ordered.filter(pl.col("valid_until").is_null()).group_by(key).len().filter(pl.col("len") > 1)
+    current = ordered.filter(pl.col("valid_until").is_null()).group_by(key, maintain_order=True).len()
     following = ordered.with_columns(next_from=pl.col("valid_from").shift(-1).over(key)).filter(
         pl.col("next_from").is_not_null()
     )
     return {
-        "several_current": current.height,
-        "not_contiguous": following.filter(pl.col("valid_until").ne_missing(pl.col("next_from"))).height,
-        "empty_or_reversed": ordered.filter(pl.col("valid_until") <= pl.col("valid_from")).height,
+        "several_current": current.filter(pl.col("len") > 1).select(key),
+        "not_contiguous": following.filter(pl.col("valid_until").ne_missing(pl.col("next_from"))).drop("next_from"),
+        "empty_or_reversed": ordered.filter(pl.col("valid_until") <= pl.col("valid_from")),
     }
+
+
+def version_problems(versions: pl.DataFrame, key: str = "symbol") -> dict[str, int]:
+    """Counts of version_problem_rows."""
+    return {name: rows.height for name, rows in version_problem_rows(versions, key).items()}

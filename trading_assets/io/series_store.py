@@ -147,19 +147,11 @@ def upsert_observations(conn: psycopg.Connection, observations: pl.DataFrame) ->
     return UpsertCounts(inserted=written - revised, revised=revised, unchanged=observations.height - written)
 
 
-def dim_map_mismatches(conn: psycopg.Connection) -> int:
-    """Rows in dim_series or map_model_series without an identical row in the other."""
-    return conn.execute(
-        """
-        select count(*) from (
-            (select model_col, series_code from core_energy.dim_series
-             except select model_col, series_code from core_energy.map_model_series)
-            union all
-            (select model_col, series_code from core_energy.map_model_series
-             except select model_col, series_code from core_energy.dim_series)
-        ) as differences
-        """
-    ).fetchone()[0]
+def dim_map_differences(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
+    """`model_col -> series_code` pairs only in dim_series, and only in map_model_series."""
+    pairs = "select model_col || ' -> ' || series_code from core_energy.{}"
+    dim, mapped = ({row for (row,) in conn.execute(pairs.format(t))} for t in ("dim_series", "map_model_series"))
+    return sorted(dim - mapped), sorted(mapped - dim)
 
 
 def model_cols(conn: psycopg.Connection) -> list[str]:

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from trading_assets.catalog import apply_observations, publish_lakehouse, to_utc
-from trading_assets.compute.scd2 import version_problems
+from trading_assets.compute.scd2 import version_problem_rows
 from trading_assets.config import Settings
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, table_metadata
@@ -59,22 +59,16 @@ class SymbolSourcesConfig(dg.Config):
 
 def symbol_check_results(versions: pl.DataFrame) -> list[dg.AssetCheckResult]:
     """The blocking checks of the symbol versions, evaluated before anything is committed or published."""
-    problems = version_problems(versions)
-    failing = {
+    problems = version_problem_rows(versions)
+    offending = {
         "one_current_version": problems["several_current"],
-        "versions_contiguous": problems["not_contiguous"] + problems["empty_or_reversed"],
+        "versions_contiguous": pl.concat([problems["not_contiguous"], problems["empty_or_reversed"]]),
+    }
+    failing = {
+        **{name: rows.height for name, rows in offending.items()},
         "bounds_in_utc": int(versions.schema["valid_from"].time_zone != "UTC"),
     }
     # What a person should look at: the symbols (or, for the bounds, the columns and their time zone).
-    ordered = versions.sort("symbol", "valid_from")
-    next_from = pl.col("valid_from").shift(-1).over("symbol")
-    offending = {
-        "one_current_version": ordered.filter(pl.col("valid_until").is_null() & (pl.len().over("symbol") > 1)),
-        "versions_contiguous": ordered.filter(
-            (next_from.is_not_null() & pl.col("valid_until").ne_missing(next_from))
-            | (pl.col("valid_until") <= pl.col("valid_from"))
-        ),
-    }
     samples = {name: ", ".join(bad["symbol"].unique(maintain_order=True).head(20)) for name, bad in offending.items()}
     samples["bounds_in_utc"] = ", ".join(
         f"{column} ({versions.schema[column].time_zone})"

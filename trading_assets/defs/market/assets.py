@@ -184,7 +184,8 @@ def asset_chunks(
     context: dg.AssetExecutionContext, conn: psycopg.Connection, source: str, starts: dict[int, date], end: date
 ) -> Iterator[dict[int, date]]:
     """`starts` split into groups of assets of at most _CHUNK_DAILY_ROWS days to rebuild (a one-day refresh
-    of every asset is one group); logs the assets done after each group (a terminal shows it)."""
+    of every asset is one group); logs the assets done after each group but the last (a terminal shows it;
+    the step's end says the rest)."""
     spans = market_store.days_to_rebuild(conn, source, starts, end) if starts else {}
     chunk: dict[int, date] = {}
     days = done = 0
@@ -198,7 +199,6 @@ def asset_chunks(
         days += spans.get(asset_id, 0)
     if chunk:
         yield chunk
-        context.log.info(PROGRESS_MESSAGE.format(done=len(starts), total=len(starts)))
 
 
 def prices_landing_dir(settings: Settings) -> Path:

@@ -20,17 +20,16 @@ def _listing(values: list[str]) -> dg.MetadataValue:
 
 @dg.asset_check(asset=MAP_MODEL_SERIES, blocking=True, description="map_model_series equals dim_series row for row")
 def dim_map_mismatch(warehouse: Warehouse) -> dg.AssetCheckResult:
-    pairs = "select model_col || ' -> ' || series_code from core_energy.{}"
     with warehouse.transaction() as conn:
-        mismatches = series_store.dim_map_mismatches(conn)
-        dim, mapped = ({row for (row,) in conn.execute(pairs.format(t))} for t in ("dim_series", "map_model_series"))
+        only_in_dim, only_in_map = series_store.dim_map_differences(conn)
+    mismatches = len(only_in_dim) + len(only_in_map)
     return dg.AssetCheckResult(
         passed=mismatches == 0,
         severity=ERROR,
         metadata={
             "mismatches": mismatches,
-            "only_in_dim_series": _listing(sorted(dim - mapped)),
-            "only_in_map": _listing(sorted(mapped - dim)),
+            "only_in_dim_series": _listing(only_in_dim),
+            "only_in_map": _listing(only_in_map),
         },
     )
 
