@@ -14,6 +14,11 @@ from pathlib import Path
 from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, ConfigError, Settings
 from trading_assets.errors import InputError
 
+# Exit statuses, the same for every command: 0 done (every input row used); 1 a run failed (a blocking check
+# or a step error; nothing of it was kept); 2 refused (bad input, options or settings: nothing was written);
+# 3 the database cannot be reached; 4 done, with rejected input rows recorded with file, line and reason.
+EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_WITH_REJECTS = 2, 3, 4
+
 
 def _print_summary(title: str, summary, seconds: float) -> None:
     how = "queued for the daemon" if summary.queued else "run here"
@@ -66,7 +71,7 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _load_series(settings: Settings, files: list[Path]) -> int:
+def _load_series(settings: Settings, files: list[Path], encoding: str = "utf-8") -> int:
     from trading_assets.compute.series import observation_problems
     from trading_assets.defs.jobs import LOAD_SERIES_JOB
     from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, partitions_end, range_tags
@@ -78,20 +83,21 @@ def _load_series(settings: Settings, files: list[Path]) -> int:
 
     url = prepare_environment(settings)
     partitions = monthly_partitions(settings)
-    batch = read_observation_batch(files)
+    # Read here as the run will read them: a file it would refuse (no rows, not UTF-8, NaN, absurd dates) is
+    # refused before any run starts.
+    batch = read_observation_batch(files, encoding)
     with connect(url) as conn:
         raise_if_any(observation_problems(batch, series_store.known_series(conn), partitions_end(partitions)))
     if batch.is_empty():
         print("no observations in the given files")
         return 0
     first_key, last_key = key_range_for_dates(partitions, batch["obs_date"].min(), batch["obs_date"].max())
+    config = {"files": [str(f.resolve()) for f in files], "encoding": encoding}
     started = time.perf_counter()
     summary = run_job(
         LOAD_SERIES_JOB,
         tags=range_tags(first_key, last_key),
-        run_config={
-            "ops": {"core_energy__fact_series_value": {"config": {"files": [str(f.resolve()) for f in files]}}}
-        },
+        run_config={"ops": {"core_energy__fact_series_value": {"config": config}}},
     )
     _print_summary("load series", summary, time.perf_counter() - started)
     return _finished(settings, url, summary)
@@ -111,37 +117,51 @@ def _finished(settings: Settings, url: str, summary) -> int:
     return 0 if summary.success else 1
 
 
+def _loaded(settings: Settings, url: str, summary) -> int:
+    """_finished for a load: a load that kept its good rows and recorded rejects says so, and exits 4."""
+    status = _finished(settings, url, summary)
+    rejects = sum(int(metadata.get("run_rejects", 0) or 0) for _, _, metadata in summary.materializations)
+    if status == 0 and rejects:
+        print(f"{rejects} input row(s) rejected and recorded with file, line and reason (run_rejects above)")
+        return EXIT_WITH_REJECTS
+    return status
+
+
 def _load_prices(settings: Settings, args: argparse.Namespace) -> int:
+    from trading_assets.compute.validation import symbol_of
     from trading_assets.defs.jobs import LOAD_PRICES_JOB
+    from trading_assets.defs.market.assets import PriceFileSpec, price_span
     from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+    from trading_assets.io.postgres import connect
     from trading_assets.orchestration import prepare_environment, run_job
-    from trading_assets.sources.price_files import read_price_file
 
     url = prepare_environment(settings)
-    specs, dates = [], []
-    for path in args.files:
-        # Read once here so a file of unknown layout is refused before any run starts.
-        dates += read_price_file(path, args.format, args.price_divisor).prices["trade_date"].to_list()
-        spec = {"path": str(path.resolve()), "symbol": args.symbol or path.stem.upper(), "format": args.format}
-        spec |= {"price_divisor": args.price_divisor, "timezone": args.timezone, "calendar": args.calendar}
-        spec |= {"catalog_symbol": args.catalog_symbol}
-        specs.append(spec)
-    if not dates:
-        print("no price rows in the given files")
+    options = {"format": args.format, "price_divisor": args.price_divisor, "timezone": args.timezone}
+    options |= {"calendar": args.calendar, "catalog_symbol": args.catalog_symbol}
+    options |= {"encoding": args.encoding, "date_order": args.date_order}
+    specs = [
+        PriceFileSpec(path=str(path.resolve()), symbol=symbol_of(args.symbol or path.stem), **options)
+        for path in args.files
+    ]
+    # Read here as the run will read them, so that a file it would refuse is refused before any run starts.
+    with connect(url) as conn:
+        span = price_span(conn, specs, settings.price_bounds)
+    if span is None:
+        print("no usable price rows in the given files")
         return 0
     partitions = monthly_partitions(settings)
     started = time.perf_counter()
     summary = run_job(
         LOAD_PRICES_JOB,
-        tags=range_tags(*key_range_for_dates(partitions, min(dates), max(dates))),
-        run_config={"ops": {"market__price_histories": {"config": {"files": specs}}}},
+        tags=range_tags(*key_range_for_dates(partitions, *span)),
+        run_config={"ops": {"market__price_histories": {"config": {"files": [s.model_dump() for s in specs]}}}},
     )
     _print_summary("load prices", summary, time.perf_counter() - started)
     if summary.success:
         print(
             "bars and EMAs follow by automation under `trading-assets ui`, or now with `trading-assets refresh --all`"
         )
-    return _finished(settings, url, summary)
+    return _loaded(settings, url, summary)
 
 
 def _load_symbols(settings: Settings, args: argparse.Namespace) -> int:
@@ -284,12 +304,12 @@ SAMPLE_SYMBOLS_EFFECTIVE = "2010-01-01T00:00:00+00:00"
 def _demo(settings: Settings) -> int:
     from trading_assets.defs import jobs
     from trading_assets.defs.catalog.assets import CATALOG_OP
+    from trading_assets.defs.market.assets import PriceFileSpec, price_span
     from trading_assets.defs.market.emas import EMA_KEYS
     from trading_assets.defs.metadata.assets import series_landing_dir
     from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
     from trading_assets.io.postgres import connect
     from trading_assets.orchestration import prepare_environment, run_job
-    from trading_assets.sources.price_files import read_price_file
 
     started = time.perf_counter()
     url = prepare_environment(settings)
@@ -319,14 +339,15 @@ def _demo(settings: Settings) -> int:
         {"path": str(SAMPLE_DATA_DIR / "prices" / f"{symbol}.csv"), "symbol": symbol, "catalog_symbol": listed}
         for symbol, listed in SAMPLE_PRICES.items()
     ]
-    dates = [d for spec in specs for d in read_price_file(Path(spec["path"])).prices["trade_date"].to_list()]
+    with connect(url) as conn:
+        span = price_span(conn, [PriceFileSpec(**spec) for spec in specs], settings.price_bounds)
     # Prices, bars, then EMAs on them in one run (the sample is history: no freshness gate); the table-wide
     # checks run with validate below.
     emas = {"__".join(key.path): {"config": {"skip_stale_check": True}} for key in EMA_KEYS.values()}
     run(
         "market data: prices, bars, EMAs (sample months)",
         jobs.MARKET_DAILY_JOB,
-        tags={**range_tags(*key_range_for_dates(partitions, min(dates), max(dates))), REBUILD_TAG: "changed"},
+        tags={**range_tags(*key_range_for_dates(partitions, *span)), REBUILD_TAG: "changed"},
         run_config={"ops": {"market__price_histories": {"config": {"files": specs}}, **emas}},
     )
     checked = run_job(jobs.VALIDATE_JOB)
@@ -365,7 +386,12 @@ def _demo(settings: Settings) -> int:
 
 def _series_import(settings: Settings, args: argparse.Namespace) -> int:
     """Print the plan of importing a dim_series CSV, then apply it in one run of the import job."""
-    from trading_assets.compute.series import import_plan_problems, plan_series_import, series_config_problems
+    from trading_assets.compute.series import (
+        emptying_problems,
+        import_plan_problems,
+        plan_series_import,
+        series_config_problems,
+    )
     from trading_assets.defs.jobs import SERIES_IMPORT_JOB
     from trading_assets.defs.metadata.series_import import SERIES_IMPORT_OP, file_digest
     from trading_assets.errors import raise_if_any
@@ -382,7 +408,7 @@ def _series_import(settings: Settings, args: argparse.Namespace) -> int:
         series_store.read_consistently(conn)
         state = series_store.dim_series_state(conn)
         plan = plan_series_import(series_store.read_dim_series(conn), incoming, args.delete_missing)
-    raise_if_any(import_plan_problems(plan, incoming))
+    raise_if_any(import_plan_problems(plan, incoming) + emptying_problems(plan, str(path), args.allow_empty))
     print(f"plan: {path} into core_energy.dim_series (version {state.version})")
     for line in plan.lines():
         print(f"  {line}")
@@ -394,7 +420,7 @@ def _series_import(settings: Settings, args: argparse.Namespace) -> int:
         print("nothing to change")
         return 0
     # The run applies exactly this plan: it refuses a table edited or a file changed since.
-    config = {"file": str(path), "delete_missing": args.delete_missing}
+    config = {"file": str(path), "delete_missing": args.delete_missing, "allow_empty": args.allow_empty}
     config |= {"expected_version": state.version, "file_sha256": file_digest(path)}
     started = time.perf_counter()
     summary = run_job(SERIES_IMPORT_JOB, run_config={"ops": {SERIES_IMPORT_OP: {"config": config}}})
@@ -468,7 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     prices.add_argument("files", nargs="+", type=Path)
     prices.add_argument("--symbol", help="symbol of every file (default: each file's name)")
     prices.add_argument("--format", choices=["auto", "csv", "lean"], default="auto")
-    prices.add_argument("--price-divisor", type=float, default=1.0, help="Lean equity files store price x 10000")
+    prices.add_argument(
+        "--price-divisor", type=float, help="Lean equity files store price x 10000 (refused unless given)"
+    )
+    prices.add_argument("--encoding", help="the files' text encoding, e.g. latin-1 (default: UTF-8 or the BOM's)")
+    prices.add_argument(
+        "--date-order",
+        choices=["mdy", "dmy"],
+        help="how to read D/M/YYYY-style dates (default mdy; dmy refused unless given)",
+    )
     prices.add_argument("--timezone", help="the asset's IANA timezone (assigns trading dates)")
     prices.add_argument("--calendar", help="exchange_calendars code, e.g. XNYS (default: every day)")
     prices.add_argument(
@@ -514,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     series_import.add_argument("file", type=Path, help="model_col,series_code,unit,freq,description,tags")
     series_import.add_argument("--delete-missing", action="store_true", help="delete the rows the file lacks")
     series_import.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    series_import.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="with --delete-missing, let a file with no rows delete every row (refused without it)",
+    )
     commands.add_parser("clean-logs", help="remove day logs older than 30 days (job clean_logs)")
     commands.add_parser("demo", help="load the sample data, materialize everything, run the checks")
     commands.add_parser("validate", help="run every asset check; exit 1 when an ERROR check fails")
@@ -551,12 +590,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _ui(settings, args.port)
     except (InputError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except Exception as exc:
         if not _is_connection_failure(exc):
             raise
         _database_unreachable(settings, args.command, exc)
-        return 3
+        return EXIT_UNREACHABLE
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

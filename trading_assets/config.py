@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from trading_assets.compute.validation import DEFAULT_BOUNDS, PriceBounds
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = PROJECT_ROOT / "sql"
 SAMPLE_DATA_DIR = PROJECT_ROOT / "data" / "sample"
@@ -60,6 +62,8 @@ class Settings:
     # The daily catalog refresh (schedule `catalog_daily`, UTC cron) and the sources it reads, (kind, input) pairs.
     catalog_cron: str = "0 5 * * *"
     catalog_sources: tuple[tuple[str, str], ...] = ()
+    # A listing not marked full retires absent symbols only when it covers this share of its exchange's active ones.
+    catalog_min_listing_share: float = 0.5
     # Alerts: sent at or above the threshold (CRITICAL always) to Telegram and/or a webhook; always recorded.
     alert_min_severity: str = "ERROR"
     alert_url: str | None = field(default=None, repr=False)
@@ -70,6 +74,8 @@ class Settings:
     series_backup_days: int = 30
     # A repeat of the same condition within this many minutes is recorded as grouped, not sent again.
     alert_quiet_minutes: int = 360
+    # What a plausible price row is, and the share of unusable rows that refuses a whole file.
+    price_bounds: PriceBounds = DEFAULT_BOUNDS
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -113,6 +119,18 @@ class Settings:
                 f"TRADING_ASSETS_SERIES_BACKUP_DAYS={backup_days_text!r} must be a positive whole number of days"
             )
 
+        share_text = (env.get("TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE") or "0.5").strip()
+        try:
+            min_listing_share = float(share_text)
+        except ValueError:
+            min_listing_share = -1.0
+        if not 0.0 <= min_listing_share <= 1.0:
+            raise ConfigError(
+                f"TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE={share_text!r} must be a number from 0 to 1 (a share)"
+            )
+
+        bounds = _price_bounds(env)
+
         def path_setting(name: str, default: Path) -> Path:
             value = env.get(name)
             return Path(value).expanduser().resolve() if value else default
@@ -131,10 +149,38 @@ class Settings:
             tradingview_url=env.get("TRADING_ASSETS_TRADINGVIEW_URL") or "https://scanner.tradingview.com",
             catalog_cron=(env.get("TRADING_ASSETS_CATALOG_CRON") or "0 5 * * *").strip(),
             catalog_sources=parse_catalog_sources(env.get("TRADING_ASSETS_CATALOG_SOURCES") or ""),
+            catalog_min_listing_share=min_listing_share,
             alert_min_severity=severity,
             alert_url=env.get("TRADING_ASSETS_ALERT_URL") or None,
             telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN") or None,
             telegram_chat_id=env.get("TELEGRAM_CHAT_ID") or None,
             telegram_api_url=env.get("TRADING_ASSETS_TELEGRAM_API_URL") or "https://api.telegram.org",
             alert_quiet_minutes=int(quiet_text),
+            price_bounds=bounds,
         )
+
+
+def _price_bounds(env: Mapping[str, str]) -> PriceBounds:
+    earliest_text = env.get("TRADING_ASSETS_EARLIEST_PRICE_DATE") or "1900-01-01"
+    try:
+        earliest = date.fromisoformat(earliest_text)
+    except ValueError as exc:
+        raise ConfigError(f"TRADING_ASSETS_EARLIEST_PRICE_DATE={earliest_text!r} is not an ISO date") from exc
+    if earliest.year < 1900:
+        raise ConfigError(f"TRADING_ASSETS_EARLIEST_PRICE_DATE={earliest_text!r}: calendars start in 1900")
+
+    def number(name: str, default: str, upper: float) -> float:
+        text = env.get(name) or default
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= upper:
+            raise ConfigError(f"{name}={text!r} must be a number above 0 and at most {upper:g}")
+        return value
+
+    return PriceBounds(
+        earliest=earliest,
+        max_price=number("TRADING_ASSETS_MAX_PRICE", "1e9", 1e15),
+        max_reject_share=number("TRADING_ASSETS_MAX_REJECT_SHARE", "0.05", 1.0),
+    )

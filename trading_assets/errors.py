@@ -14,7 +14,8 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}, line {self.line}: {self.reason}"
+        where = f", line {self.line}" if self.line else ""
+        return f"{self.file}{where}: {self.reason}"
 
 
 class InputError(ValueError):
@@ -22,10 +23,13 @@ class InputError(ValueError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems)
+        if len(self.problems) == 1:
+            super().__init__(str(self.problems[0]))
+            return
         shown = "\n".join(f"  {p}" for p in self.problems[:_SHOWN])
         more = len(self.problems) - _SHOWN
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        super().__init__(f"{len(self.problems)} input problem(s):\n{shown}{tail}")
+        super().__init__(f"{len(self.problems)} input problems:\n{shown}{tail}")
 
 
 def raise_if_any(problems: list[Problem]) -> None:

@@ -77,7 +77,7 @@ def test_d19_v2_daily_ema_with_the_timeframe_horizon() -> None:
 @pytest.mark.skipif(not DAILY_FILES, reason="../shared/data is not beside the project")
 @pytest.mark.parametrize("path", DAILY_FILES, ids=lambda p: p.stem)
 def test_tf_1d_agrees_with_talib_and_pandas_on_real_files(path) -> None:
-    closes = read_price_file(path).prices.sort("trade_date")["close"]
+    closes = read_price_file(path, price_divisor=1).prices.sort("trade_date")["close"]
     grid = _grid(closes.to_list())
     wide = dual_ema(grid, 1, PERIODS)
     emas, bars = ema_columns(PERIODS)

@@ -71,7 +71,11 @@ def test_bad_rows_are_reported_and_good_rows_kept(tmp_path: Path) -> None:
     assert [(p.line, p.reason) for p in loaded.problems] == [
         (3, "open/high/low/close is not a number"),
         (4, "date 'yesterday' is not a recognised date"),
-        (5, "duplicate trade_date (first seen on line 2)"),
+        (
+            5,
+            "trade_date 2024-01-02 again with other values: line 2 has 1.0/2.0/0.5/1.5/10.0, this line "
+            "1.0/2.0/0.5/1.6/10.0 (open/high/low/close/volume); the first is kept",
+        ),
         (6, "expected 6 fields, found 5"),
     ]
 

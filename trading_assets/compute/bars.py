@@ -17,6 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from trading_assets.compute.calendars import Timeframe, sessions_up_to, window_start_end
+from trading_assets.compute.validation import DEFAULT_BOUNDS, PriceBounds
 
 PRICES = ("open", "high", "low", "close")
 
@@ -45,18 +46,27 @@ SNAPSHOT_COLUMNS = [
 ]
 
 
-def value_rejects(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def value_rejects(prices: pl.DataFrame, bounds: PriceBounds = DEFAULT_BOUNDS) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split prices into (acceptable rows, rejected rows with `reject_reason`).
 
-    Non-finite or non-positive prices and negative or non-finite volume are refused; a null volume stays.
+    Dates outside `bounds`, non-finite, non-positive or implausibly large prices, and negative or
+    non-finite volume are refused; a null volume stays.
     """
     finite_positive = pl.all_horizontal(
         [pl.col(c).is_not_null() & pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]
     )
+    too_large = pl.any_horizontal([pl.col(c) > bounds.max_price for c in PRICES])
     bad_volume = pl.col("volume").is_not_null() & (~pl.col("volume").is_finite() | (pl.col("volume") < 0))
+    day = pl.col("trade_date")
     reason = (
-        pl.when(~finite_positive)
+        pl.when(day < bounds.earliest)
+        .then(pl.format("trade_date {} is before {}", day, pl.lit(str(bounds.earliest))))
+        .when(day > bounds.latest)
+        .then(pl.format("trade_date {} is in the future", day))
+        .when(~finite_positive)
         .then(pl.lit("price missing, not finite or not positive"))
+        .when(too_large)
+        .then(pl.lit(f"price above the plausible maximum {bounds.max_price:g}"))
         .when(bad_volume)
         .then(pl.lit("volume negative or not finite"))
     )
@@ -86,9 +96,9 @@ def repair_high_low(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return bars, originals.drop("repaired_high", "repaired_low")
 
 
-def validate_daily(prices: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def validate_daily(prices: pl.DataFrame, bounds: PriceBounds = DEFAULT_BOUNDS) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split raw daily prices into (daily bars, rejects): refused rows and the originals of repaired ones."""
-    acceptable, rejected = value_rejects(prices)
+    acceptable, rejected = value_rejects(prices, bounds)
     bars, repaired = repair_high_low(acceptable)
     rejects = pl.concat([rejected, repaired], how="diagonal_relaxed").sort("asset_id", "trade_date")
     return bars.sort("asset_id", "trade_date"), rejects
@@ -257,16 +267,13 @@ def calendar_bars(
     return frame.select(columns)
 
 
-def daily_bars(
-    prices: pl.DataFrame, context: pl.DataFrame, sessions: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Daily bars (and rejects) of prices that start, per asset, after the stored rows of `context`
-    (asset_id, calendar, rows_before, previous_trade_date).
+def daily_bars(daily: pl.DataFrame, context: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
+    """Daily bars of validated prices (validate_daily) that start, per asset, after the stored rows of
+    `context` (asset_id, calendar, rows_before, previous_trade_date).
 
     bar_seq is the row's 1-based position in the asset's whole daily history; count_missing_days the
     sessions of the asset's calendar (`sessions`, see session_table) between the previous row and this one.
     """
-    daily, rejects = validate_daily(prices)
     bars = (
         daily.join(context.select("asset_id", "calendar", "rows_before", "previous_trade_date"), on="asset_id")
         .sort("asset_id", "trade_date")
@@ -293,7 +300,7 @@ def daily_bars(
         "_day_before",
         "_sessions_to_previous",
         "_sessions_before",
-    ), rejects
+    )
 
 
 def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame:

@@ -1,8 +1,10 @@
-"""Row rules shared by every input: repeated keys, date windows."""
+"""Row rules shared by every input: repeated keys, date windows, plausible prices."""
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
@@ -25,3 +27,32 @@ def rows_in_window(frame: pl.DataFrame, column: str, start: date | None, end: da
     if start is not None:
         condition &= pl.col(column) >= start
     return frame.filter(condition)
+
+
+@dataclass(frozen=True)
+class PriceBounds:
+    """What a plausible daily price row is: dated from `earliest` (inside every calendar's range) to
+    tomorrow, prices finite, positive and at most `max_price`, volume finite and non-negative. A file whose
+    share of rejected rows passes `max_reject_share` (and counts more than `reject_allowance` rows) is
+    refused whole: it is more likely the wrong file, or the wrong options, than a file with a few bad rows."""
+
+    earliest: date = date(1900, 1, 1)
+    max_price: float = 1e9
+    max_reject_share: float = 0.05
+    reject_allowance: int = 10
+
+    @property
+    def latest(self) -> date:
+        # Tomorrow in UTC is still today somewhere east of it.
+        return datetime.now(UTC).date() + timedelta(days=1)
+
+
+def symbol_of(text: str) -> str:
+    """An asset symbol as stored: trimmed and upper-cased, so `spy`, ` SPY ` and `SPY` are one asset."""
+    symbol = text.strip().upper()
+    if not symbol or re.search(r"\s", symbol):
+        raise ValueError(f"symbol {text!r} is empty or contains spaces")
+    return symbol
+
+
+DEFAULT_BOUNDS = PriceBounds()

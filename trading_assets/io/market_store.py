@@ -11,6 +11,7 @@ from psycopg import sql
 
 from trading_assets.compute.bars import CARRY_SCHEMA
 from trading_assets.compute.rebuild import Window
+from trading_assets.compute.validation import symbol_of
 from trading_assets.io import row_counts
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame, scratch_table
 from trading_assets.sources import price_files
@@ -55,14 +56,9 @@ def ensure_asset(
     A `catalog_symbol` (EXCHANGE:SYMBOL) links the asset to the symbol catalog, whose current version's
     timezone and exchange calendar apply unless given here.
     """
+    symbol = symbol_of(symbol)
     if catalog_symbol is not None:
-        linked = conn.execute(
-            "select s.timezone, e.calendar from catalog.symbols s left join catalog.exchanges e "
-            "on e.exchange = s.exchange and e.valid_until is null where s.symbol = %s and s.valid_until is null",
-            (catalog_symbol,),
-        ).fetchone()
-        if linked is None:
-            raise ValueError(f"{catalog_symbol!r} is not in the symbol catalog (load it with `load symbols`)")
+        linked = _catalog_listing(conn, catalog_symbol)
         timezone, calendar = timezone or linked[0], calendar or linked[1]
     # A new asset is created with its attributes (an update would count as a change of an existing one).
     conn.execute(
@@ -80,6 +76,30 @@ def ensure_asset(
     return conn.execute(
         "select asset_id, timezone, calendar from market.dim_assets where symbol = %s", (symbol,)
     ).fetchone()
+
+
+def _catalog_listing(conn: psycopg.Connection, catalog_symbol: str) -> tuple[str | None, str | None]:
+    linked = conn.execute(
+        "select s.timezone, e.calendar from catalog.symbols s left join catalog.exchanges e "
+        "on e.exchange = s.exchange and e.valid_until is null where s.symbol = %s and s.valid_until is null",
+        (catalog_symbol,),
+    ).fetchone()
+    if linked is None:
+        raise ValueError(f"{catalog_symbol!r} is not in the symbol catalog (load it with `load symbols`)")
+    return linked
+
+
+def asset_timezone(
+    conn: psycopg.Connection, symbol: str, timezone: str | None = None, catalog_symbol: str | None = None
+) -> str:
+    """The timezone a load of `symbol` with these options reads its file in (what ensure_asset would
+    settle), without writing anything."""
+    if timezone:
+        return timezone
+    if catalog_symbol is not None and (listed := _catalog_listing(conn, catalog_symbol)[0]):
+        return listed
+    stored = conn.execute("select timezone from market.dim_assets where symbol = %s", (symbol_of(symbol),)).fetchone()
+    return stored[0] if stored else "UTC"
 
 
 def assets(conn: psycopg.Connection) -> pl.DataFrame:

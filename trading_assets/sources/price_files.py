@@ -1,20 +1,24 @@
 """Readers for daily price files: headed CSVs in any common spelling, and Lean's headerless daily files.
 
-A reader returns the rows it could parse (with their line numbers) and, separately, the rows it could
-not, each with a reason; only a file whose layout it cannot recognise at all raises.
+A file is read once, as lines of text, and parsed column by column, so memory follows the file's size. A
+reader returns the rows it can use and, separately, the rows it cannot (line and reason); identical
+repeated rows are counted, with a few kept as examples. A file is refused whole (InputError) when its
+layout, date order or price scale cannot be told, or when its share of unusable rows shows it is the wrong
+file or read with the wrong options.
 """
 
 from __future__ import annotations
 
-import csv
+import codecs
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from trading_assets.compute.validation import duplicate_problems
+from trading_assets.compute.bars import PRICES, value_rejects
+from trading_assets.compute.validation import DEFAULT_BOUNDS, PriceBounds
 from trading_assets.errors import InputError, Problem
 
 PRICE_SCHEMA = {
@@ -28,60 +32,113 @@ PRICE_SCHEMA = {
     "source_file": pl.String,
     "line": pl.Int64,
 }
+REJECT_SCHEMA = {"line": pl.Int64, "trade_date": pl.Date, "reason": pl.String}
 FORMATS = ("auto", "csv", "lean")
+DATE_ORDERS = ("mdy", "dmy")
+LEAN_EQUITY_DIVISOR = 10_000.0
 
 _DATE_HEADERS = ("date", "timestamp", "time", "datetime", "day", "")
 _CLOSE_HEADERS = ("close", "last", "price")
-_DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y", "%Y%m%d", "%Y%m%d %H:%M")
 _LEAN_TRADE_FIELDS = 6  # time, open, high, low, close, volume
 _LEAN_QUOTE_FIELDS = 11  # time, bid OHLC, bid size, ask OHLC, ask size
+_REPEAT_EXAMPLES = 5
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"))
+_BOMS += ((codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_SLASH_DATE = r"^(\d{1,2})/(\d{1,2})/(\d{4})(.*)$"
 
 
 @dataclass(frozen=True)
 class PriceFile:
-    prices: pl.DataFrame
-    problems: list[Problem]
+    file: str
+    prices: pl.DataFrame  # PRICE_SCHEMA, one row per trade_date
+    rejects: pl.DataFrame  # REJECT_SCHEMA: the rows not used, with why
+    data_rows: int  # lines holding a row (not the header, not blank)
+    repeats: int  # rows repeating an earlier row exactly (a few are among the rejects as examples)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [Problem(self.file, line, reason) for line, reason in self.rejects.select("line", "reason").iter_rows()]
 
 
-def parse_stamp(text: str, timezone: str = "UTC") -> tuple[date, datetime | None] | None:
-    """The trading date of a date or timestamp and, when the text holds a time, the instant in UTC (a naive
-    time is read in `timezone`, an aware one is converted to it for the date)."""
-    value = text.strip()
+def parse_stamps(text: pl.Expr, timezone: str = "UTC", date_order: str = "mdy") -> tuple[pl.Expr, pl.Expr]:
+    """(trade date, UTC instant) of date or timestamp texts: ISO dates and times (`T` or space, `Z` or an
+    offset), `M/D/YYYY` (or `D/M/YYYY` with date_order "dmy") and Lean's `YYYYMMDD[ HH:MM]`. A naive time
+    is read in `timezone`; an aware one is converted to it for the date. Date-only texts have no instant;
+    unreadable texts (or local times that do not exist in the zone) give nulls."""
+    value = text.str.strip_chars().str.strip_chars('"')
+    slash = value.str.extract_groups(_SLASH_DATE)
+    month, day = ("1", "2") if date_order == "mdy" else ("2", "1")
+    value = (
+        pl.when(value.str.contains(_SLASH_DATE))
+        .then(
+            pl.concat_str(
+                slash.struct["3"],
+                pl.lit("-"),
+                slash.struct[month].str.zfill(2),
+                pl.lit("-"),
+                slash.struct[day].str.zfill(2),
+                slash.struct["4"],
+            )
+        )
+        .otherwise(value)
+        .str.replace(r"^(\d{4})(\d{2})(\d{2})(\s|$)", "${1}-${2}-${3}${4}")
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[T ]+", "${1} ")
+        .str.replace(r"Z$", "+00:00")
+        .str.replace(r"( \d{1,2}:\d{2})($|[+-])", "${1}:00${2}")
+    )
+    day_only = value.str.to_date("%Y-%m-%d", strict=False)
+    naive = value.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False).dt.replace_time_zone(
+        timezone, ambiguous="earliest", non_existent="null"
+    )
+    aware = value.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%#z", strict=False, time_zone="UTC")
+    local = pl.coalesce(naive, aware.dt.convert_time_zone(timezone))
+    trade_date = pl.coalesce(day_only, local.dt.date()).alias("trade_date")
+    return trade_date, local.dt.convert_time_zone("UTC").dt.cast_time_unit("us").alias("ts")
+
+
+def parse_stamp(text: str, timezone: str = "UTC", date_order: str = "mdy") -> tuple[date, datetime | None] | None:
+    """parse_stamps of one text; None when it is not a date."""
+    trade_date, instant = parse_stamps(pl.col("t"), timezone, date_order)
+    row = pl.DataFrame({"t": [text]}).select(trade_date, instant).row(0)
+    return None if row[0] is None else (row[0], row[1])
+
+
+def _decode(path: Path, data: bytes, encoding: str | None) -> tuple[str, str]:
+    """(text, encoding used): the given encoding, one a byte-order mark names, or UTF-8; undecodable bytes
+    become U+FFFD so that their lines can be rejected while the others load."""
+    if encoding is None:
+        encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8-sig")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-        for layout in _DATE_FORMATS:
-            try:
-                parsed = datetime.strptime(value, layout)
-                break
-            except ValueError:
-                continue
-    if parsed is None:
-        return None
-    zone = ZoneInfo(timezone)
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(zone)
-    elif ":" not in value:
-        return parsed.date(), None
-    else:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.date(), parsed.astimezone(UTC)
+        return data.decode(encoding, errors="replace"), encoding
+    except LookupError as exc:
+        raise InputError([Problem(str(path), 0, f"unknown encoding {encoding!r}")]) from exc
 
 
-def _number(text: str) -> float | None:
+def _lines(path: Path, encoding: str | None) -> tuple[pl.DataFrame, str]:
+    """(line number, text) of every non-blank line, and the encoding it was read with."""
     try:
-        return float(text)
-    except ValueError:
-        return None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError([Problem(str(path), 0, f"cannot read file: {exc.strerror or exc}")]) from exc
+    text, used = _decode(path, data, encoding)
+    del data
+    lines = (
+        pl.DataFrame({"text": [text]})
+        .select(pl.col("text").str.split("\n"))
+        .explode("text")
+        .with_row_index("line", offset=1)
+        .with_columns(pl.col("line").cast(pl.Int64), pl.col("text").str.strip_chars_end("\r"))
+        .filter(pl.col("text").str.strip_chars() != "")
+    )
+    return lines, used
 
 
-def _is_lean(first_row: list[str]) -> bool:
-    return len(first_row) in (_LEAN_TRADE_FIELDS, _LEAN_QUOTE_FIELDS) and parse_stamp(first_row[0]) is not None
+def _split(lines: pl.DataFrame) -> pl.DataFrame:
+    return lines.with_columns(fields=pl.col("text").str.split(",").list.eval(pl.element().str.strip_chars(' "')))
 
 
 def _csv_columns(header: list[str], name: str) -> dict[str, int]:
-    lowered = [h.strip().lower() for h in header]
+    lowered = [h.strip().strip('"').lower() for h in header]
 
     def find(candidates: tuple[str, ...]) -> int | None:
         return next((lowered.index(c) for c in candidates if c in lowered), None)
@@ -100,68 +157,215 @@ def _csv_columns(header: list[str], name: str) -> dict[str, int]:
     return {k: v for k, v in columns.items() if v is not None}
 
 
+def _is_lean(first: list[str]) -> bool:
+    return len(first) in (_LEAN_TRADE_FIELDS, _LEAN_QUOTE_FIELDS) and parse_stamp(first[0]) is not None
+
+
+def _number(field: pl.Expr) -> pl.Expr:
+    return field.str.strip_chars().cast(pl.Float64, strict=False)
+
+
+def _fields(rows: pl.DataFrame, lean: bool, width: int, columns: dict[str, int]) -> pl.DataFrame:
+    """date text, open, high, low, close, volume text of each row, by the file's layout."""
+    field = pl.col("fields").list.get
+    if lean and width == _LEAN_QUOTE_FIELDS:
+        mids = {name: (_number(field(1 + i)) + _number(field(6 + i))) / 2 for i, name in enumerate(PRICES)}
+        return rows.select("line", date_text=field(0), **mids, volume_text=pl.lit(None, pl.String))
+    if lean:
+        prices = {name: _number(field(1 + i)) for i, name in enumerate(PRICES)}
+        return rows.select("line", date_text=field(0), **prices, volume_text=field(5))
+    prices = {name: _number(field(columns[name])) for name in PRICES}
+    volume = field(columns["volume"]) if "volume" in columns else pl.lit(None, pl.String)
+    return rows.select("line", date_text=field(columns["date"]), **prices, volume_text=volume)
+
+
+def _date_order(name: str, dates: pl.Series, date_order: str | None) -> str:
+    """The given date order, or month-first; refused when day-first dates (a first number above 12) appear
+    and no order was given, since month-first would shift them silently."""
+    if date_order is not None:
+        if date_order not in DATE_ORDERS:
+            raise InputError([Problem(name, 0, f"date order {date_order!r} is not one of {', '.join(DATE_ORDERS)}")])
+        return date_order
+    first = dates.str.strip_chars().str.extract(_SLASH_DATE, 1).cast(pl.Int32, strict=False)
+    day_first = (first > 12).arg_true()
+    if day_first.len():
+        index = int(day_first[0])
+        raise InputError(
+            [
+                Problem(
+                    name,
+                    0,
+                    f"dates are day-first ({dates[index].strip()!r} cannot be month/day): pass --date-order dmy "
+                    "(or --date-order mdy to read them month-first)",
+                )
+            ]
+        )
+    return "mdy"
+
+
+def _price_divisor(name: str, path: Path, lean: bool, prices: pl.DataFrame, divisor: float | None) -> float:
+    """The given divisor, or 1; refused for a Lean trade file that looks like an equity file (stored at
+    price x 10000: an `equity` path, or whole-number prices in the tens of thousands) unless it is given."""
+    if divisor is not None:
+        if not divisor > 0:
+            raise InputError([Problem(name, 0, f"price divisor {divisor} must be positive")])
+        return divisor
+    if not lean or prices.is_empty():
+        return 1.0
+    closes = prices["close"].drop_nulls()
+    whole = closes.len() > 0 and bool((closes == closes.round(0)).all()) and float(closes.median()) >= 10_000
+    named = any("equity" in part.lower() for part in path.parts[-4:])
+    if whole or named:
+        why = "its path names equities" if named else f"its prices are whole numbers around {closes.median():,.0f}"
+        raise InputError(
+            [
+                Problem(
+                    name,
+                    0,
+                    f"looks like a Lean equity file ({why}), stored at price x {LEAN_EQUITY_DIVISOR:g}: pass "
+                    f"--price-divisor {LEAN_EQUITY_DIVISOR:g} (or --price-divisor 1 if the prices are as they are)",
+                )
+            ]
+        )
+    return 1.0
+
+
+def _duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(rows kept: the first of each trade_date, rejects, exact repeats). A repeat of an earlier row's values
+    is harmless and counted, with a few examples; a date given again with other values is rejected with
+    both, and the first row of the date is kept."""
+    values = ["ts", *PRICES, "volume"]
+    ordered = frame.sort("line")
+    first = ordered.unique("trade_date", keep="first", maintain_order=True)
+    later = ordered.join(first.select("line"), on="line", how="anti")
+    if later.is_empty():
+        return first, pl.DataFrame(schema=REJECT_SCHEMA), 0
+    compared = later.join(first.select("trade_date", *values, first_line="line"), on="trade_date", suffix="_first")
+    same = pl.all_horizontal([pl.col(v).eq_missing(pl.col(f"{v}_first")) for v in values])
+
+    def shown(suffix: str) -> pl.Expr:
+        return pl.concat_str([pl.col(f"{v}{suffix}").cast(pl.String).fill_null("") for v in values[1:]], separator="/")
+
+    repeats = compared.filter(same)
+    conflicts = compared.filter(~same).select(
+        "line",
+        "trade_date",
+        reason=pl.format(
+            "trade_date {} again with other values: line {} has {}, this line {} (open/high/low/close/volume); "
+            "the first is kept",
+            "trade_date",
+            "first_line",
+            shown("_first"),
+            shown(""),
+        ),
+    )
+    examples = repeats.head(_REPEAT_EXAMPLES).select(
+        "line",
+        "trade_date",
+        reason=pl.format(
+            "repeats line {} exactly ({} repeated rows in the file)", "first_line", pl.lit(repeats.height)
+        ),
+    )
+    return first, pl.concat([conflicts, examples]), repeats.height
+
+
 def read_price_file(
-    path: Path, file_format: str = "auto", price_divisor: float = 1.0, timezone: str = "UTC"
+    path: Path,
+    file_format: str = "auto",
+    price_divisor: float | None = None,
+    timezone: str = "UTC",
+    *,
+    encoding: str | None = None,
+    date_order: str | None = None,
+    bounds: PriceBounds = DEFAULT_BOUNDS,
 ) -> PriceFile:
     """Daily OHLCV rows of one file, prices divided by `price_divisor` (Lean equities store price x 10000)."""
     name = str(path)
     if file_format not in FORMATS:
         raise InputError([Problem(name, 0, f"format {file_format!r} is not one of {', '.join(FORMATS)}")])
-    if not price_divisor > 0:
-        raise InputError([Problem(name, 0, f"price divisor {price_divisor} must be positive")])
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = [(number, fields) for number, fields in enumerate(csv.reader(handle), 1) if fields]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError([Problem(name, 0, f"cannot read file: {exc}")]) from exc
-    if not rows:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InputError([Problem(name, 0, f"timezone {timezone!r} is not an IANA time zone")]) from exc
+    lines, used = _lines(path, encoding)
+    if lines.is_empty():
         raise InputError([Problem(name, 1, "file is empty")])
-
-    lean = file_format == "lean" or (file_format == "auto" and _is_lean(rows[0][1]))
+    rows = _split(lines)
+    first = rows["fields"][0].to_list()
+    lean = file_format == "lean" or (file_format == "auto" and _is_lean(first))
     if lean:
-        body = rows
-        width = len(rows[0][1])
+        width, columns = len(first), {}
         if width not in (_LEAN_TRADE_FIELDS, _LEAN_QUOTE_FIELDS):
             raise InputError([Problem(name, 1, f"Lean daily rows have 6 (trade) or 11 (quote) fields, not {width}")])
     else:
-        columns = _csv_columns(rows[0][1], name)
-        body = rows[1:]
-        width = len(rows[0][1])
+        width, columns = len(first), _csv_columns(first, name)
+        rows = rows.slice(1)
 
-    records, problems = [], []
-    for line, fields in body:
-        if len(fields) != width:
-            problems.append(Problem(name, line, f"expected {width} fields, found {len(fields)}"))
-            continue
-        if lean:
-            values = [_number(f) for f in fields[1:]]
-            if width == _LEAN_QUOTE_FIELDS:
-                bid, ask = values[0:4], values[5:9]
-                ohlc = [None if b is None or a is None else (b + a) / 2 for b, a in zip(bid, ask, strict=True)]
-                volume_text = None
-            else:
-                ohlc, volume_text = values[0:4], fields[5]
-            date_text = fields[0]
-        else:
-            date_text = fields[columns["date"]]
-            ohlc = [_number(fields[columns[k]]) for k in ("open", "high", "low", "close")]
-            volume_text = fields[columns["volume"]] if "volume" in columns else None
-        stamp = parse_stamp(date_text, timezone)
-        if stamp is None:
-            problems.append(Problem(name, line, f"date {date_text!r} is not a recognised date"))
-            continue
-        if any(v is None for v in ohlc):
-            problems.append(Problem(name, line, "open/high/low/close is not a number"))
-            continue
-        volume = None
-        if volume_text is not None and volume_text.strip() not in ("", "null", "NaN"):
-            volume = _number(volume_text)
-            if volume is None:
-                problems.append(Problem(name, line, f"volume {volume_text!r} is not a number"))
-                continue
-        records.append((*stamp, *(v / price_divisor for v in ohlc), volume, name, line))
-    frame = pl.DataFrame(records, schema=PRICE_SCHEMA, orient="row")
-    repeated = duplicate_problems(frame, ["trade_date"], "trade_date")
-    repeated_lines = [p.line for p in repeated]
-    frame = frame.filter(~pl.col("line").is_in(repeated_lines))
-    return PriceFile(prices=frame.sort("trade_date"), problems=sorted(problems + repeated))
+    undecodable = pl.col("text").str.contains("\ufffd", literal=True)
+    wrong_width = pl.col("fields").list.len() != width
+    reason = (
+        pl.when(undecodable)
+        .then(pl.lit(f"not valid {used} text: give the file's encoding with --encoding"))
+        .when(wrong_width)
+        .then(pl.format("expected {} fields, found {}", pl.lit(width), pl.col("fields").list.len()))
+    )
+    rows = rows.with_columns(reject_reason=reason)
+    unreadable = rows.filter(pl.col("reject_reason").is_not_null()).select("line", reason="reject_reason")
+    parsed = _fields(rows.filter(pl.col("reject_reason").is_null()), lean, width, columns)
+    del rows
+
+    order = _date_order(name, parsed["date_text"], date_order)
+    trade_date, instant = parse_stamps(pl.col("date_text"), timezone, order)
+    volume_text = pl.col("volume_text").str.strip_chars()
+    no_volume = volume_text.is_null() | volume_text.is_in(["", "null", "NaN", "nan"])
+    parsed = parsed.with_columns(
+        trade_date=trade_date, ts=instant, volume=pl.when(no_volume).then(None).otherwise(_number(volume_text))
+    )
+    reason = (
+        pl.when(pl.col("trade_date").is_null())
+        .then(pl.format("date '{}' is not a recognised date", pl.col("date_text").str.strip_chars()))
+        .when(pl.any_horizontal([pl.col(c).is_null() for c in PRICES]))
+        .then(pl.lit("open/high/low/close is not a number"))
+        .when(~no_volume & pl.col("volume").is_null())
+        .then(pl.format("volume '{}' is not a number", volume_text))
+    )
+    parsed = parsed.with_columns(reject_reason=reason)
+    unparsed = parsed.filter(pl.col("reject_reason").is_not_null()).select("line", reason="reject_reason")
+    parsed = parsed.filter(pl.col("reject_reason").is_null()).drop("reject_reason", "date_text", "volume_text")
+
+    divisor = _price_divisor(name, path, lean, parsed, price_divisor)
+    parsed = parsed.with_columns([pl.col(c) / divisor for c in PRICES])
+    acceptable, implausible = value_rejects(parsed, bounds)
+    kept, duplicated, repeats = _duplicates(acceptable)
+    rejects = (
+        pl.concat(
+            [unreadable, unparsed, implausible.select("line", "trade_date", reason="reject_reason"), duplicated],
+            how="diagonal_relaxed",
+        )
+        .select(list(REJECT_SCHEMA))
+        .sort("line")
+    )
+    data_rows = lines.height - (0 if lean else 1)
+    _refuse_when_mostly_rejected(name, data_rows, rejects, repeats, bounds)
+    prices = kept.with_columns(source_file=pl.lit(name)).select([pl.col(c).cast(t) for c, t in PRICE_SCHEMA.items()])
+    return PriceFile(name, prices.sort("trade_date"), rejects, data_rows, repeats)
+
+
+def _refuse_when_mostly_rejected(
+    name: str, data_rows: int, rejects: pl.DataFrame, repeats: int, bounds: PriceBounds
+) -> None:
+    unused = rejects.height - min(repeats, _REPEAT_EXAMPLES) + repeats
+    if unused <= bounds.reject_allowance or unused <= bounds.max_reject_share * data_rows:
+        return
+    first_line, _, first_reason = rejects.row(0)
+    raise InputError(
+        [
+            Problem(
+                name,
+                first_line,
+                f"{unused} of {data_rows} rows ({unused / data_rows:.0%}) cannot be used, more than the "
+                f"{bounds.max_reject_share:.0%} a file may have ({repeats} exact repeats); nothing of the file "
+                f"was loaded. First: {first_reason}",
+            )
+        ]
+    )

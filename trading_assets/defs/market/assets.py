@@ -24,12 +24,12 @@ from trading_assets.compute.bars import (
     daily_bars,
     invariant_violations,
     multi_tf_bars,
-    value_rejects,
+    validate_daily,
     with_bar_times,
 )
 from trading_assets.compute.calendars import Timeframe, session_table
 from trading_assets.compute.rebuild import Window
-from trading_assets.compute.validation import rows_in_window
+from trading_assets.compute.validation import PriceBounds, rows_in_window, symbol_of
 from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import EXCHANGES, SYMBOLS
 from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_TIMEFRAME, timeframes_of
@@ -50,7 +50,7 @@ from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
 from trading_assets.io import ema_store, market_store, row_counts
 from trading_assets.progress import PROGRESS_MESSAGE
-from trading_assets.sources.price_files import read_price_file
+from trading_assets.sources.price_files import PriceFile, read_price_file
 
 GROUP = "market"
 PRICE_HISTORIES = dg.AssetKey([GROUP, "price_histories"])
@@ -86,13 +86,40 @@ _DAILY_COLUMNS = [
 
 
 class PriceFileSpec(dg.Config):
+    """One price file and how to read it; options left unset are detected (or refused when they cannot be)."""
+
     path: str
     symbol: str
     format: str = "auto"
-    price_divisor: float = 1.0
+    price_divisor: float | None = None
     timezone: str | None = None
     calendar: str | None = None
     catalog_symbol: str | None = None
+    encoding: str | None = None
+    date_order: str | None = None
+
+
+def read_spec(spec: PriceFileSpec, timezone: str, bounds: PriceBounds) -> PriceFile:
+    return read_price_file(
+        Path(spec.path),
+        spec.format,
+        spec.price_divisor,
+        timezone,
+        encoding=spec.encoding,
+        date_order=spec.date_order,
+        bounds=bounds,
+    )
+
+
+def price_span(conn: psycopg.Connection, specs: list[PriceFileSpec], bounds: PriceBounds) -> tuple[date, date] | None:
+    """First and last trading date of the files' usable rows, read as their load will read them (in each
+    asset's timezone); refuses a file the load would refuse. None when no file has a usable row."""
+    dates = []
+    for spec in specs:
+        timezone = market_store.asset_timezone(conn, spec.symbol, spec.timezone, spec.catalog_symbol)
+        prices = read_spec(spec, timezone, bounds).prices
+        dates += [prices["trade_date"].min(), prices["trade_date"].max()] if prices.height else []
+    return (min(dates), max(dates)) if dates else None
 
 
 class PriceFilesConfig(dg.Config):
@@ -211,26 +238,29 @@ def _date_range(frame: pl.DataFrame) -> dict[str, str]:
     return {"first_date": str(frame["trade_date"].min()), "last_date": str(frame["trade_date"].max())}
 
 
-def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, window: Window, last_day: date) -> dict:
+def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, window: Window, bounds: PriceBounds) -> dict:
     asset_id, timezone, _ = market_store.ensure_asset(
         conn, spec.symbol, spec.timezone, spec.calendar, catalog_symbol=spec.catalog_symbol
     )
-    parsed = read_price_file(Path(spec.path), spec.format, spec.price_divisor, timezone)
-    rows = rows_in_window(parsed.prices, "trade_date", window.start, window.end).with_columns(asset_id=pl.lit(asset_id))
-    acceptable, refused = value_rejects(rows)
-    unreadable = pl.DataFrame(
-        [(p.line, p.reason) for p in parsed.problems],
-        schema={"line": pl.Int64, "reject_reason": pl.String},
-        orient="row",
-    )
-    future = parsed.prices.filter(pl.col("trade_date") >= last_day).with_columns(
-        reject_reason=pl.lit(f"trade_date on or after {last_day} (after the current month)")
+    parsed = read_spec(spec, timezone, bounds)
+    inside = rows_in_window(parsed.prices, "trade_date", window.start, window.end)
+    # A row outside the run's months is never dropped silently: it waits, as a reject, for a run over its month.
+    outside = parsed.prices.join(inside.select("line"), on="line", how="anti").select(
+        "line",
+        "trade_date",
+        reason=pl.format(
+            "trade_date {} is outside this run's months ({} .. {}); load the file in a run over its month",
+            "trade_date",
+            pl.lit(str(window.start or "start of history")),
+            pl.lit(str(window.end - timedelta(days=1))),
+        ),
     )
     rejects = (
-        pl.concat([unreadable, refused, future], how="diagonal_relaxed")
+        pl.concat([parsed.rejects, outside])
         .with_columns(asset_id=pl.lit(asset_id), symbol=pl.lit(spec.symbol), source_file=pl.lit(spec.path))
-        .rename({"line": "source_line", "reject_reason": "reason"})
+        .rename({"line": "source_line"})
     )
+    acceptable = inside.with_columns(asset_id=pl.lit(asset_id))
     counts = market_store.upsert_prices(conn, asset_id, acceptable)
     return {
         "rows": acceptable.height,
@@ -238,6 +268,7 @@ def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, window: Window, la
         "revised": counts.revised,
         "unchanged": counts.unchanged,
         "rejects": market_store.record_load_rejects(conn, rejects),
+        "repeated_rows": parsed.repeats,
         "frame": acceptable.select("trade_date", "asset_id", *PRICES),
     }
 
@@ -287,13 +318,13 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
         specs = config.files or [
-            PriceFileSpec(path=str(p), symbol=p.stem.upper())
+            PriceFileSpec(path=str(p), symbol=symbol_of(p.stem))
             for p in sorted(prices_landing_dir(settings).glob("*.csv"))
         ]
         window = run_window(context)
         table = market_store.qualified("price_histories")
         with warehouse.transaction() as conn:
-            results = [_load_file(conn, spec, window, last_day) for spec in specs]
+            results = [_load_file(conn, spec, window, settings.price_bounds) for spec in specs]
             loaded = (
                 pl.concat([r.pop("frame") for r in results])
                 if results
@@ -302,6 +333,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             report_partitions(context, row_counts.rows_per_month(conn, table), row_counts.rows_by_month(loaded))
             described = table_metadata(conn, table, row_counts.table_rows(conn, table))
         totals = {key: sum(r[key] for r in results) for key in ("rows", "inserted", "revised", "unchanged", "rejects")}
+        totals["repeated_rows"] = sum(r["repeated_rows"] for r in results)
         return dg.MaterializeResult(
             metadata={
                 **described,
@@ -339,7 +371,9 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                     conn, "price_histories", chunk, market_store.PRICE_SCHEMA, run.window.end
                 )
                 stored = market_store.daily_context(conn, chunk)
-                bars, repaired = daily_bars(prices, stored, _sessions_of_daily_rows(prices, stored))
+                # Implausible rows (edited in by SQL, or loaded under older bounds) become rejects here.
+                daily, repaired = validate_daily(prices, settings.price_bounds)
+                bars = daily_bars(daily, stored, _sessions_of_daily_rows(daily, stored))
                 bars = with_bar_times(bars, assets)
                 replace_from = pl.DataFrame(
                     {"asset_id": list(chunk), "from_date": list(chunk.values())},

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from trading_assets.compute.validation import symbol_of
 from trading_assets.config import Settings
 from trading_assets.defs.jobs import LOAD_PRICES_JOB, MARKET_DAILY_JOB
 from trading_assets.defs.landing import landing_sensor
-from trading_assets.defs.market.assets import prices_landing_dir
+from trading_assets.defs.market.assets import PriceFileSpec, price_span, prices_landing_dir
 from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, range_tags
 from trading_assets.io import market_store
 from trading_assets.io.database import ready_database_url
 from trading_assets.io.postgres import connect
-from trading_assets.sources.price_files import read_price_file
 
 
 def daily_refresh_range(
@@ -50,9 +50,13 @@ def build_market_automation(
             run_key=f"market_daily:{today}", tags={**range_tags(first_key, last_key), REBUILD_TAG: "changed"}
         )
 
-    def price_span(files: list[Path]) -> tuple[date, date]:
-        dates = [d for f in files for d in read_price_file(f).prices["trade_date"].to_list()]
-        return min(dates), max(dates)
+    def landed_span(files: list[Path]) -> tuple[date, date]:
+        specs = [PriceFileSpec(path=str(p), symbol=symbol_of(p.stem)) for p in files]
+        with connect(ready_database_url(settings.database_url, settings.embedded_pgdata)) as conn:
+            span = price_span(conn, specs, settings.price_bounds)
+        if span is None:
+            raise ValueError("no usable price rows")
+        return span
 
     prices_landed = landing_sensor(
         name="price_files_landed",
@@ -60,8 +64,8 @@ def build_market_automation(
         job_name=LOAD_PRICES_JOB,
         op_name="market__price_histories",
         partitions=partitions,
-        op_config=lambda files: {"files": [{"path": str(p), "symbol": p.stem.upper()} for p in files]},
-        date_span=price_span,
+        op_config=lambda files: {"files": [{"path": str(p), "symbol": symbol_of(p.stem)} for p in files]},
+        date_span=landed_span,
         description="Loads price CSVs dropped into the landing folder's prices/ directory (symbol = file name); "
         "the bars and EMAs follow by automation, over every month the files changed.",
     )
