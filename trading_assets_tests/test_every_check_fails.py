@@ -299,6 +299,49 @@ def test_bar_invariants_roll_back_the_family_and_stop_its_emas(built: Platform, 
     assert after == before
 
 
+def _spy(conn: psycopg.Connection) -> int:
+    return conn.execute("select asset_id from market.dim_assets where symbol = 'SPY'").fetchone()[0]
+
+
+@needs_shared
+@pytest.mark.parametrize("key", [*(BAR_KEYS[f] for f in MULTI), *EMA_KEYS.values()], ids=lambda k: k.path[-1])
+def test_an_implausible_daily_close_quarantines_its_asset_only(built: Platform, key: dg.AssetKey) -> None:
+    family = next(f for f, k in {**BAR_KEYS, **EMA_KEYS}.items() if k == key)
+    with psycopg.connect(built.settings.database_url, autocommit=True) as conn:
+        coin, spy = _coin(conn), _spy(conn)
+        # A finite but absurd close edited into the daily bars behind the platform's back.
+        conn.execute(
+            "update market.price_bars_1d set close = 1.7e308, high = 1.7e308 "
+            "where asset_id = %s and trade_date = '2021-03-01'",
+            (coin,),
+        )
+        conn.execute(
+            "insert into market.bars_dirty (family, asset_id, dirty_from) values (%s, %s, '2021-03-01'), "
+            "(%s, %s, '2021-03-01') on conflict do nothing",
+            (family, coin, family, spy),
+        )
+    ops = {"__".join(key.path): {"skip_stale_check": True}} if key in EMA_KEYS.values() else {}
+    result = built.run(
+        dg.AssetSelection.assets(key) - TABLE_CHECKS, partition_range=("2021-03-01",) * 2, ops=ops, raise_on_error=False
+    )
+    [quarantine] = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_asset_quarantined"]
+    assert not quarantine.passed and quarantine.severity == dg.AssetCheckSeverity.ERROR
+    [(name, why)] = quarantine.metadata["quarantined"].value.items()
+    assert name == f"{coin} (COIN)" and "2021-03-01" in why and "1.7e+308" in why
+    [materialization] = result.get_asset_materialization_events()
+    assert materialization.asset_key == key
+    with psycopg.connect(built.settings.database_url) as conn:
+        rebuilt = dict(
+            conn.execute(
+                "select asset_id, rows_last_written from market.refresh_state where family = %s and last_run_id = %s",
+                (family, result.run_id),
+            ).fetchall()
+        )
+        waiting = dict(conn.execute("select asset_id, dirty_from from market.bars_dirty where family = %s", (family,)))
+    assert list(rebuilt) == [spy] and rebuilt[spy] > 0
+    assert waiting == {coin: date(2021, 3, 1)}
+
+
 @needs_shared
 def test_changes_applied_lists_what_still_waits_after_a_run(built: Platform) -> None:
     with psycopg.connect(built.settings.database_url, autocommit=True) as conn:

@@ -47,6 +47,9 @@ class PriceBounds:
         return datetime.now(UTC).date() + timedelta(days=1)
 
 
+DEFAULT_BOUNDS = PriceBounds()
+
+
 def symbol_of(text: str) -> str:
     """An asset symbol as stored: trimmed and upper-cased, so `spy`, ` SPY ` and `SPY` are one asset."""
     symbol = text.strip().upper()
@@ -55,4 +58,16 @@ def symbol_of(text: str) -> str:
     return symbol
 
 
-DEFAULT_BOUNDS = PriceBounds()
+def implausible_assets(frame: pl.DataFrame, columns: list[str], bounds: PriceBounds) -> dict[int, str]:
+    """Per asset with rows outside `bounds` (date, or a price in `columns` not finite, not positive or too
+    large), the first such row as a reason."""
+    price_bad = pl.any_horizontal(
+        [~(pl.col(c).is_finite() & (pl.col(c) > 0) & (pl.col(c) <= bounds.max_price)) for c in columns]
+    )
+    day = pl.col("trade_date")
+    bad = frame.filter(price_bad | (day < bounds.earliest) | (day > bounds.latest)).sort("asset_id", "trade_date")
+    first = bad.unique("asset_id", keep="first", maintain_order=True)
+    return {
+        row["asset_id"]: f"implausible input row on {row['trade_date']}: " + ", ".join(f"{c}={row[c]}" for c in columns)
+        for row in first.iter_rows(named=True)
+    }

@@ -29,7 +29,7 @@ from trading_assets.compute.bars import (
 )
 from trading_assets.compute.calendars import Timeframe, session_table
 from trading_assets.compute.rebuild import Window
-from trading_assets.compute.validation import PriceBounds, rows_in_window, symbol_of
+from trading_assets.compute.validation import PriceBounds, implausible_assets, rows_in_window, symbol_of
 from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import EXCHANGES, SYMBOLS
 from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_TIMEFRAME, timeframes_of
@@ -37,10 +37,13 @@ from trading_assets.defs.market.rebuild import (
     MARKET_FRESHNESS,
     EndStates,
     FamilyRun,
+    ImplausibleInput,
     announce_requeued,
+    build_quarantining,
     changes_applied_spec,
     derived_series,
     materialization,
+    quarantine_spec,
     selected_checks,
     settle,
     start_family_run,
@@ -400,7 +403,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             partitions,
             parents=[BAR_KEYS["1d"]],
             dimensions=[dg.AssetDep(DIM_TIMEFRAME, partition_mapping=timeframes_of(family)), DIM_ASSETS],
-            check_specs=invariant_check_specs(key),
+            check_specs=[*invariant_check_specs(key), quarantine_spec(key)],
             code_version=BARS_CODE_VERSION,
             description=f"Snapshot bars of the {family} family for the active timeframes of market.dim_timeframe: "
             "one row per daily close while a bar forms, canonical (is_partial_end = false) where it completes.",
@@ -416,10 +419,15 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 labels = [t.label for t in timeframes]
                 ends = EndStates(conn, run, sql.SQL(table), "price_bars_1d", labels, columns, last_day)
                 tally = BarTally()
+                bounds = settings.price_bounds
+
+                def rebuild(starts: dict[int, date]) -> pl.DataFrame:
+                    return _rebuild_family(conn, family, timeframes, retired, starts, run.window.end, bounds)
+
                 for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
-                    bars = _rebuild_family(conn, family, timeframes, retired, chunk, run.window.end)
-                    tally.add(conn, bars)
-                    run.record_written(bars)
+                    for bars in build_quarantining(conn, run, chunk, rebuild):
+                        tally.add(conn, bars)
+                        run.record_written(bars)
                 settle(conn, run, ends.changed(conn))
                 for emas in ema_store.EMAS_OF_BARS[family]:
                     market_store.mark_dirty(conn, emas, run.plan.starts)
@@ -463,9 +471,11 @@ def _rebuild_family(
     retired: list[str],
     starts: dict[int, date],
     end: date,
+    bounds: PriceBounds,
 ) -> pl.DataFrame:
     """Rewrite each asset's bars of every timeframe from its start date to `end`; rows of retired timeframes
-    in that span are removed. Returns the rows written.
+    in that span are removed. Returns the rows written; raises ImplausibleInput for assets whose daily bars
+    are outside `bounds`.
 
     Only daily rows from the start date on are read: a bar in progress continues from its last stored
     snapshot row (the carry). Stored rows before the start are right, since a snapshot depends on nothing
@@ -499,6 +509,8 @@ def _rebuild_family(
         .join(context.select("asset_id", "first_trade_date"), on="asset_id")
         .join(assets.select("asset_id", "calendar"), on="asset_id")
     )
+    if implausible := implausible_assets(daily, list(PRICES), bounds):
+        raise ImplausibleInput(implausible)
     columns = _family_columns(family)
     if daily.is_empty() or not timeframes:
         empty = pl.DataFrame(schema=_EMPTY_BARS)

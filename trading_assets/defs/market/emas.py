@@ -27,6 +27,7 @@ from trading_assets.compute.ema import (
     values_per_row,
 )
 from trading_assets.compute.rebuild import restrict
+from trading_assets.compute.validation import PriceBounds, implausible_assets
 from trading_assets.config import Settings
 from trading_assets.defs.market.assets import (
     BAR_KEYS,
@@ -40,10 +41,13 @@ from trading_assets.defs.market.assets import (
 from trading_assets.defs.market.dimensions import DIM_EMA_PERIOD, DIM_TIMEFRAME, timeframes_of
 from trading_assets.defs.market.rebuild import (
     EndStates,
+    ImplausibleInput,
     announce_requeued,
+    build_quarantining,
     changes_applied_spec,
     derived_series,
     materialization,
+    quarantine_spec,
     selected_checks,
     settle,
     start_family_run,
@@ -198,6 +202,7 @@ def _rebuild_emas(
     periods: list[int],
     starts: dict[int, date],
     end: date,
+    bounds: PriceBounds,
 ) -> tuple[pl.DataFrame, int, pl.DataFrame, pl.DataFrame, int]:
     """Rewrite each asset's EMAs of every timeframe from its start date to `end` (rows of retired timeframes
     in that span are removed).
@@ -215,6 +220,8 @@ def _rebuild_emas(
     grid = ema_store.read_grid(
         conn, family, from_dates.with_columns(tf=pl.lit(DAILY.label)) if v2 else rewrite_from, end
     )
+    if implausible := implausible_assets(grid, ["close"], bounds):
+        raise ImplausibleInput(implausible)
     frames = []
     for timeframe in timeframes:
         if v2:
@@ -267,6 +274,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                     for name, text in EMA_CHECKS.items()
                 ),
                 changes_applied_spec(key),
+                quarantine_spec(key),
             ],
             code_version=EMAS_CODE_VERSION,
             description=f"EMAs of every active period (market.dim_ema_period) over the {family} timeframes: "
@@ -299,10 +307,15 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                 columns = [*ema_store.PACKED_COLUMNS, "ema", "ema_bar"]
                 ends = EndStates(conn, run, ema_store.packed_table(family), "price_bars_1d", labels, columns, last_day)
                 if periods and timeframes:
+
+                    def rebuild(starts: dict[int, date]) -> tuple:
+                        end, bounds = run.window.end, settings.price_bounds
+                        return _rebuild_emas(conn, family, timeframes, retired, periods, starts, end, bounds)
+
                     for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
-                        wide, *found = _rebuild_emas(conn, family, timeframes, retired, periods, chunk, run.window.end)
-                        tally.add(wide, *found)
-                        run.record_written(wide.with_columns(long_rows=values_per_row(periods)), "long_rows")
+                        for wide, *found in build_quarantining(conn, run, chunk, rebuild):
+                            tally.add(wide, *found)
+                            run.record_written(wide.with_columns(long_rows=values_per_row(periods)), "long_rows")
                 settle(conn, run, ends.changed(conn))
                 if tally.invalid.height:
                     # Invalid values never replace stored ones; their rejects are kept to show why.

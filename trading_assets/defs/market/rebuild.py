@@ -12,6 +12,7 @@ follows (`CARRY_CHANGED_TAG`).
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import TypeVar
 
 import dagster as dg
 import polars as pl
@@ -30,6 +31,8 @@ from trading_assets.defs.table_metadata import report_partitions, table_metadata
 from trading_assets.io import market_store, row_counts
 
 CHANGES_APPLIED = "changes_applied"
+NO_ASSET_QUARANTINED = "no_asset_quarantined"
+Built = TypeVar("Built")
 _WRITTEN_BY_ASSET = {"asset_id": pl.Int64, "rows": pl.Int64, "first_date": pl.Date, "last_date": pl.Date}
 
 
@@ -44,6 +47,14 @@ class FamilyRun:
     written: list[pl.DataFrame] = field(default_factory=list)
     written_by_asset: list[pl.DataFrame] = field(default_factory=list)
     requeued: set[int] = field(default_factory=set)
+    # Assets left out because their input broke or would corrupt the build (asset -> why); their changes wait.
+    quarantined: dict[int, str] = field(default_factory=dict)
+    quarantined_from: dict[int, date] = field(default_factory=dict)
+
+    def quarantine(self, reasons: dict[int, str]) -> None:
+        self.quarantined |= reasons
+        self.quarantined_from |= {a: self.plan.starts[a] for a in reasons if a in self.plan.starts}
+        self.plan = restrict(self.plan, set(self.plan.starts) - set(self.quarantined))
 
     def record_written(self, frame: pl.DataFrame, weight: str | None = None) -> None:
         self.written.append(row_counts.rows_by_month(frame, weight))
@@ -70,7 +81,68 @@ class FamilyRun:
                 {str(asset): str(day) for asset, day in waiting[:50]}
             ),
             "requeued_after_window": len(self.requeued),
+            "quarantined_assets": len(self.quarantined),
         }
+
+
+class ImplausibleInput(Exception):
+    """The input rows of these assets (asset -> why) are outside the plausible bounds."""
+
+    def __init__(self, reasons: dict[int, str]) -> None:
+        super().__init__(f"implausible input for assets {sorted(reasons)}")
+        self.reasons = reasons
+
+
+def build_quarantining(
+    conn: psycopg.Connection, run: FamilyRun, chunk: dict[int, date], build: Callable[[dict[int, date]], Built]
+) -> list[Built]:
+    """`build(chunk)` in a savepoint. Assets whose input is implausible (ImplausibleInput), or whose build
+    fails on its own, are quarantined: left out with the reason, their changes left queued, while every
+    other asset's rows are written. A lost connection is not an asset's fault and ends the run."""
+    pending = dict(chunk)
+    while pending:
+        try:
+            with conn.transaction():
+                return [build(pending)]
+        except ImplausibleInput as exc:
+            run.quarantine(exc.reasons)
+            pending = {a: d for a, d in pending.items() if a not in exc.reasons}
+        except (psycopg.OperationalError, psycopg.errors.QueryCanceled):
+            raise
+        except Exception as exc:
+            if len(pending) == 1:
+                run.quarantine(dict.fromkeys(pending, f"{type(exc).__name__}: {exc}"))
+                return []
+            alone = [build_quarantining(conn, run, {asset: day}, build) for asset, day in pending.items()]
+            return [built for results in alone for built in results]
+    return []
+
+
+def quarantine_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        NO_ASSET_QUARANTINED,
+        asset=key,
+        description="no asset was left out of the run because its input is implausible (a price or date outside "
+        "the bounds, edited into a parent table) or broke the computation; the others were written, the "
+        "quarantined assets' changes wait, named with the reason",
+    )
+
+
+def _quarantine_result(conn: psycopg.Connection, run: FamilyRun) -> dg.AssetCheckResult:
+    assets = sorted(run.quarantined)
+    named = {
+        f"{asset} ({symbol})": run.quarantined[asset]
+        for asset, symbol in zip(assets, market_store.symbols_of(conn, assets), strict=True)
+    }
+    return dg.AssetCheckResult(
+        check_name=NO_ASSET_QUARANTINED,
+        passed=not named,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "quarantined": dg.MetadataValue.json(named),
+            **({"alert": "; ".join(f"{name}: {why}" for name, why in list(named.items())[:10])} if named else {}),
+        },
+    )
 
 
 def start_family_run(
@@ -129,6 +201,7 @@ def settle(conn: psycopg.Connection, run: FamilyRun, changed_at_end: set[int]) -
     what the run did for each asset it rebuilt (market.refresh_state)."""
     run.requeued = changed_at_end
     market_store.settle_marks(conn, run.family, set(run.plan.settled), dict.fromkeys(changed_at_end, run.window.end))
+    market_store.mark_dirty(conn, run.family, run.quarantined_from)
     rebuilt = pl.DataFrame({"asset_id": sorted(run.plan.starts)}, schema={"asset_id": pl.Int64})
     written = (
         pl.concat([pl.DataFrame(schema=_WRITTEN_BY_ASSET), *(w.cast(_WRITTEN_BY_ASSET) for w in run.written_by_asset)])
@@ -262,5 +335,7 @@ def materialization(
     report_partitions(context, row_counts.rows_per_month(conn, table), run.written_by_month)
     return dg.MaterializeResult(
         metadata={**table_metadata(conn, table, row_counts.table_rows(conn, table)), **run.metadata(), **metadata},
-        check_results=selected_checks(context, [*checks, _changes_applied(conn, run.family)]),
+        check_results=selected_checks(
+            context, [*checks, _changes_applied(conn, run.family), _quarantine_result(conn, run)]
+        ),
     )
