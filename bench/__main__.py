@@ -7,7 +7,8 @@
 3. the EMA kernel against polars' ewm_mean (1,000 assets x 3,650 closes x the default periods) and a full
    rebuild of every EMA family through Dagster against its limit;
 4. a one-day incremental refresh of every bar and EMA family with one and with three years of history;
-5. the symbol catalog: deriving 10,000 symbols x 50 versions, as-of lookups, the bars-to-symbol join.
+5. the symbol catalog: deriving 10,000 symbols x 50 versions, as-of lookups, the bars-to-symbol join;
+6. a hostile 200 MB price file of one row repeated: read time and peak memory of its refusal.
 
 Each stage runs in its own process so that its peak memory is its own.
 """
@@ -24,6 +25,7 @@ SHARED_INDEX = PROJECT_ROOT.parent / "shared" / "data" / "daily_index.csv"
 
 def run_stage(stage: list[str]) -> None:
     from bench import emas
+    from bench.bad_input import repeated_rows
     from bench.catalog import catalog_at_scale
     from bench.compute import compute_throughput
     from bench.pipeline import full_rebuild, shared_files_rebuild
@@ -45,6 +47,8 @@ def run_stage(stage: list[str]) -> None:
         emas.one_day_refresh(int(numbers[0]), int(numbers[1]))
     elif name == "catalog":
         catalog_at_scale(*map(int, numbers))
+    elif name == "bad-input":
+        repeated_rows(int(numbers[0]))
     else:
         raise SystemExit(f"unknown bench stage {name!r}")
 
@@ -72,6 +76,7 @@ def main() -> None:
         ["refresh", args.refresh_assets, 1],
         ["refresh", args.refresh_assets, 3],
         ["catalog", 10_000, 50, args.large_assets, args.days],
+        ["bad-input", 200],
     ]
     for stage in stages:
         if stage[0] == "refresh" and stage[2] == 1:

@@ -12,12 +12,23 @@ Writes append to the observation log and re-derive the symbols they touch in one
 catalog's lock; when the versions pass the catalog's blocking checks they are committed, the lakehouse files
 are published and the write is recorded on the Dagster instance (a materialization of the catalog assets
 reported by the API), so the UI shows it like a run's.
+
+Points in time (`as_of`, `effective_at`) lie from 1900 to 2200 UTC: anything else is refused (ValueError), as
+is epoch milliseconds passed for seconds.
+
+A listing of an exchange (a Binance exchangeInfo, a ccxt load_markets) retires the exchange's symbols it does
+not name only when it is full: marked so (`full_listing`), or covering at least
+TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE (default half) of the exchange's symbols active at its time
+(`judge_listings`). A partial one (`GET /api/v3/exchangeInfo?symbol=ETHBTC`) only upserts what it names.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from bisect import bisect_right
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -39,24 +50,48 @@ from trading_assets.sources.symbol_files import (
 
 # Epoch seconds beyond this (year 5138) are milliseconds or nanoseconds passed by mistake.
 _MAX_EPOCH_SECONDS = 1e11
+# The instants the catalog speaks about: symbol versions, loads and lookups.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_RANGE = f"from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} UTC"
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def to_utc(moment: datetime | date | str | float | int) -> datetime:
     """An aware UTC datetime from an aware or naive-as-UTC datetime, a date (its midnight UTC), an ISO
-    string, or epoch seconds."""
+    string, or epoch seconds; ValueError for anything else or outside 1900..2200 UTC."""
     if isinstance(moment, bool):
         raise TypeError("a boolean is not a point in time")
     if isinstance(moment, int | float):
-        if abs(moment) >= _MAX_EPOCH_SECONDS:
+        if not math.isfinite(moment) or abs(moment) >= _MAX_EPOCH_SECONDS:
             raise ValueError(f"{moment} is not epoch seconds (milliseconds or nanoseconds?)")
+        if not EARLIEST.timestamp() <= moment < LATEST.timestamp():
+            raise ValueError(f"epoch seconds {moment} are not a time {_RANGE}")
         return datetime.fromtimestamp(moment, tz=UTC)
     if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment.strip().replace("Z", "+00:00"))
-    if isinstance(moment, datetime):
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    if isinstance(moment, date):
-        return datetime.combine(moment, time(), tzinfo=UTC)
-    raise TypeError(f"cannot read {moment!r} as a point in time")
+        try:
+            moment = datetime.fromisoformat(moment.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{moment!r} is not an ISO time or date (e.g. 2020-01-31 or 2020-01-31T12:00Z)") from None
+    try:
+        if isinstance(moment, datetime):
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        elif isinstance(moment, date):
+            moment = datetime.combine(moment, time(), tzinfo=UTC)
+        else:
+            raise TypeError(f"cannot read {moment!r} as a point in time")
+    except OverflowError:
+        raise ValueError(f"{moment} is not a time {_RANGE}") from None
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(f"{moment.isoformat()} is not a time {_RANGE}")
+    return moment
+
+
+def parse_moment(text: str) -> datetime:
+    """A point in time typed by a person (the CLI's --at and --effective-at): ISO time or date, or epoch
+    seconds; ValueError with the reason otherwise."""
+    text = text.strip()
+    return to_utc(float(text) if _NUMBER.fullmatch(text) else text)
 
 
 class SymbolCatalog:
@@ -146,6 +181,61 @@ def publish_lakehouse(url: str, lakehouse: Path) -> None:
             temporary.replace(target)
 
 
+DEFAULT_MIN_LISTING_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class ListingVerdict:
+    """Whether a source's listing of an exchange is full, so retires the exchange's symbols it does not name."""
+
+    exchange: str
+    listed: int  # symbols the listing names
+    active: int  # symbols of the exchange active at the listing's time, before it
+    absent: int  # of those, the ones it does not name: what it retires when full
+    share: float  # of the active ones, the share it names (1 when none is active)
+    full: bool
+    warn: bool  # partial without being marked so: a listing that may have been meant as full
+    reason: str
+
+
+def judge_listings(
+    conn: psycopg.Connection,
+    listings: dict[str, list[str]],
+    effective_at: datetime,
+    *,
+    marked: bool | None = None,
+    min_share: float = DEFAULT_MIN_LISTING_SHARE,
+) -> list[ListingVerdict]:
+    """Judge each listing (exchange -> the symbols it names at `effective_at`) as the catalog stands.
+
+    `marked` True: every listing is full (the source says so); False: every one is partial (only upserts);
+    None: a listing is full when it names at least `min_share` of the exchange's symbols active at its time
+    (TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE), partial otherwise, with a warning: a response to
+    `exchangeInfo?symbol=ETHBTC` has the shape of a full listing and must not retire the rest of the exchange.
+    """
+    verdicts = []
+    for exchange, members in listings.items():
+        active = catalog_store.active_symbols_at(conn, exchange, effective_at)
+        absent = len(active - set(members))
+        share = (len(active) - absent) / len(active) if active else 1.0
+        named = f"names {len(members)} symbol(s), {len(active) - absent} of the {len(active)} active {exchange} ones"
+        if marked is not None:
+            full, warn = marked, False
+            reason = f"marked {'full' if marked else 'partial'} (full_listing={str(marked).lower()}): it {named}"
+        else:
+            full, warn = share >= min_share, share < min_share
+            compared = f"{share:.1%} {'>=' if full else '<'} {min_share:.0%}, TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE"
+            reason = f"{'full' if full else 'a partial listing'}: it {named} ({compared})"
+        if full:
+            reason += f"; the {absent} it does not name are retired"
+        else:
+            reason += f"; its symbols are upserted, none of the {absent} it does not name is retired"
+            if warn:
+                reason += " (load it with full_listing=true if the exchange really delisted them)"
+        verdicts.append(ListingVerdict(exchange, len(members), len(active), absent, share, full, warn, reason))
+    return verdicts
+
+
 def apply_observations(
     conn: psycopg.Connection,
     records: list[dict],
@@ -155,7 +245,10 @@ def apply_observations(
     action: str = "upsert",
     full_listings: dict[str, list[str]] | None = None,
 ) -> dict[str, int]:
-    """Log what a source said and re-derive the symbols it concerns; the caller holds the transaction."""
+    """Log what a source said and re-derive the symbols it concerns; the caller holds the transaction.
+
+    `full_listings` (exchange -> symbols) retire what they do not name: pass only the listings
+    `judge_listings` found full."""
     catalog_store.lock_catalog(conn)
     added = catalog_store.append_observations(conn, observations_frame(records, effective_at, source, action))
     touched = {r["symbol"] for r in records}

@@ -1,6 +1,7 @@
 """`trading-assets`: the database, loads, the demo, validation and the UI, all through Dagster."""
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, ConfigError, Settings
 from trading_assets.errors import InputError
@@ -38,12 +40,15 @@ def _print_summary(title: str, summary, seconds: float) -> None:
         print(f"  check {asset}:{name} {'passed' if passed else 'FAILED'} ({severity})")
     for error in summary.errors:
         print(f"  error: {error}")
+    for note in summary.interrupted:
+        print(f"  earlier: {note}")
 
 
 # What a summary line shows of a materialization's metadata.
 _SHOWN_METADATA = (
     "dagster/row_count", "assets_rebuilt", "run_rows_written", "run_rows", "run_inserted", "run_revised",
     "run_rejects", "repairs", "run_observations", "symbols", "first_date", "last_date", "seconds",
+    "quarantined_assets", "waited_for_other_run_seconds",
 )  # fmt: skip
 
 
@@ -100,7 +105,7 @@ def _load_series(settings: Settings, files: list[Path], encoding: str = "utf-8")
         run_config={"ops": {"core_energy__fact_series_value": {"config": config}}},
     )
     _print_summary("load series", summary, time.perf_counter() - started)
-    return _finished(settings, url, summary)
+    return _loaded(settings, url, summary)
 
 
 def _finished(settings: Settings, url: str, summary) -> int:
@@ -165,28 +170,56 @@ def _load_prices(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _load_symbols(settings: Settings, args: argparse.Namespace) -> int:
-    from trading_assets.catalog import to_utc
-    from trading_assets.defs.catalog.assets import CATALOG_OP
+    from trading_assets.catalog import parse_moment
+    from trading_assets.defs.catalog.assets import CATALOG_OP, SYMBOLS
     from trading_assets.defs.jobs import LOAD_SYMBOLS_JOB
+    from trading_assets.errors import raise_if_any
+    from trading_assets.io import catalog_store
+    from trading_assets.io.postgres import connect
     from trading_assets.orchestration import prepare_environment, run_job
+    from trading_assets.sources.symbol_files import read_records
 
+    try:
+        effective_at = parse_moment(args.effective_at).isoformat() if args.effective_at else None
+    except ValueError as error:
+        print(f"error: --effective-at {args.effective_at}: {error}", file=sys.stderr)
+        return 2
     url = prepare_environment(settings)
-    effective_at = to_utc(args.effective_at).isoformat() if args.effective_at else None
     local = args.source in ("file", "binance")
     inputs = [str(Path(name).resolve()) if local and not re.match(r"https?://", name) else name for name in args.inputs]
+    if local:
+        # Read here first: bad files are refused before any run starts (every problem with its file and line).
+        with connect(url) as conn:
+            exchanges = catalog_store.known_exchanges(conn)
+        problems = []
+        for name in inputs:
+            if re.match(r"https?://", name):
+                continue  # an endpoint is read once, by the run
+            try:
+                read_records(Path(name), exchanges, args.source)
+            except InputError as error:
+                problems += error.problems
+        raise_if_any(problems)
+    # The full-listing marker (SymbolSourcesConfig.full_listing), when the parser offers --full-listing.
     config = {"inputs": inputs, "source": args.source, "effective_at": effective_at}
+    config["full_listing"] = getattr(args, "full_listing", None)
     started = time.perf_counter()
     summary = run_job(LOAD_SYMBOLS_JOB, run_config={"ops": {CATALOG_OP: {"config": config}}})
     _print_summary("load symbols", summary, time.perf_counter() - started)
-    return _finished(settings, url, summary)
+    for asset, _, metadata in summary.materializations:
+        if asset == SYMBOLS.to_user_string() and metadata.get("listing_warning"):
+            print(f"warning: {metadata['listing_warning']}", file=sys.stderr)
+    return _loaded(settings, url, summary)
 
 
 def _symbols_as_of(settings: Settings, args: argparse.Namespace) -> int:
     from trading_assets import catalog
 
-    at = args.at
-    if at is not None and re.fullmatch(r"-?\d+(\.\d+)?", at):
-        at = float(at)
+    try:
+        at = catalog.parse_moment(args.at) if args.at is not None else None
+    except ValueError as error:
+        print(f"error: --at {args.at}: {error}", file=sys.stderr)
+        return 2
     version = catalog.get_instrument(args.symbol, at, settings=settings)
     if version is None:
         print(f"{args.symbol}: no version valid at {args.at or 'now'}")
@@ -277,6 +310,10 @@ def refresh_summary(summary, components: list[str], seconds: float) -> list[str]
             f"    {key:<42} {'ok' if not failed_checks else 'ERROR':<7} {float(metadata.get('seconds', 0)):>7.1f}s "
             f"assets={metadata.get('assets_rebuilt', 0)} rows={metadata.get('run_rows_written', 0)}"
         )
+        if int(metadata.get("quarantined_assets", 0) or 0):
+            line += f" quarantined={metadata['quarantined_assets']}"
+        if waited := float(metadata.get("waited_for_other_run_seconds", 0) or 0):
+            line += f" (waited {waited:.1f}s for another run writing it)"
         rows.append(line + checks_text)
     failed = sum(1 for row in rows if " FAILED" in row or " ERROR " in row)
     return [
@@ -288,6 +325,7 @@ def refresh_summary(summary, components: list[str], seconds: float) -> list[str]
         "  Time per component:",
         *rows,
         *(f"    ERROR: {e}" for e in summary.errors),
+        *(f"    INTERRUPTED earlier: {note}" for note in summary.interrupted),
         f"  Gaps flagged: {totals['gaps_flagged']}  Repairs: {totals['repairs']}  Rejects: {totals['run_rejects']}",
         f"  Stale ids (left queued): {', '.join(sorted(stale)) or 'none'}",
         f"  {'succeeded' if summary.success else 'FAILED'}"
@@ -402,7 +440,7 @@ def _series_import(settings: Settings, args: argparse.Namespace) -> int:
 
     url = prepare_environment(settings)
     path = args.file.resolve()
-    incoming = read_series_config(path)
+    incoming = read_series_config(path, args.encoding)
     raise_if_any(series_config_problems(incoming))
     with connect(url) as conn:
         series_store.read_consistently(conn)
@@ -421,6 +459,7 @@ def _series_import(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     # The run applies exactly this plan: it refuses a table edited or a file changed since.
     config = {"file": str(path), "delete_missing": args.delete_missing, "allow_empty": args.allow_empty}
+    config["encoding"] = args.encoding
     config |= {"expected_version": state.version, "file_sha256": file_digest(path)}
     started = time.perf_counter()
     summary = run_job(SERIES_IMPORT_JOB, run_config={"ops": {SERIES_IMPORT_OP: {"config": config}}})
@@ -489,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     load_kinds = load.add_subparsers(dest="kind", required=True)
     series = load_kinds.add_parser("series", help="FRED CSV or series_code,obs_date,value files")
     series.add_argument("files", nargs="+", type=Path)
+    series.add_argument("--encoding", default="utf-8", help="the files' text encoding (default UTF-8)")
 
     prices = load_kinds.add_parser("prices", help="daily price files: CSV (any common header) or Lean daily")
     prices.add_argument("files", nargs="+", type=Path)
@@ -515,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     symbols.add_argument("--source", choices=["file", "binance", "ccxt", "tradingview"], default="file")
     symbols.add_argument("--effective-at", help="when the records were true (default: the snapshot's time, else now)")
+    symbols.add_argument(
+        "--full-listing",
+        action=argparse.BooleanOptionalAction,
+        help="the inputs are full listings (retire what they omit); --no-full-listing: partial, upsert only; "
+        "default: judged by how much of the exchange they cover",
+    )
 
     as_of = commands.add_parser("symbols", help="point-in-time symbol lookups")
     as_of.add_argument("action", choices=["as-of"])
@@ -553,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --delete-missing, let a file with no rows delete every row (refused without it)",
     )
+    series_import.add_argument("--encoding", default="utf-8", help="the file's text encoding, e.g. latin-1")
     commands.add_parser("clean-logs", help="remove day logs older than 30 days (job clean_logs)")
     commands.add_parser("demo", help="load the sample data, materialize everything, run the checks")
     commands.add_parser("validate", help="run every asset check; exit 1 when an ERROR check fails")
@@ -561,10 +608,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WithoutStorageNoise:
+    """stderr without Dagster's own reports of a lost storage connection, which it writes on every event the
+    run still tries to store: the CLI reports the lost database once, with what to do."""
+
+    _NOISE = ("Exception while writing logger call to event log",)
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return len(text) if text.startswith(self._NOISE) else self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stderr, sys.stderr = sys.stderr, _WithoutStorageNoise(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stderr = stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # Dagster flags beta/preview parameters (e.g. backfill_policy) on every load; they are not the user's concern.
     warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
+    # A lost database is reported once, below; the pools' reconnect attempts (psycopg's, Dagster's storage's
+    # on the root logger) would repeat it line after line.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("Retrying failed database"))
     try:
         settings = Settings.from_env()
         if args.command == "db":
@@ -574,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _load_prices(settings, args)
             if args.kind == "symbols":
                 return _load_symbols(settings, args)
-            return _load_series(settings, args.files)
+            return _load_series(settings, args.files, args.encoding)
         if args.command == "refresh":
             return _refresh(settings, args)
         if args.command == "symbols":
@@ -612,9 +687,17 @@ def _is_connection_failure(exc: BaseException) -> bool:
 def _database_unreachable(settings: Settings, command: str, exc: BaseException) -> None:
     """A command that cannot reach the database raises a CRITICAL alert, delivered without it."""
     from trading_assets.io.alerts import Alert, send_alert
+    from trading_assets.io.run_logs import append_line
 
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    print(f"error: the database cannot be reached: {reason}", file=sys.stderr)
+    lines = [
+        f"error: the database cannot be reached: {reason}",
+        f"  trading-assets {command} stopped: nothing of an unfinished run was kept (each write is one "
+        "transaction); the next command marks such a run failed. Run it again once the database is back.",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+    for line in lines:
+        append_line(settings.logs_dir, "ERROR", line.strip())
     alert = Alert(
         "CRITICAL",
         "Database connection failure",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,6 +39,9 @@ from trading_assets.progress import TerminalProgress
 _REPOSITORY = "__repository__"
 _QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
 _FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+# A run executed in a CLI process carries the process; a later CLI fails it if that process died under it.
+PROCESS_TAG, HOST_TAG = "trading_assets/pid", "trading_assets/host"
+_UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
 # Dagster's console logger prints every event at DEBUG; the CLI prints its own summary instead.
@@ -60,6 +64,8 @@ class RunSummary:
     materializations: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
     checks: list[tuple[str, str, bool, str, bool]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Runs of earlier CLI processes that died mid-run (kill -9, a crash), failed before this one started.
+    interrupted: list[str] = field(default_factory=list)
 
     @property
     def failed_error_checks(self) -> list[str]:
@@ -138,6 +144,34 @@ def queue_is_served(instance: dg.DagsterInstance) -> bool:
     return bool(status.required and status.healthy)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_interrupted_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the runs that a CLI process on this host was executing when it died (their database
+    writes were rolled back by PostgreSQL with its connection); returns what was done, a line per run."""
+    unfinished = instance.get_runs(filters=dg.RunsFilter(statuses=_UNFINISHED, tags={HOST_TAG: socket.gethostname()}))
+    notes = []
+    for run in unfinished:
+        pid = int(run.tags.get(PROCESS_TAG, "0"))
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        note = (
+            f"run {run.run_id} of job {run.job_name} was interrupted: process {pid} ended without finishing it; "
+            "marked FAILED (its writes were rolled back)"
+        )
+        instance.report_run_failed(run, note)
+        notes.append(note)
+    return notes
+
+
 def run_job(
     job_name: str,
     *,
@@ -164,6 +198,10 @@ def run_job(
     run_config = {**QUIET_LOGS, **(run_config or {})}
     tags = {**job_def.tags, **(tags or {})}
     with dagster_instance() as instance:
+        interrupted = fail_interrupted_runs(instance)
+        queued = queue_is_served(instance)
+        if not queued:
+            tags = {**tags, PROCESS_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         plan = create_execution_plan(recon_job, run_config=run_config, instance_ref=instance.get_ref(), tags=tags)
         run = instance.create_run(
             job_name=job_name,
@@ -185,7 +223,6 @@ def run_job(
             job_code_origin=recon_job.get_python_origin(),
             asset_graph=job_def.asset_layer.asset_graph,
         )
-        queued = queue_is_served(instance)
         steps = len(plan.step_keys_to_execute)
         with TerminalProgress(instance, run.run_id, steps, progress or io.StringIO()):
             if queued:
@@ -196,4 +233,5 @@ def run_job(
                 execute_run(recon_job, run, instance)
         summary = summarize(instance, run.run_id)
     summary.queued = queued
+    summary.interrupted = interrupted
     return summary

@@ -1,4 +1,5 @@
-"""A digest of every table of the platform, to prove that a refused input changed nothing."""
+"""A digest of every table of the platform, to prove that a refused input changed nothing, or that two
+ways of reaching a state reached the same rows."""
 
 from __future__ import annotations
 
@@ -6,21 +7,26 @@ import psycopg
 from psycopg import sql
 
 SCHEMAS = ("market", "core_energy", "catalog", "ops")
+# When a row was written, not what it holds.
+WRITE_TIMES = ("built_at", "loaded_at", "created_at", "rejected_at", "recorded_at", "updated_at")
 
 
-def table_fingerprints(conn: psycopg.Connection) -> dict[str, str]:
-    """md5 of each table's rows (as text, in a stable order), keyed `schema.table`."""
+def table_fingerprints(
+    conn: psycopg.Connection, schemas: tuple[str, ...] = SCHEMAS, ignore: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """md5 of each table's rows (as JSON without the `ignore` columns, in a stable order), keyed `schema.table`."""
     tables = conn.execute(
         "select table_schema, table_name from information_schema.tables "
         "where table_type = 'BASE TABLE' and table_schema = any(%s) order by 1, 2",
-        (list(SCHEMAS),),
+        (list(schemas),),
     ).fetchall()
     digests = {}
     for schema, table in tables:
-        query = sql.SQL("select md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {} t").format(
-            sql.Identifier(schema, table)
-        )
-        digests[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+        query = sql.SQL(
+            "select md5(coalesce(string_agg(r::text, '|' order by r::text), '')) "
+            "from (select to_jsonb(t) - %s::text[] as r from {} t) rows"
+        ).format(sql.Identifier(schema, table))
+        digests[f"{schema}.{table}"] = conn.execute(query, (list(ignore),)).fetchone()[0]
     return digests
 
 

@@ -70,10 +70,10 @@ CRON, WINDOW = "CronFreshnessPolicy", "TimeWindowFreshnessPolicy"
 BAR_CHECKS = [
     "changes_applied", "not_newer_than_prices", "ohlc_consistent", "one_canonical_row_per_bar", "row_counts_exact"
 ]  # fmt: skip
-FAMILY_CHECKS = sorted([*BAR_CHECKS, "canonical_spacing", "coverage"])
+FAMILY_CHECKS = sorted([*BAR_CHECKS, "canonical_spacing", "coverage", "no_asset_quarantined"])
 EMA_CHECKS = [
     "bars_fresh", "canonical_spacing", "changes_applied", "coverage", "ema_values_valid", "ema_within_price_bounds",
-    "no_rows_before_seed", "row_counts_exact",
+    "no_asset_quarantined", "no_rows_before_seed", "row_counts_exact",
 ]  # fmt: skip
 
 
@@ -113,6 +113,7 @@ EXPECTED_GRAPH = {
         sorted(
             [
                 "bounds_in_utc",
+                "listing_complete",
                 "one_current_version",
                 "versions_contiguous",
                 "crypto_in_utc",

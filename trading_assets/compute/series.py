@@ -15,6 +15,12 @@ from trading_assets.errors import Problem
 
 MODEL_COL_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL truncates longer identifiers
+# Columns core_energy.v_series_wide has of its own: a model_col of that name would make its rebuild fail
+# (the database refuses them too: sql/013_series_guards.sql).
+WIDE_VIEW_OWN_COLUMNS = ("date",)
+# Observations dated before this are no dates of a real series but a placeholder (year 1 is the "no date" of
+# many tools) or a typo (0202 for 2020). The latest date is the end of the current month (the partitions').
+EARLIEST_OBS_DATE = date(1000, 1, 1)
 
 # How old the newest observation of a series may be before it counts as stale: the publication lag of
 # each frequency (e.g. a monthly series is stamped on the 1st and published weeks after the month ends).
@@ -27,18 +33,32 @@ MAX_OBSERVATION_AGE = {
 }
 
 
+def model_col_problem(model_col: str) -> str | None:
+    """Why `model_col` cannot be a column of the wide view (None: it can)."""
+    if not MODEL_COL_PATTERN.match(model_col):
+        return f"model_col {model_col!r} must be lower snake_case matching ^[a-z][a-z0-9_]*$"
+    if len(model_col.encode()) > MAX_IDENTIFIER_BYTES:
+        return f"model_col {model_col!r} is longer than 63 bytes"
+    if model_col in WIDE_VIEW_OWN_COLUMNS:
+        return f"model_col {model_col!r} is a column of core_energy.v_series_wide itself; choose another name"
+    return None
+
+
 def series_config_problems(frame: pl.DataFrame) -> list[Problem]:
     """Every reason a dim_series file cannot become the golden table, by file and line."""
     problems = []
+    first_line: dict[str, tuple[str, int]] = {}  # lower-cased model_col -> (model_col, line) of its first row
     for row in frame.to_dicts():
         at = (row["source_file"], row["line"])
         model_col = row["model_col"]
-        if not MODEL_COL_PATTERN.match(model_col):
+        reason = model_col_problem(model_col)
+        if reason:
+            problems.append(Problem(*at, reason))
+        seen = first_line.setdefault(model_col.lower(), (model_col, row["line"]))
+        if seen[0] != model_col:  # the same name in other letter case (an exact repeat is reported below)
             problems.append(
-                Problem(*at, f"model_col {model_col!r} must be lower snake_case matching ^[a-z][a-z0-9_]*$")
+                Problem(*at, f"model_col {model_col!r} repeats {seen[0]!r} (line {seen[1]}) case-insensitively")
             )
-        elif len(model_col.encode()) > MAX_IDENTIFIER_BYTES:
-            problems.append(Problem(*at, f"model_col {model_col!r} is longer than 63 bytes"))
         if not row["series_code"]:
             problems.append(Problem(*at, "series_code is empty"))
         if row["freq"] not in MAX_OBSERVATION_AGE:
@@ -49,14 +69,27 @@ def series_config_problems(frame: pl.DataFrame) -> list[Problem]:
 
 
 def observation_problems(frame: pl.DataFrame, known_series: Collection[str], before: date) -> list[Problem]:
-    """Observations naming a series dim_series does not know, dated on or after `before`, or repeated."""
+    """Observations naming a series dim_series does not know, dated on or after `before` (the end of the current
+    month) or before EARLIEST_OBS_DATE, or repeated."""
     problems = [
         Problem(row["source_file"], row["line"], f"unknown series {row['series_code']!r} (not in dim_series)")
         for row in frame.filter(~pl.col("series_code").is_in(list(known_series))).to_dicts()
     ]
     problems += [
-        Problem(row["source_file"], row["line"], f"obs_date {row['obs_date']} is on or after {before}")
+        Problem(
+            row["source_file"],
+            row["line"],
+            f"obs_date {row['obs_date']} is after the current month (on or after {before})",
+        )
         for row in frame.filter(pl.col("obs_date") >= before).to_dicts()
+    ]
+    problems += [
+        Problem(
+            row["source_file"],
+            row["line"],
+            f"obs_date {row['obs_date']} is before {EARLIEST_OBS_DATE}: not a plausible observation date",
+        )
+        for row in frame.filter(pl.col("obs_date") < EARLIEST_OBS_DATE).to_dicts()
     ]
     problems += duplicate_problems(frame, ["series_code", "obs_date"], "observation for this series and date")
     return problems
@@ -89,10 +122,16 @@ class SeriesImportPlan:
     updates: pl.DataFrame
     deletes: pl.DataFrame
     kept: pl.DataFrame
+    remaining: int  # rows the table holds once the plan is applied
 
     @property
     def is_empty(self) -> bool:
         return self.inserts.is_empty() and self.updates.is_empty() and self.deletes.is_empty()
+
+    @property
+    def empties_table(self) -> bool:
+        """Whether the plan deletes every row of the table (a file with no rows, imported with delete_missing)."""
+        return self.remaining == 0 and not self.deletes.is_empty()
 
     def lines(self) -> list[str]:
         """The plan as a person reads it: one line per row inserted, updated, deleted or kept."""
@@ -155,6 +194,7 @@ def plan_series_import(current: pl.DataFrame, incoming: pl.DataFrame, delete_mis
         updates=_frame(updates, {"changes": pl.List(pl.String)}),
         deletes=_frame(missing if delete_missing else []),
         kept=_frame([] if delete_missing else missing),
+        remaining=len(old) + len(inserts) - (len(missing) if delete_missing else 0),
     )
 
 
@@ -172,12 +212,29 @@ def import_plan_problems(plan: SeriesImportPlan, incoming: pl.DataFrame) -> list
     ]
 
 
-_BACKUP_NAME = re.compile(r"^dim_series_(\d{4}-\d{2}-\d{2})(?:_v(\d+))?\.csv$")
+def emptying_problems(plan: SeriesImportPlan, file: str, allow_empty: bool) -> list[Problem]:
+    """An import that would leave dim_series empty (only a file with no rows can) is refused unless asked for:
+    a truncated export or a header-only file is far likelier than the wish to drop every series."""
+    if allow_empty or not plan.empties_table:
+        return []
+    return [
+        Problem(
+            file,
+            1,
+            f"the file has no rows: with --delete-missing it would delete all {plan.deletes.height} rows of "
+            "core_energy.dim_series and leave it empty; refused (add --allow-empty if that is what you want)",
+        )
+    ]
 
 
-def backup_name(day: date, version: int) -> str:
-    """The file name of the backup of dim_series content version `version` taken on `day`."""
-    return f"dim_series_{day:%Y-%m-%d}_v{version}.csv"
+_BACKUP_NAME = re.compile(r"^dim_series_(\d{4}-\d{2}-\d{2})(?:_v(\d+)(?:_(\d+))?)?\.csv$")
+
+
+def backup_name(day: date, version: int, copy: int = 1) -> str:
+    """The file name of the backup of dim_series content version `version` taken on `day`; a `copy` above 1
+    (`..._v<version>_<copy>.csv`) holds other content under the same day and version (say, of a database
+    recreated that day), which never replaces the first."""
+    return f"dim_series_{day:%Y-%m-%d}_v{version}{f'_{copy}' if copy > 1 else ''}.csv"
 
 
 def expired_backups(names: Iterable[str], today: date, keep_days: int) -> list[str]:
@@ -191,9 +248,9 @@ def expired_backups(names: Iterable[str], today: date, keep_days: int) -> list[s
         except ValueError:  # digits that are no date: not a backup of ours
             day = None
         if day is not None:
-            dated.append((day, int(match.group(2) or 0), name))
+            dated.append((day, int(match.group(2) or 0), int(match.group(3) or 1), name))
     if not dated:
         return []
-    newest = max(dated)[2]
+    newest = max(dated)[-1]
     cutoff = today - timedelta(days=keep_days)
-    return sorted(name for day, _, name in dated if day <= cutoff and name != newest)
+    return sorted(name for day, _, _, name in dated if day <= cutoff and name != newest)

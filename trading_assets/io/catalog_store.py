@@ -173,6 +173,15 @@ def active_symbols(conn: psycopg.Connection) -> set[str]:
     return {symbol for (symbol,) in rows}
 
 
+def active_symbols_at(conn: psycopg.Connection, exchange: str, moment: datetime) -> set[str]:
+    """Symbols of `exchange` whose version valid at `moment` is active: what a full listing then retires if it
+    does not name them."""
+    rows = conn.execute(
+        "select symbol from catalog.symbols_as_of(%s) where exchange = %s and active", (moment, exchange)
+    ).fetchall()
+    return {symbol for (symbol,) in rows}
+
+
 def _read_versions(conn: psycopg.Connection, table: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     key = next(iter(schema))
     query = sql.SQL("select {} from catalog.{} order by {}, valid_from").format(

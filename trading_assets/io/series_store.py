@@ -66,8 +66,11 @@ def _records(frame: pl.DataFrame) -> Jsonb:
     return Jsonb(frame.select(SERIES_COLUMNS).to_dicts())
 
 
-def apply_series_import(conn: psycopg.Connection, plan: SeriesImportPlan) -> None:
-    """Apply an import plan to dim_series (inside the caller's transaction, after `lock_dim_series`)."""
+def apply_series_import(conn: psycopg.Connection, plan: SeriesImportPlan, allow_empty: bool = False) -> None:
+    """Apply an import plan to dim_series (inside the caller's transaction, after `lock_dim_series`).
+
+    Raises, so the caller's transaction rolls back, when the table held rows and would be left empty (unless
+    `allow_empty`): whatever planned it, an import never empties the golden table by itself."""
     # Unique series codes are checked at commit, so a file may move codes between model_cols.
     conn.execute("set constraints core_energy.dim_series_series_code_key deferred")
     if not plan.deletes.is_empty():
@@ -98,6 +101,15 @@ def apply_series_import(conn: psycopg.Connection, plan: SeriesImportPlan) -> Non
             (_records(plan.inserts),),
         )
     conn.execute("set constraints core_energy.dim_series_series_code_key immediate")
+    emptied = (
+        not plan.deletes.is_empty()
+        and not conn.execute("select exists (select from core_energy.dim_series)").fetchone()[0]
+    )
+    if emptied and not allow_empty:
+        raise ValueError(
+            f"the import would delete all {plan.deletes.height} rows of core_energy.dim_series and leave it empty; "
+            "refused (allow_empty not given)"
+        )
 
 
 def rebuild_map_model_series(conn: psycopg.Connection) -> int:

@@ -6,8 +6,11 @@ every later rule can name the file and line it rejects.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import math
+import re
 from datetime import date
 from pathlib import Path
 
@@ -19,6 +22,11 @@ SERIES_CONFIG_COLUMNS = ("model_col", "series_code", "unit", "freq", "descriptio
 _REQUIRED_CONFIG_COLUMNS = ("model_col", "series_code", "freq")
 _FRED_DATE_HEADERS = {"date", "observation_date"}
 _MISSING_VALUES = {"", "."}
+# What a date and a number look like in these files (date.fromisoformat and float take more: 20200102,
+# 2020-W01-1, 1_000).
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$", re.ASCII)
+_NOT_FINITE = re.compile(r"^[+-]?(nan|inf|infinity)$", re.IGNORECASE)
 
 OBSERVATION_SCHEMA = {
     "series_code": pl.String,
@@ -29,20 +37,42 @@ OBSERVATION_SCHEMA = {
 }
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]], list[Problem]]:
-    """Header and (line number, fields) rows; blank lines are skipped."""
+def _decode(path: Path, encoding: str) -> tuple[str | None, Problem | None]:
+    """The text of `path` (a UTF-8 byte order mark dropped), or the problem: the file cannot be read, or the
+    first line holding a byte the encoding cannot decode."""
     name = str(path)
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        return None, Problem(name, 0, f"unknown encoding {encoding!r}")
+    try:
+        data = path.read_bytes()
     except OSError as exc:
-        return [], [], [Problem(name, 0, f"cannot open file: {exc.strerror}")]
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = [h.strip() for h in next(reader, [])]
-            rows = [(reader.line_num, fields) for fields in reader if any(f.strip() for f in fields)]
-        except (csv.Error, UnicodeDecodeError) as exc:
-            return [], [], [Problem(name, reader.line_num, f"not a readable CSV file: {exc}")]
+        return None, Problem(name, 0, f"cannot open file: {exc.strerror}")
+    if codec == "utf-8" and data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode(codec), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.end]
+        shown = f"byte{'s' if len(bad) > 1 else ''} {' '.join(f'0x{b:02x}' for b in bad)}"
+        label, hint = ("UTF-8", " (save the file as UTF-8)") if codec == "utf-8" else (encoding, "")
+        return None, Problem(name, line, f"not {label} text: {shown} on this line cannot be decoded{hint}")
+
+
+def _read_rows(path: Path, encoding: str = "utf-8") -> tuple[list[str], list[tuple[int, list[str]]], list[Problem]]:
+    """Header and (line number, fields) rows; blank lines are skipped. Line numbers count the file's lines."""
+    name = str(path)
+    text, problem = _decode(path, encoding)
+    if problem:
+        return [], [], [problem]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        rows = [(reader.line_num, fields) for fields in reader if any(f.strip() for f in fields)]
+    except csv.Error as exc:
+        return [], [], [Problem(name, reader.line_num, f"not a readable CSV file: {exc}")]
     if not header:
         return [], [], [Problem(name, 1, "file is empty (no header line)")]
     problems = [
@@ -53,13 +83,13 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]], list
     return header, rows, problems
 
 
-def read_series_config(path: Path) -> pl.DataFrame:
+def read_series_config(path: Path, encoding: str = "utf-8") -> pl.DataFrame:
     """Rows of a dim_series CSV (tags split on ';'), with their line numbers; structural errors raise.
 
     An optional column (unit, description, tags) the header lacks is null: not given, which an import reads
     as "leave as it is", unlike an empty field."""
     name = str(path)
-    header, rows, problems = _read_rows(path)
+    header, rows, problems = _read_rows(path, encoding)
     lowered = [h.lower() for h in header]
     missing = [c for c in _REQUIRED_CONFIG_COLUMNS if c not in lowered]
     if header and missing:
@@ -93,8 +123,11 @@ def read_series_config(path: Path) -> pl.DataFrame:
 
 
 def _parse_date(text: str) -> date | None:
+    stripped = text.strip()
+    if not _DATE.match(stripped):
+        return None
     try:
-        return date.fromisoformat(text.strip())
+        return date.fromisoformat(stripped)
     except ValueError:
         return None
 
@@ -104,22 +137,24 @@ def _parse_value(text: str) -> tuple[float | None, str | None]:
     stripped = text.strip()
     if stripped in _MISSING_VALUES:
         return None, None
-    try:
-        value = float(stripped)
-    except ValueError:
+    if _NOT_FINITE.match(stripped):
+        return None, f"value {stripped!r} is not a finite number"
+    if not _NUMBER.match(stripped):
         return None, f"value {stripped!r} is not a number"
-    if not math.isfinite(value):
+    value = float(stripped)
+    if not math.isfinite(value):  # 1e999
         return None, f"value {stripped!r} is not a finite number"
     return value, None
 
 
-def read_observations(path: Path) -> pl.DataFrame:
+def read_observations(path: Path, encoding: str = "utf-8") -> pl.DataFrame:
     """Observations of a FRED CSV (`DATE,<SERIES>`) or a plain `series_code,obs_date,value` CSV.
 
-    Missing values ('.' or empty) are kept as null so the caller can count them; any unparsable row raises.
+    Missing values ('.' or empty) are kept as null so the caller can count them; any unparsable row raises,
+    and so does a file with a header and no rows (a truncated download, not "nothing new").
     """
     name = str(path)
-    header, rows, problems = _read_rows(path)
+    header, rows, problems = _read_rows(path, encoding)
     lowered = [h.lower() for h in header]
     if lowered[:3] == ["series_code", "obs_date", "value"] and len(lowered) == 3:
         codes = [fields[0].strip() for _, fields in rows]
@@ -139,6 +174,8 @@ def read_observations(path: Path) -> pl.DataFrame:
             )
         raise_if_any(problems)
         codes, date_index, value_index = [], 0, 1
+    if header and not rows:
+        problems.append(Problem(name, 1, "no observations: the file has a header line and no rows"))
 
     dates, values = [], []
     for (line, fields), code in zip(rows, codes, strict=True):
@@ -169,12 +206,12 @@ def read_observations(path: Path) -> pl.DataFrame:
     )
 
 
-def read_observation_batch(paths: list[Path]) -> pl.DataFrame:
+def read_observation_batch(paths: list[Path], encoding: str = "utf-8") -> pl.DataFrame:
     """All observations of several files; the problems of every file are reported together."""
     frames, problems = [], []
     for path in paths:
         try:
-            frames.append(read_observations(path))
+            frames.append(read_observations(path, encoding))
         except InputError as exc:
             problems += exc.problems
     raise_if_any(problems)

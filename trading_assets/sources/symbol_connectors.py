@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from trading_assets.errors import Problem, raise_if_any
-from trading_assets.sources.symbol_files import SymbolBatch, binance_exchange_info, normalise_record, price_scale
+from trading_assets.sources.symbol_files import (
+    JsonConstant,
+    SymbolBatch,
+    binance_exchange_info,
+    normalise_record,
+    price_scale,
+)
 
 _SCANNER_COLUMNS = ["description", "type", "subtype", "pricescale", "minmov", "sector", "industry", "country"]
 _TIMEOUT_SECONDS = 30
@@ -38,17 +45,21 @@ def is_url(name: str) -> bool:
 
 
 def binance_exchange_info_url(url: str, exchanges: dict[str, dict]) -> SymbolBatch:
-    """A Binance `exchangeInfo` endpoint (`https://api.binance.com/api/v3/exchangeInfo`) read now: a full listing
-    of the exchange at the response's serverTime, exactly as a saved snapshot of it."""
+    """A Binance `exchangeInfo` endpoint (`https://api.binance.com/api/v3/exchangeInfo`) read now: a listing of
+    the exchange at the response's serverTime, exactly as a saved snapshot of it (its load judges whether it is
+    full). A query naming symbols (`?symbol=ETHBTC`, `?symbols=[...]`) lists only those: never a full listing."""
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as response:
-            document = json.load(response)
-    except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as error:
+            document = json.load(response, parse_constant=JsonConstant)
+    except (urllib.error.URLError, TimeoutError, ValueError, RecursionError) as error:  # JSON and decoding errors
         raise SourceError(f"Binance exchangeInfo {url}: {error}") from error
     if not isinstance(document, dict) or "serverTime" not in document or not isinstance(document.get("symbols"), list):
         raise SourceError(f"Binance exchangeInfo {url}: unexpected response (no serverTime and symbols list)")
-    return binance_exchange_info(document, exchanges, url)
+    batch = binance_exchange_info(document, exchanges, url)
+    if urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).keys() & {"symbol", "symbols"}:
+        batch.full_listings = {}
+    return batch
 
 
 def ccxt_markets(exchange_id: str, exchanges: dict[str, dict], api_url: str | None = None) -> SymbolBatch:

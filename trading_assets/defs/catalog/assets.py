@@ -1,13 +1,15 @@
 """The symbol and exchange catalogs: point-in-time versions in PostgreSQL and the lakehouse parquet files."""
 
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from trading_assets.catalog import apply_observations, publish_lakehouse, to_utc
+from trading_assets.catalog import ListingVerdict, apply_observations, judge_listings, publish_lakehouse, to_utc
 from trading_assets.compute.scd2 import version_problem_rows
 from trading_assets.config import Settings
 from trading_assets.defs.resources import Warehouse
@@ -36,25 +38,37 @@ SYMBOL_CHECKS = {
     "bounds_in_utc": "validity bounds are UTC instants in what symbols.parquet receives",
 }
 SYMBOL_CHECK_KEYS = [dg.AssetCheckKey(SYMBOLS, name) for name in SYMBOL_CHECKS]
+# WARN, evaluated by the load itself: the listings it read that looked partial and so retired nothing.
+LISTING_CHECK = "listing_complete"
+LISTING_CHECK_KEY = dg.AssetCheckKey(SYMBOLS, LISTING_CHECK)
 
 
 class SymbolSource(dg.Config):
-    """One input of its own kind (as `source` below)."""
+    """One input of its own kind (as `source` below); `full_listing` as below, for this input."""
 
     source: str
     input: str
+    full_listing: bool | None = None
 
 
 class SymbolSourcesConfig(dg.Config):
     """What to load, by `source`: file = CSV/JSON symbol record files, binance = exchangeInfo snapshot files or
     endpoint URLs, ccxt = exchange ids (load_markets), tradingview = scanner markets; `sources` adds inputs of
     other kinds (the daily schedule lists the configured ones there). Nothing re-derives everything.
-    `effective_at` (ISO time) overrides the snapshot's own time; without either, now."""
+    `effective_at` (ISO time) overrides the snapshot's own time; without either, now.
+
+    `full_listing` is the marker of a full listing, for the listings the inputs carry (binance, ccxt): true =
+    each is the exchange's full listing and retires the symbols it does not name; false = each is partial and
+    only upserts; unset = judged by its coverage: full when it names at least
+    TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE (default 0.5) of the exchange's symbols active at its time,
+    otherwise partial, with the WARN check `listing_complete` failing (a response to
+    `exchangeInfo?symbol=ETHBTC` looks like a full listing of one symbol)."""
 
     inputs: list[str] = []
     source: str = "file"
     sources: list[SymbolSource] = []
     effective_at: str | None = None
+    full_listing: bool | None = None
 
 
 def symbol_check_results(versions: pl.DataFrame) -> list[dg.AssetCheckResult]:
@@ -84,6 +98,29 @@ def symbol_check_results(versions: pl.DataFrame) -> list[dg.AssetCheckResult]:
         )
         for name, bad in failing.items()
     ]
+
+
+def listing_metadata(listings: list[tuple[str, ListingVerdict]]) -> dict[str, Any]:
+    """The verdicts on the load's listings (input, verdict), and the partial ones it was not told about."""
+    partial = [(where, verdict) for where, verdict in listings if verdict.warn]
+    return {
+        "partial_listings": len(partial),
+        "exchanges": ", ".join(dict.fromkeys(verdict.exchange for _, verdict in partial)),
+        "sample": "; ".join(f"{where}: {verdict.reason}" for where, verdict in partial[:20]),
+        "listings": dg.MetadataValue.json([{"input": where, **asdict(verdict)} for where, verdict in listings]),
+    }
+
+
+def listing_check_result(listings: list[tuple[str, ListingVerdict]]) -> dg.AssetCheckResult:
+    """WARN when a listing of the load was judged partial without being marked so: it retired nothing."""
+    metadata = listing_metadata(listings)
+    return dg.AssetCheckResult(
+        asset_key=SYMBOLS,
+        check_name=LISTING_CHECK,
+        passed=metadata["partial_listings"] == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+    )
 
 
 def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
@@ -136,31 +173,46 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             parquet_spec(SYMBOLS_PARQUET, SYMBOLS),
         ],
         check_specs=[
-            dg.AssetCheckSpec(name, asset=SYMBOLS, blocking=True, description=text)
-            for name, text in SYMBOL_CHECKS.items()
+            *(
+                dg.AssetCheckSpec(name, asset=SYMBOLS, blocking=True, description=text)
+                for name, text in SYMBOL_CHECKS.items()
+            ),
+            dg.AssetCheckSpec(
+                LISTING_CHECK,
+                asset=SYMBOLS,
+                description="every exchange listing the load read was full, or marked partial: a listing naming "
+                "less than TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE of the exchange's active symbols retired nothing",
+            ),
         ],
     )
-    def catalog(config: SymbolSourcesConfig, warehouse: Warehouse):
+    def catalog(context: dg.AssetExecutionContext, config: SymbolSourcesConfig, warehouse: Warehouse):
         """Load symbol records and derive the versions; publish the parquet files only when the blocking checks
-        pass (otherwise the write is rolled back and nothing is published)."""
+        pass (otherwise the write is rolled back and nothing is published). A listing judged partial retires
+        nothing (see SymbolSourcesConfig.full_listing)."""
         started = time.perf_counter()
-        reads = [(config.source, name) for name in config.inputs] + [(s.source, s.input) for s in config.sources]
+        reads = [(config.source, name, config.full_listing) for name in config.inputs]
+        reads += [
+            (s.source, s.input, config.full_listing if s.full_listing is None else s.full_listing)
+            for s in config.sources
+        ]
         counts = {"observations": 0, "inputs": len(reads)}
+        listings: list[tuple[str, ListingVerdict]] = []
         with warehouse.transaction() as conn:
             exchanges = catalog_store.known_exchanges(conn)
             # Taken before reading what is active, so the run's delistings are its own.
             catalog_store.lock_catalog(conn)
             active_before = catalog_store.active_symbols(conn)
-            for source, name in reads:
+            for source, name, marked in reads:
                 batch = _read_source(source, name, exchanges)
                 moment = to_utc(config.effective_at) if config.effective_at else batch.effective_at
-                applied = apply_observations(
-                    conn,
-                    batch.records,
-                    moment or datetime.now(UTC),
-                    f"{source}:{name if is_url(name) else Path(name).name}",
-                    full_listings=batch.full_listings,
+                moment = moment or datetime.now(UTC)
+                where = f"{source}:{name if is_url(name) else Path(name).name}"
+                verdicts = judge_listings(
+                    conn, batch.full_listings, moment, marked=marked, min_share=settings.catalog_min_listing_share
                 )
+                listings += [(where, verdict) for verdict in verdicts]
+                full = {v.exchange: batch.full_listings[v.exchange] for v in verdicts if v.full}
+                applied = apply_observations(conn, batch.records, moment, where, full_listings=full)
                 counts["observations"] += applied["observations"]
             if not reads:
                 catalog_store.rederive_symbols(conn)
@@ -170,6 +222,8 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             exchange_versions = catalog_store.read_exchanges(conn)
             checks = symbol_check_results(versions)
             passed = all(check.passed for check in checks)
+            if LISTING_CHECK_KEY in context.selected_asset_check_keys:
+                checks.append(listing_check_result(listings))
             if not passed:
                 conn.rollback()
             tables = {key: table_metadata(conn, f"{GROUP}.{key.path[-1]}") for key in (SYMBOLS, EXCHANGES)}
@@ -178,6 +232,7 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             return
         publish_lakehouse(warehouse.url, settings.lakehouse)
         current = versions.filter(pl.col("valid_until").is_null())
+        judged = listing_metadata(listings)
         delisted = sorted(active_before - active_after)
         shown = versions.select("symbol", "valid_from", "valid_until", "exchange", "active", "tick_size")
         yield dg.MaterializeResult(
@@ -193,6 +248,9 @@ def build_catalog_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 **tables[SYMBOLS],
                 **{f"run_{name}": value for name, value in counts.items()},
                 "run_delisted": len(delisted),
+                "run_partial_listings": judged["partial_listings"],
+                "listing_warning": judged["sample"],
+                "listings": judged["listings"],
                 "run_listed": len(active_after - active_before),
                 "delisted_sample": ", ".join(delisted[:20]),
                 "symbols": current.height,

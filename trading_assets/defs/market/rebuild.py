@@ -9,6 +9,7 @@ from, the asset is queued again from the window's end and the run says so with a
 follows (`CARRY_CHANGED_TAG`).
 """
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -50,6 +51,7 @@ class FamilyRun:
     # Assets left out because their input broke or would corrupt the build (asset -> why); their changes wait.
     quarantined: dict[int, str] = field(default_factory=dict)
     quarantined_from: dict[int, date] = field(default_factory=dict)
+    waited_seconds: float = 0.0
 
     def quarantine(self, reasons: dict[int, str]) -> None:
         self.quarantined |= reasons
@@ -82,6 +84,7 @@ class FamilyRun:
             ),
             "requeued_after_window": len(self.requeued),
             "quarantined_assets": len(self.quarantined),
+            "waited_for_other_run_seconds": self.waited_seconds,
         }
 
 
@@ -154,12 +157,26 @@ def start_family_run(
 ) -> FamilyRun:
     """Lock `family` for this transaction and plan its rewrite: pending changes inside the window, and (unless
     the run only applies changes) every asset with rows of `source` in it; `asset_ids` limits it."""
-    conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"market.bars_dirty:{family}",))
+    waited = _lock_family(context, conn, family)
     window = run_window(context)
     marks = market_store.pending_marks(conn, family)
     recompute = market_store.assets_with_rows(conn, source, window) if recomputes_window(context) else None
     plan = restrict(plan_rebuild(marks, window, recompute), asset_ids or None)
-    return FamilyRun(family, window, plan, context.run_id)
+    return FamilyRun(family, window, plan, context.run_id, waited_seconds=waited)
+
+
+def _lock_family(context: dg.AssetExecutionContext, conn: psycopg.Connection, family: str) -> float:
+    """Take the family's write lock for this transaction: runs writing one family take turns (a second full
+    rebuild waits for the first, then plans on its result). Returns the seconds waited, and says so."""
+    key = f"market.bars_dirty:{family}"
+    if conn.execute("select pg_try_advisory_xact_lock(hashtext(%s))", (key,)).fetchone()[0]:
+        return 0.0
+    context.log.info(f"{family}: another run is writing it; waiting for it to finish")
+    started = time.perf_counter()
+    conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (key,))
+    waited = round(time.perf_counter() - started, 3)
+    context.log.warning(f"{family}: waited {waited:.1f}s for another run writing it")
+    return waited
 
 
 class EndStates:

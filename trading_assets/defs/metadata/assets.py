@@ -1,10 +1,11 @@
 """Series metadata: dim_series (golden, edited with SQL, observed) -> map_model_series (derived) -> v_series_wide,
 plus observations and dated backups."""
 
+import itertools
 import os
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +24,7 @@ from trading_assets.config import Settings
 from trading_assets.defs.partitions import partitions_end, run_window
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
-from trading_assets.errors import raise_if_any
+from trading_assets.errors import Problem, raise_if_any
 from trading_assets.io import series_store
 from trading_assets.io.row_counts import rows_by_month
 from trading_assets.sources.series_files import read_observation_batch, read_series_config
@@ -49,6 +50,7 @@ class SeriesFilesConfig(dg.Config):
     """Observation files to load; empty means every CSV waiting in the landing folder's `series/`."""
 
     files: list[str] = []
+    encoding: str = "utf-8"
 
 
 def series_landing_dir(settings: Settings) -> Path:
@@ -71,9 +73,49 @@ def _seed_if_new(conn: psycopg.Connection, path: Path) -> int:
         return 0
     incoming = read_series_config(path)
     raise_if_any(series_config_problems(incoming))
+    if incoming.is_empty():
+        # Seeding nothing would leave a database whose series list, map and view are empty and whose checks pass.
+        raise_if_any(
+            [Problem(str(path), 1, "the file has no rows: a new core_energy.dim_series is not seeded from it")]
+        )
     plan = plan_series_import(series_store.read_dim_series(conn), incoming, delete_missing=False)
     series_store.apply_series_import(conn, plan)
     return plan.inserts.height
+
+
+def write_backup(folder: Path, day: date, version: int, content: bytes) -> tuple[Path, bool]:
+    """Write `content` as the backup of dim_series version `version` on `day`; returns its path and whether it
+    was written now. Never replaces a file: the same content already there is left as it is, and other content
+    under that name (a backup of another database at the same version, fuller or not) is kept, the new content
+    going to the next free copy name (`..._v<version>_2.csv`). Readers never see half a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".dim_series_", suffix=".tmp", delete=False) as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temp = Path(handle.name)
+    try:
+        for copy in itertools.count(1):
+            target = folder / backup_name(day, version, copy)
+            try:
+                _link_new(temp, target)
+                return target, True
+            except FileExistsError:
+                if target.read_bytes() == content:
+                    return target, False
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _link_new(source: Path, target: Path) -> None:
+    """Give the complete file `source` the name `target` too; FileExistsError when `target` exists."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: claim the name, then swap the content in
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.replace(source, target)
 
 
 def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -142,7 +184,7 @@ def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         started = time.perf_counter()
         paths = [Path(f) for f in config.files] or sorted(series_landing_dir(settings).glob("*.csv"))
         window = run_window(context)
-        batch = read_observation_batch(paths)
+        batch = read_observation_batch(paths, config.encoding)
         with warehouse.transaction() as conn:
             raise_if_any(observation_problems(batch, series_store.known_series(conn), partitions_end(partitions)))
             in_window = rows_in_window(batch, "obs_date", window.start, window.end)
@@ -205,32 +247,39 @@ def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         automation_condition=FOLLOW_PARENTS,
         description="Dated CSV export of dim_series (dim_series_<date>_v<version>.csv under the backup folder's "
         f"dim_series/), importable with `trading-assets series-import`; files older than {settings.series_backup_days} "
-        "days (TRADING_ASSETS_SERIES_BACKUP_DAYS) are removed, the newest is always kept.",
+        "days (TRADING_ASSETS_SERIES_BACKUP_DAYS) are removed, the newest is always kept. A backup never replaces "
+        "a file (other content of the same day and version goes to ..._v<version>_2.csv); an empty table is not "
+        "backed up.",
     )
-    def dim_series_backup(warehouse: Warehouse) -> dg.MaterializeResult:
+    def dim_series_backup(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.transaction() as conn:
             series_store.read_consistently(conn)
             state = series_store.dim_series_state(conn)
             frame = series_store.read_dim_series(conn)
         folder = settings.backup_dir / "dim_series"
-        folder.mkdir(parents=True, exist_ok=True)
+        common = {"version": state.version, "retention_days": settings.series_backup_days}
+        if frame.is_empty():
+            # An empty backup restores nothing, and writing one every day would let retention expire the last
+            # backups that hold rows: none is written and none removed.
+            context.log.warning("core_energy.dim_series is empty: no backup written, the earlier backups kept")
+            return dg.MaterializeResult(
+                metadata={**common, "dagster/row_count": 0, "written": False, "removed": dg.MetadataValue.json([])},
+                data_version=dg.DataVersion(str(state.version)),
+            )
         today = datetime.now(UTC).date()
-        target = folder / backup_name(today, state.version)
         # The file's layout is the import's: tags separated by ';'.
         exported = frame.with_columns(pl.col("tags").list.join(";"))
-        with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".tmp", delete=False) as handle:
-            exported.write_csv(handle)
-        os.replace(handle.name, target)
+        target, written = write_backup(folder, today, state.version, exported.write_csv().encode())
         expired = expired_backups((p.name for p in folder.iterdir() if p.is_file()), today, settings.series_backup_days)
         for name in expired:
             (folder / name).unlink()
         return dg.MaterializeResult(
             metadata={
+                **common,
                 "dagster/row_count": frame.height,
                 "dagster/uri": target.as_uri(),
-                "version": state.version,
+                "written": written,
                 "preview": preview(exported),
-                "retention_days": settings.series_backup_days,
                 "removed": dg.MetadataValue.json(expired),
             },
             data_version=dg.DataVersion(str(state.version)),

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
-from trading_assets.compute.series import MODEL_COL_PATTERN, stale_series
+from trading_assets.compute.series import model_col_problem, stale_series
 from trading_assets.defs.metadata.assets import DIM_SERIES, FACT_SERIES_VALUE, MAP_MODEL_SERIES, V_SERIES_WIDE
 from trading_assets.defs.resources import Warehouse
 from trading_assets.io import series_store
@@ -37,12 +37,13 @@ def dim_map_mismatch(warehouse: Warehouse) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=DIM_SERIES,
     blocking=True,
-    description="model_col is lower snake_case and unique (case-insensitively)",
+    description="model_col is lower snake_case, at most 63 bytes, not a column of the wide view itself (date) "
+    "and unique (case-insensitively)",
 )
 def model_col_valid(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.transaction() as conn:
         columns = series_store.model_cols(conn)
-    invalid = [c for c in columns if not MODEL_COL_PATTERN.match(c)]
+    invalid = [c for c in columns if model_col_problem(c)]
     lowered = pl.Series(columns, dtype=pl.String).str.to_lowercase()
     duplicated = sorted(set(lowered.filter(lowered.is_duplicated()).to_list()))
     return dg.AssetCheckResult(

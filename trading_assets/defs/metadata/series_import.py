@@ -11,7 +11,12 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from trading_assets.compute.series import import_plan_problems, plan_series_import, series_config_problems
+from trading_assets.compute.series import (
+    emptying_problems,
+    import_plan_problems,
+    plan_series_import,
+    series_config_problems,
+)
 from trading_assets.defs.metadata.assets import DIM_SERIES, series_state_metadata
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import table_metadata
@@ -24,13 +29,16 @@ SERIES_IMPORT_OP = "apply_dim_series_import"
 
 
 class SeriesImportConfig(dg.Config):
-    """A dim_series CSV to import. Rows of the table the file lacks are deleted only with `delete_missing`.
+    """A dim_series CSV to import. Rows of the table the file lacks are deleted only with `delete_missing`, and
+    never all of them (a file with no rows) unless `allow_empty`.
 
     `expected_version` and `file_sha256` pin the plan the CLI printed: the run refuses a table edited or a
     file changed since, so what is applied is exactly what was shown."""
 
     file: str
     delete_missing: bool = False
+    allow_empty: bool = False
+    encoding: str = "utf-8"
     expected_version: int | None = None
     file_sha256: str | None = None
 
@@ -44,7 +52,7 @@ def apply_dim_series_import(context: dg.OpExecutionContext, config: SeriesImport
     path = Path(config.file)
     if config.file_sha256 and file_digest(path) != config.file_sha256:
         raise ValueError(f"{path} changed since its import was planned; run the import again")
-    incoming = read_series_config(path)
+    incoming = read_series_config(path, config.encoding)
     raise_if_any(series_config_problems(incoming))
     with warehouse.transaction() as conn:
         before = series_store.lock_dim_series(conn)
@@ -54,8 +62,8 @@ def apply_dim_series_import(context: dg.OpExecutionContext, config: SeriesImport
                 f"now {before.version}); run the import again"
             )
         plan = plan_series_import(series_store.read_dim_series(conn), incoming, config.delete_missing)
-        raise_if_any(import_plan_problems(plan, incoming))
-        series_store.apply_series_import(conn, plan)
+        raise_if_any(import_plan_problems(plan, incoming) + emptying_problems(plan, str(path), config.allow_empty))
+        series_store.apply_series_import(conn, plan, allow_empty=config.allow_empty)
         after = series_store.dim_series_state(conn)
         described = table_metadata(conn, "core_energy.dim_series")
     counts = {
