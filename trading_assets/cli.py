@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, ConfigError, Settings
-from trading_assets.errors import InputError
+from trading_assets.errors import InputError, QueueNotServed
 
 # Exit statuses, the same for every command: 0 done (every input row used); 1 a run failed (a blocking check
 # or a step error; nothing of it was kept); 2 refused (bad input, options or settings: nothing was written);
@@ -499,7 +499,7 @@ def _clean_logs(settings: Settings) -> int:
 
 
 def _ui(settings: Settings, port: int) -> int:
-    from trading_assets.orchestration import prepare_environment
+    from trading_assets.orchestration import dagster_instance, prepare_environment
 
     prepare_environment(settings)
     command = [
@@ -514,7 +514,14 @@ def _ui(settings: Settings, port: int) -> int:
         str(port),
     ]
     print(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
-    return subprocess.call(command, env=os.environ.copy())
+    try:
+        return subprocess.call(command, env=os.environ.copy())
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        # The daemon is gone: the CLI's next runs must not wait in its queue.
+        with dagster_instance() as instance:
+            instance.wipe_daemon_heartbeats()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -666,6 +673,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except (InputError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except QueueNotServed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if not _is_connection_failure(exc):
             raise

@@ -35,3 +35,7 @@ class InputError(ValueError):
 def raise_if_any(problems: list[Problem]) -> None:
     if problems:
         raise InputError(problems)
+
+
+class QueueNotServed(RuntimeError):
+    """The daemon stopped while a run waited in its queue; the run was canceled."""

@@ -33,6 +33,7 @@ from dagster._daemon.controller import get_daemon_statuses
 
 from trading_assets.config import PROJECT_ROOT, Settings
 from trading_assets.definitions import CODE_LOCATION, DEFINITIONS_MODULE
+from trading_assets.errors import QueueNotServed
 from trading_assets.io.database import prepare_dagster_environment, ready_database_url
 from trading_assets.progress import TerminalProgress
 
@@ -138,10 +139,30 @@ def code_location_origin() -> ManagedGrpcPythonEnvCodeLocationOrigin:
     )
 
 
+# Dagster counts a daemon healthy up to 30 minutes after its last heartbeat (every 30 s): a stopped UI would
+# leave the CLI's runs waiting in a queue nobody serves.
+_QUEUE_HEARTBEAT_TOLERANCE_SECONDS = 90
+_QUEUE_RECHECK_SECONDS = 30.0
+
+
 def queue_is_served(instance: dg.DagsterInstance) -> bool:
     """Whether a daemon is dequeuing runs (its heartbeat is recent)."""
-    status = get_daemon_statuses(instance, [_QUEUE_DAEMON], ignore_errors=True)[_QUEUE_DAEMON]
+    status = get_daemon_statuses(
+        instance, [_QUEUE_DAEMON], ignore_errors=True, heartbeat_tolerance_seconds=_QUEUE_HEARTBEAT_TOLERANCE_SECONDS
+    )[_QUEUE_DAEMON]
     return bool(status.required and status.healthy)
+
+
+def _wait_for_queued_run(instance: dg.DagsterInstance, run_id: str, poll_seconds: float) -> None:
+    checked = time.monotonic()
+    while (run := instance.get_run_by_id(run_id)).status not in _FINISHED:
+        if time.monotonic() - checked > _QUEUE_RECHECK_SECONDS:
+            checked = time.monotonic()
+            if run.status == DagsterRunStatus.QUEUED and not queue_is_served(instance):
+                message = "no daemon serves the run queue any more (was `trading-assets ui` stopped?)"
+                instance.report_run_canceled(run, message)
+                raise QueueNotServed(f"{message}: run {run_id} was canceled; run the command again")
+        time.sleep(poll_seconds)
 
 
 def _process_alive(pid: int) -> bool:
@@ -227,8 +248,7 @@ def run_job(
         with TerminalProgress(instance, run.run_id, steps, progress or io.StringIO()):
             if queued:
                 instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]
-                while instance.get_run_by_id(run.run_id).status not in _FINISHED:
-                    time.sleep(poll_seconds)
+                _wait_for_queued_run(instance, run.run_id, poll_seconds)
             else:
                 execute_run(recon_job, run, instance)
         summary = summarize(instance, run.run_id)

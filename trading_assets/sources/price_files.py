@@ -10,7 +10,8 @@ file or read with the wrong options.
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,6 +43,8 @@ _CLOSE_HEADERS = ("close", "last", "price")
 _LEAN_TRADE_FIELDS = 6  # time, open, high, low, close, volume
 _LEAN_QUOTE_FIELDS = 11  # time, bid OHLC, bid size, ask OHLC, ask size
 _REPEAT_EXAMPLES = 5
+_EXAMPLE_SCHEMA = {"line": pl.Int64, "trade_date": pl.Date, "first_line": pl.Int64}
+_BLOCK_BYTES = 16 * 1024 * 1024
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"))
 _BOMS += ((codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 _SLASH_DATE = r"^(\d{1,2})/(\d{1,2})/(\d{4})(.*)$"
@@ -103,34 +106,47 @@ def parse_stamp(text: str, timezone: str = "UTC", date_order: str = "mdy") -> tu
     return None if row[0] is None else (row[0], row[1])
 
 
-def _decode(path: Path, data: bytes, encoding: str | None) -> tuple[str, str]:
-    """(text, encoding used): the given encoding, one a byte-order mark names, or UTF-8; undecodable bytes
-    become U+FFFD so that their lines can be rejected while the others load."""
-    if encoding is None:
-        encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8-sig")
+def _encoding_of(path: Path, head: bytes, encoding: str | None) -> str:
+    """The given encoding, one a byte-order mark names, or UTF-8."""
+    chosen = encoding or next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8-sig")
     try:
-        return data.decode(encoding, errors="replace"), encoding
+        codecs.lookup(chosen)
     except LookupError as exc:
-        raise InputError([Problem(str(path), 0, f"unknown encoding {encoding!r}")]) from exc
+        raise InputError([Problem(str(path), 0, f"unknown encoding {chosen!r}")]) from exc
+    return chosen
 
 
-def _lines(path: Path, encoding: str | None) -> tuple[pl.DataFrame, str]:
-    """(line number, text) of every non-blank line, and the encoding it was read with."""
+def _line_blocks(path: Path, encoding: str | None) -> Iterator[tuple[pl.DataFrame, str]]:
+    """(line number, text) of the file's non-blank lines, a block of about _BLOCK_BYTES at a time, and the
+    encoding they were read with. Undecodable bytes become U+FFFD, so that only their lines are rejected."""
     try:
-        data = path.read_bytes()
+        handle = path.open("rb")
     except OSError as exc:
         raise InputError([Problem(str(path), 0, f"cannot read file: {exc.strerror or exc}")]) from exc
-    text, used = _decode(path, data, encoding)
-    del data
-    lines = (
-        pl.DataFrame({"text": [text]})
-        .select(pl.col("text").str.split("\n"))
-        .explode("text")
-        .with_row_index("line", offset=1)
-        .with_columns(pl.col("line").cast(pl.Int64), pl.col("text").str.strip_chars_end("\r"))
-        .filter(pl.col("text").str.strip_chars() != "")
-    )
-    return lines, used
+    with handle:
+        head = handle.read(4)
+        used = _encoding_of(path, head, encoding)
+        # Blocks are cut after a newline byte, which is one only in encodings that extend ASCII (UTF-16 is read whole).
+        whole = not "\n".encode(used).endswith(b"\n")
+        first_line, pending = 1, head
+        while True:
+            chunk = handle.read(-1 if whole else _BLOCK_BYTES)
+            data, pending = pending + chunk, b""
+            if chunk and not whole:
+                cut = data.rfind(b"\n") + 1
+                data, pending = data[:cut], data[cut:]
+            if data:
+                lines = (
+                    pl.DataFrame({"text": [data.decode(used, errors="replace")]})
+                    .select(pl.col("text").str.strip_suffix("\n").str.split("\n"))
+                    .explode("text")
+                    .with_row_index("line", offset=first_line)
+                    .with_columns(pl.col("line").cast(pl.Int64), pl.col("text").str.strip_chars_end("\r"))
+                )
+                first_line += lines.height
+                yield lines.filter(pl.col("text").str.strip_chars() != ""), used
+            if not chunk or whole:
+                return
 
 
 def _split(lines: pl.DataFrame) -> pl.DataFrame:
@@ -230,89 +246,41 @@ def _price_divisor(name: str, path: Path, lean: bool, prices: pl.DataFrame, divi
     return 1.0
 
 
-def _duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """(rows kept: the first of each trade_date, rejects, exact repeats). A repeat of an earlier row's values
-    is harmless and counted, with a few examples; a date given again with other values is rejected with
-    both, and the first row of the date is kept."""
-    values = ["ts", *PRICES, "volume"]
-    ordered = frame.sort("line")
-    first = ordered.unique("trade_date", keep="first", maintain_order=True)
-    later = ordered.join(first.select("line"), on="line", how="anti")
-    if later.is_empty():
-        return first, pl.DataFrame(schema=REJECT_SCHEMA), 0
-    compared = later.join(first.select("trade_date", *values, first_line="line"), on="trade_date", suffix="_first")
-    same = pl.all_horizontal([pl.col(v).eq_missing(pl.col(f"{v}_first")) for v in values])
+@dataclass
+class _Layout:
+    """What the first line of a file says of the rest, and the price scale its first rows settle."""
 
-    def shown(suffix: str) -> pl.Expr:
-        return pl.concat_str([pl.col(f"{v}{suffix}").cast(pl.String).fill_null("") for v in values[1:]], separator="/")
-
-    repeats = compared.filter(same)
-    conflicts = compared.filter(~same).select(
-        "line",
-        "trade_date",
-        reason=pl.format(
-            "trade_date {} again with other values: line {} has {}, this line {} (open/high/low/close/volume); "
-            "the first is kept",
-            "trade_date",
-            "first_line",
-            shown("_first"),
-            shown(""),
-        ),
-    )
-    examples = repeats.head(_REPEAT_EXAMPLES).select(
-        "line",
-        "trade_date",
-        reason=pl.format(
-            "repeats line {} exactly ({} repeated rows in the file)", "first_line", pl.lit(repeats.height)
-        ),
-    )
-    return first, pl.concat([conflicts, examples]), repeats.height
+    lean: bool
+    width: int
+    columns: dict[str, int]
+    divisor: float | None = None
 
 
-def read_price_file(
-    path: Path,
-    file_format: str = "auto",
-    price_divisor: float | None = None,
-    timezone: str = "UTC",
-    *,
-    encoding: str | None = None,
-    date_order: str | None = None,
-    bounds: PriceBounds = DEFAULT_BOUNDS,
-) -> PriceFile:
-    """Daily OHLCV rows of one file, prices divided by `price_divisor` (Lean equities store price x 10000)."""
-    name = str(path)
-    if file_format not in FORMATS:
-        raise InputError([Problem(name, 0, f"format {file_format!r} is not one of {', '.join(FORMATS)}")])
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InputError([Problem(name, 0, f"timezone {timezone!r} is not an IANA time zone")]) from exc
-    lines, used = _lines(path, encoding)
-    if lines.is_empty():
-        raise InputError([Problem(name, 1, "file is empty")])
-    rows = _split(lines)
-    first = rows["fields"][0].to_list()
-    lean = file_format == "lean" or (file_format == "auto" and _is_lean(first))
-    if lean:
-        width, columns = len(first), {}
-        if width not in (_LEAN_TRADE_FIELDS, _LEAN_QUOTE_FIELDS):
-            raise InputError([Problem(name, 1, f"Lean daily rows have 6 (trade) or 11 (quote) fields, not {width}")])
-    else:
-        width, columns = len(first), _csv_columns(first, name)
-        rows = rows.slice(1)
+def _layout(name: str, first: list[str], file_format: str) -> _Layout:
+    if file_format == "lean" or (file_format == "auto" and _is_lean(first)):
+        if len(first) not in (_LEAN_TRADE_FIELDS, _LEAN_QUOTE_FIELDS):
+            raise InputError(
+                [Problem(name, 1, f"Lean daily rows have 6 (trade) or 11 (quote) fields, not {len(first)}")]
+            )
+        return _Layout(lean=True, width=len(first), columns={})
+    return _Layout(lean=False, width=len(first), columns=_csv_columns(first, name))
 
+
+def _parse_block(
+    name: str, rows: pl.DataFrame, used: str, layout: _Layout, timezone: str, date_order: str | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(parsed rows, rejects) of a block of split lines: dates, prices and volume, or why not."""
     undecodable = pl.col("text").str.contains("\ufffd", literal=True)
-    wrong_width = pl.col("fields").list.len() != width
+    fields = pl.col("fields").list.len()
     reason = (
         pl.when(undecodable)
         .then(pl.lit(f"not valid {used} text: give the file's encoding with --encoding"))
-        .when(wrong_width)
-        .then(pl.format("expected {} fields, found {}", pl.lit(width), pl.col("fields").list.len()))
+        .when(fields != layout.width)
+        .then(pl.format("expected {} fields, found {}", pl.lit(layout.width), fields))
     )
     rows = rows.with_columns(reject_reason=reason)
     unreadable = rows.filter(pl.col("reject_reason").is_not_null()).select("line", reason="reject_reason")
-    parsed = _fields(rows.filter(pl.col("reject_reason").is_null()), lean, width, columns)
-    del rows
+    parsed = _fields(rows.filter(pl.col("reject_reason").is_null()), layout.lean, layout.width, layout.columns)
 
     order = _date_order(name, parsed["date_text"], date_order)
     trade_date, instant = parse_stamps(pl.col("date_text"), timezone, order)
@@ -332,23 +300,113 @@ def read_price_file(
     parsed = parsed.with_columns(reject_reason=reason)
     unparsed = parsed.filter(pl.col("reject_reason").is_not_null()).select("line", reason="reject_reason")
     parsed = parsed.filter(pl.col("reject_reason").is_null()).drop("reject_reason", "date_text", "volume_text")
+    return parsed, pl.concat([unreadable, unparsed])
 
-    divisor = _price_divisor(name, path, lean, parsed, price_divisor)
-    parsed = parsed.with_columns([pl.col(c) / divisor for c in PRICES])
-    acceptable, implausible = value_rejects(parsed, bounds)
-    kept, duplicated, repeats = _duplicates(acceptable)
-    rejects = (
-        pl.concat(
-            [unreadable, unparsed, implausible.select("line", "trade_date", reason="reject_reason"), duplicated],
-            how="diagonal_relaxed",
+
+@dataclass
+class _Duplicates:
+    """Rows of a file kept so far (the first of each trade_date), and what repeated them."""
+
+    kept: pl.DataFrame | None = None
+    conflicts: list[pl.DataFrame] = field(default_factory=list)
+    examples: list[pl.DataFrame] = field(default_factory=list)
+    repeats: int = 0
+
+    def add(self, rows: pl.DataFrame) -> None:
+        """A repeat of an earlier row's values is harmless and counted, with a few examples; a date given
+        again with other values is rejected with both, and the first row of the date is kept."""
+        values = ["ts", *PRICES, "volume"]
+        ordered = rows if self.kept is None else pl.concat([self.kept, rows])
+        first = ordered.unique("trade_date", keep="first", maintain_order=True)
+        later = ordered.join(first.select("line"), on="line", how="anti")
+        self.kept = first
+        if later.is_empty():
+            return
+        compared = later.join(first.select("trade_date", *values, first_line="line"), on="trade_date")
+        same = pl.all_horizontal([pl.col(v).eq_missing(pl.col(f"{v}_right")) for v in values])
+        repeated = compared.filter(same)
+        self.repeats += repeated.height
+        shown = sum(e.height for e in self.examples)
+        self.examples.append(repeated.head(max(_REPEAT_EXAMPLES - shown, 0)).select("line", "trade_date", "first_line"))
+
+        def listed(suffix: str) -> pl.Expr:
+            parts = [pl.col(f"{v}{suffix}").cast(pl.String).fill_null("") for v in values[1:]]
+            return pl.concat_str(parts, separator="/")
+
+        self.conflicts.append(
+            compared.filter(~same).select(
+                "line",
+                "trade_date",
+                reason=pl.format(
+                    "trade_date {} again with other values: line {} has {}, this line {} "
+                    "(open/high/low/close/volume); the first is kept",
+                    "trade_date",
+                    "first_line",
+                    listed("_right"),
+                    listed(""),
+                ),
+            )
         )
-        .select(list(REJECT_SCHEMA))
-        .sort("line")
+
+    def rejects(self) -> pl.DataFrame:
+        examples = pl.concat([pl.DataFrame(schema=_EXAMPLE_SCHEMA), *self.examples]).select(
+            "line",
+            "trade_date",
+            reason=pl.format(
+                "repeats line {} exactly ({} repeated rows in the file)", "first_line", pl.lit(self.repeats)
+            ),
+        )
+        return pl.concat([*self.conflicts, examples], how="diagonal_relaxed")
+
+
+def read_price_file(
+    path: Path,
+    file_format: str = "auto",
+    price_divisor: float | None = None,
+    timezone: str = "UTC",
+    *,
+    encoding: str | None = None,
+    date_order: str | None = None,
+    bounds: PriceBounds = DEFAULT_BOUNDS,
+) -> PriceFile:
+    """Daily OHLCV rows of one file, prices divided by `price_divisor` (Lean equities store price x 10000).
+
+    Read a block of lines at a time: memory follows the block and the file's distinct dates, not its size."""
+    name = str(path)
+    if file_format not in FORMATS:
+        raise InputError([Problem(name, 0, f"format {file_format!r} is not one of {', '.join(FORMATS)}")])
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InputError([Problem(name, 0, f"timezone {timezone!r} is not an IANA time zone")]) from exc
+    layout: _Layout | None = None
+    duplicates, rejects, data_rows = _Duplicates(), [], 0
+    for lines, used in _line_blocks(path, encoding):
+        rows = _split(lines)
+        if layout is None and rows.height:
+            layout = _layout(name, rows["fields"][0].to_list(), file_format)
+            rows = rows if layout.lean else rows.slice(1)
+        if layout is None or rows.is_empty():
+            continue
+        data_rows += rows.height
+        parsed, unusable = _parse_block(name, rows, used, layout, timezone, date_order)
+        if layout.divisor is None and parsed.height:
+            layout.divisor = _price_divisor(name, path, layout.lean, parsed, price_divisor)
+        parsed = parsed.with_columns([pl.col(c) / (layout.divisor or 1.0) for c in PRICES])
+        acceptable, implausible = value_rejects(parsed, bounds)
+        duplicates.add(acceptable)
+        rejects += [unusable, implausible.select("line", "trade_date", reason="reject_reason")]
+    if layout is None:
+        raise InputError([Problem(name, 1, "file is empty")])
+    if not data_rows:
+        raise InputError([Problem(name, 1, "no rows: the file has a header and nothing else")])
+    rejects = (
+        pl.concat([*rejects, duplicates.rejects()], how="diagonal_relaxed").select(list(REJECT_SCHEMA)).sort("line")
     )
-    data_rows = lines.height - (0 if lean else 1)
-    _refuse_when_mostly_rejected(name, data_rows, rejects, repeats, bounds)
+    _refuse_when_mostly_rejected(name, data_rows, rejects, duplicates.repeats, bounds)
+    kept = duplicates.kept if duplicates.kept is not None else pl.DataFrame(schema=PRICE_SCHEMA)
     prices = kept.with_columns(source_file=pl.lit(name)).select([pl.col(c).cast(t) for c, t in PRICE_SCHEMA.items()])
-    return PriceFile(name, prices.sort("trade_date"), rejects, data_rows, repeats)
+    return PriceFile(name, prices.sort("trade_date"), rejects, data_rows, duplicates.repeats)
 
 
 def _refuse_when_mostly_rejected(
@@ -358,14 +416,15 @@ def _refuse_when_mostly_rejected(
     if unused <= bounds.reject_allowance or unused <= bounds.max_reject_share * data_rows:
         return
     first_line, _, first_reason = rejects.row(0)
+    repeated = f" ({repeats} exact repeats)" if repeats else ""
     raise InputError(
         [
             Problem(
                 name,
                 first_line,
-                f"{unused} of {data_rows} rows ({unused / data_rows:.0%}) cannot be used, more than the "
-                f"{bounds.max_reject_share:.0%} a file may have ({repeats} exact repeats); nothing of the file "
-                f"was loaded. First: {first_reason}",
+                f"{unused} of {data_rows} rows ({unused / data_rows:.0%}) cannot be used{repeated}, more than "
+                f"the {bounds.max_reject_share:.0%} a file may have; nothing of the file was loaded. First: "
+                f"{first_reason}",
             )
         ]
     )
