@@ -183,7 +183,7 @@ def _load_symbols(settings: Settings, args: argparse.Namespace) -> int:
         effective_at = parse_moment(args.effective_at).isoformat() if args.effective_at else None
     except ValueError as error:
         print(f"error: --effective-at {args.effective_at}: {error}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     url = prepare_environment(settings)
     local = args.source in ("file", "binance")
     inputs = [str(Path(name).resolve()) if local and not re.match(r"https?://", name) else name for name in args.inputs]
@@ -200,9 +200,8 @@ def _load_symbols(settings: Settings, args: argparse.Namespace) -> int:
             except InputError as error:
                 problems += error.problems
         raise_if_any(problems)
-    # The full-listing marker (SymbolSourcesConfig.full_listing), when the parser offers --full-listing.
     config = {"inputs": inputs, "source": args.source, "effective_at": effective_at}
-    config["full_listing"] = getattr(args, "full_listing", None)
+    config["full_listing"] = args.full_listing
     started = time.perf_counter()
     summary = run_job(LOAD_SYMBOLS_JOB, run_config={"ops": {CATALOG_OP: {"config": config}}})
     _print_summary("load symbols", summary, time.perf_counter() - started)
@@ -219,7 +218,7 @@ def _symbols_as_of(settings: Settings, args: argparse.Namespace) -> int:
         at = catalog.parse_moment(args.at) if args.at is not None else None
     except ValueError as error:
         print(f"error: --at {args.at}: {error}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     version = catalog.get_instrument(args.symbol, at, settings=settings)
     if version is None:
         print(f"{args.symbol}: no version valid at {args.at or 'now'}")

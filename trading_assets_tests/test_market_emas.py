@@ -14,6 +14,7 @@ import talib
 
 from trading_assets.config import Settings
 from trading_assets.defs.jobs import TABLE_CHECKS
+from trading_assets.defs.market import emas as emas_module
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.defs.market.emas import EMA_KEYS, stale_assets
@@ -180,13 +181,22 @@ def test_d22_out_of_bounds_ema_is_rejected_with_its_bounds_and_still_stored(
 
 
 def test_nan_ema_fails_the_blocking_check_and_keeps_the_previous_rows(
-    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = [f"2024-01-{d:02d},10,11,9,{10 + d / 10},100" for d in range(1, 32)]
     _load(platform, _write(tmp_path / "x.csv", rows), ("2024-01-01", "2024-01-01"), "XTEST")
     assert _build(platform, ("2024-01-01", "2024-01-01")).success
     before = _emas(conn)
-    conn.execute("update market.price_bars_1d set close = 'NaN' where trade_date = '2024-01-20'")
+    # Implausible inputs quarantine their asset before any EMA is computed (see test_every_check_fails), so an
+    # invalid EMA can only come from the computation itself: a kernel fault that yields NaN from 20 January.
+    kernel = emas_module.dual_ema
+
+    def faulty(*args, **kwargs) -> pl.DataFrame:
+        wide = kernel(*args, **kwargs)
+        broken = pl.col("trade_date") >= date(2024, 1, 20)
+        return wide.with_columns(pl.when(broken).then(float("nan")).otherwise(pl.col(c)).alias(c) for c in ["ema_9"])
+
+    monkeypatch.setattr(emas_module, "dual_ema", faulty)
     conn.execute("insert into market.bars_dirty values ('ema_multi_tf', 1, '2024-01-20')")
     result = platform.run(
         dg.AssetSelection.assets(EMA_KEYS["ema_multi_tf"]),

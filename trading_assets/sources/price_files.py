@@ -392,7 +392,9 @@ def read_price_file(
         parsed, unusable = _parse_block(name, rows, used, layout, timezone, date_order)
         if layout.divisor is None and parsed.height:
             layout.divisor = _price_divisor(name, path, layout.lean, parsed, price_divisor)
-        parsed = parsed.with_columns([pl.col(c) / (layout.divisor or 1.0) for c in PRICES])
+        if layout.divisor not in (None, 1.0):
+            # numpy divides exactly; polars multiplies by the reciprocal (184.45 would read 184.45000000000002).
+            parsed = parsed.with_columns([pl.Series(c, parsed[c].to_numpy() / layout.divisor) for c in PRICES])
         acceptable, implausible = value_rejects(parsed, bounds)
         duplicates.add(acceptable)
         rejects += [unusable, implausible.select("line", "trade_date", reason="reject_reason")]
