@@ -207,6 +207,9 @@ def run_job(
     recon_job = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT)
     ).get_reconstructable_job(job_name)
+    # Dagster keeps the last job it built per process; the definitions follow the settings of this run.
+    type(recon_job).get_definition.cache_clear()
+    type(recon_job).get_repository_definition.cache_clear()
     selection = frozenset(assets) if assets is not None else None
     check_selection = None
     if selection is not None:

@@ -18,15 +18,16 @@ from trading_assets.config import Settings
 from trading_assets.io.database import stop_embedded
 from trading_assets_tests.fingerprint import WRITE_TIMES, table_fingerprints
 
-# Few monthly partitions, so that a full rebuild takes seconds.
-START = date(2026, 6, 1)
+# Three monthly partitions up to the current one, so that a full rebuild takes seconds.
+_TODAY = date.today()
+START = (_TODAY.replace(day=1) - timedelta(days=40)).replace(day=1)
 DERIVED = ("market",)
 
 
 def _prices(folder: Path) -> list[str]:
     files = []
     for symbol, base in (("AAA", 100.0), ("BBB", 20.0)):
-        days = [START + timedelta(days=i) for i in range(150)]
+        days = [START + timedelta(days=i) for i in range((_TODAY - START).days)]
         rows = [f"{d},{base + i},{base + i + 2},{base + i - 1},{base + i + 1},1000" for i, d in enumerate(days)]
         path = folder / f"{symbol}.csv"
         path.write_text("date,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
@@ -131,6 +132,10 @@ def test_a_run_waits_for_another_writer_of_its_family_and_says_so(loaded: Settin
     assert waited >= 1.0
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("TRADING_ASSETS_TEST_SERVER_URL")),
+    reason="runs on an embedded server of its own, whatever the server under test: once per suite is enough",
+)
 def test_database_stopped_mid_run_one_clear_error_then_rerun_equals_a_clean_run(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADING_ASSETS_", "DAGSTER_"))}
