@@ -101,7 +101,7 @@ def _limits(url: str, family: str) -> tuple[float, float, int]:
                     sql.Identifier(like)
                 )
             )
-            with conn.cursor() as cur, cur.copy("copy limit_target from stdin (format csv)") as copy:
+            with conn.cursor() as cur, cur.copy("copy limit_target from stdin (format binary)") as copy:
                 copy.write(rows)
             results.append(time.perf_counter() - started)
             size = conn.execute("select pg_total_relation_size('limit_target')").fetchone()[0]

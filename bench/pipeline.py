@@ -1,8 +1,9 @@
 """Bars through Dagster and PostgreSQL: a full rebuild and a one-day incremental refresh.
 
 Runs on its own database (dropped afterwards) on the embedded server, or on TRADING_ASSETS_DATABASE_URL's
-server. The "limit" of a family is reading its input rows once plus COPYing the same output rows into an
-empty table of the same shape, on the same server, both as COPY CSV (the fastest text path psycopg offers).
+server. The "limit" of a family is reading its input rows once plus COPYing the same output rows, already
+encoded, into an empty table of the same shape without indexes, on the same server, both as binary COPY (the
+path the platform writes and reads with); the same with COPY CSV is printed beside it.
 """
 
 import csv
@@ -23,9 +24,10 @@ from trading_assets.config import Settings
 from trading_assets.defs.jobs import LOAD_PRICES_JOB, REFRESH_BARS_JOB
 from trading_assets.defs.market.assets import BAR_KEYS
 from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
+from trading_assets.io.binary_copy import column_types
 from trading_assets.io.database import ensure_database, resolve_database_url, with_database
 from trading_assets.io.market_store import BAR_TABLES
-from trading_assets.io.postgres import connect, copy_frame, copy_out
+from trading_assets.io.postgres import connect, copy_frame, copy_out, read_frame
 from trading_assets.orchestration import prepare_environment, run_job
 
 
@@ -95,19 +97,53 @@ def run_bars(
     return wall, {t: (r, s) for t, (r, s) in per_table.items()}
 
 
-def copy_limit(url: str, table: str, source: str) -> float:
-    """Seconds to read the family's input once and COPY its output rows into an empty table of the same shape."""
+def copy_limit(url: str, table: str, source: str, text_format: str | None = None) -> float:
+    """Seconds to read the family's input once and COPY its output rows, already encoded, into an empty table of
+    the same shape without indexes: binary COPY (the limit), or `text_format` ("csv") for comparison."""
     target = sql.Identifier(table)
+    how = sql.SQL(text_format or "binary")
     with connect(url) as conn:
-        output = copy_out(conn, sql.SQL("select * from market.{}").format(target))
+        output = copy_out(conn, sql.SQL("select * from market.{}").format(target), text_format)
         started = time.perf_counter()
-        copy_out(conn, sql.SQL("select * from market.{}").format(sql.Identifier(source)))
-        conn.execute(sql.SQL("create temp table copy_limit (like market.{})").format(target))
-        with conn.cursor() as cur, cur.copy("copy copy_limit from stdin (format csv)") as copy:
+        copy_out(conn, sql.SQL("select * from market.{}").format(sql.Identifier(source)), text_format)
+        conn.execute(sql.SQL("create temp table copy_limit as select * from market.{} limit 0").format(target))
+        with conn.cursor() as cur, cur.copy(sql.SQL("copy copy_limit from stdin (format {})").format(how)) as copy:
             copy.write(output)
         seconds = time.perf_counter() - started
         conn.rollback()
     return seconds
+
+
+def typed_reads(url: str, table: str) -> None:
+    """A whole bar table into polars: the platform's read (binary COPY decoded to Arrow) against ADBC's
+    fetch_arrow_table + pl.from_arrow, and against COPY CSV parsed by polars."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    query = sql.SQL("select * from market.{}").format(sql.Identifier(table))
+    with connect(url) as conn:
+        names, types = column_types(conn, query)
+        schema = {name: t.polars for name, t in zip(names, types, strict=True)}
+        timings = {}
+        started = time.perf_counter()
+        frame = read_frame(conn, query, schema=schema)
+        timings["platform: binary COPY -> Arrow -> polars"] = time.perf_counter() - started
+        started = time.perf_counter()
+        csv = copy_out(conn, query, "csv")
+        pl.read_csv(csv, has_header=False, new_columns=names, infer_schema=False)
+        timings["COPY CSV -> polars (untyped parse)"] = time.perf_counter() - started
+        text = query.as_string(conn)
+    with adbc.connect(url) as adbc_conn, adbc_conn.cursor() as cur:
+        started = time.perf_counter()
+        cur.execute(text)
+        pl.from_arrow(cur.fetch_arrow_table())
+        timings["ADBC fetch_arrow_table -> pl.from_arrow"] = time.perf_counter() - started
+    base = timings["ADBC fetch_arrow_table -> pl.from_arrow"]
+    print(
+        f"\ntyped read of market.{table} ({frame.height:,} rows, {frame.estimated_size() / 2**20:,.0f} MiB) into polars"
+    )
+    print(f"{'path':<44} {'seconds':>8} {'rows/s':>12} {'vs ADBC':>8}")
+    for name, seconds in timings.items():
+        print(f"{name:<44} {seconds:>8.2f} {frame.height / seconds:>12,.0f} {seconds / base:>8.2f}")
 
 
 def table_sizes(url: str) -> dict[str, int]:
@@ -126,6 +162,7 @@ def full_rebuild(assets: int, days: int, families: tuple[str, ...] = tuple(BAR_T
         prices = synthetic_prices(assets, days).with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
         seed_prices(url, prices)
         report_rebuild(settings, url, prices["trade_date"].min(), prices["trade_date"].max(), families)
+        typed_reads(url, "price_bars_1d")
 
 
 def shared_files_rebuild(index: Path) -> None:
@@ -164,16 +201,21 @@ def report_rebuild(
     wall, per_table = run_bars(settings, first, last, families)
     run_peak = peak_mib()  # before the limit measurements, which hold a table's CSV in memory
     sizes = table_sizes(url)
-    print(f"{'table':<36} {'rows':>11} {'asset s':>8} {'rows/s':>10} {'limit s':>8} {'ratio':>6} {'MiB':>7}")
+    print(
+        f"{'table':<36} {'rows':>11} {'asset s':>8} {'rows/s':>10} {'MiB/s':>7} {'binary s':>8} {'ratio':>6} "
+        f"{'csv s':>7} {'ratio':>6} {'MiB':>7}"
+    )
     inside = 0.0
     for family in families:
         table = BAR_TABLES[family]
         rows, seconds = per_table[table]
         inside += seconds
-        limit = copy_limit(url, table, "price_histories" if family == "1d" else "price_bars_1d")
+        source = "price_histories" if family == "1d" else "price_bars_1d"
+        limit, csv_limit = copy_limit(url, table, source), copy_limit(url, table, source, "csv")
         print(
-            f"{table:<36} {rows:>11,} {seconds:>8.2f} {rows / seconds:>10,.0f} {limit:>8.2f} "
-            f"{seconds / limit:>6.2f} {sizes[table] / 2**20:>7.1f}"
+            f"{table:<36} {rows:>11,} {seconds:>8.2f} {rows / seconds:>10,.0f} "
+            f"{sizes[table] / 2**20 / seconds:>7.1f} {limit:>8.2f} {seconds / limit:>6.2f} {csv_limit:>7.2f} "
+            f"{seconds / csv_limit:>6.2f} {sizes[table] / 2**20:>7.1f}"
         )
     overhead = wall - inside
     print(

@@ -17,6 +17,7 @@ import pyarrow as pa
 from pgpq import ArrowToPostgresBinaryEncoder
 from pgpq.encoders import LargeStringEncoderBuilder
 from pgpq.schema import Jsonb
+from psycopg import sql
 
 _EPOCH_DAYS = 10_957  # 1970-01-01 to 2000-01-01
 _EPOCH_MICROS = _EPOCH_DAYS * 86_400 * 1_000_000
@@ -46,10 +47,12 @@ class ColumnType:
 
     def __init__(self, conn: psycopg.Connection, oid: int) -> None:
         info = conn.adapters.types.get(oid)
-        if info is None or info.name not in _SCALARS:
-            raise TypeError(f"binary COPY of PostgreSQL type oid {oid} ({info.name if info else '?'}) is not supported")
-        self.name = info.name
-        self.array = info.array_oid == oid and info.oid != oid
+        self.name = info.name if info is not None else f"oid {oid}"
+        self.array = info is not None and info.array_oid == oid and info.oid != oid
+
+    @property
+    def supported(self) -> bool:
+        return self.name in _SCALARS
 
     @property
     def polars(self) -> pl.DataType:
@@ -57,17 +60,49 @@ class ColumnType:
         return pl.List(element) if self.array else element
 
 
-def column_types(conn: psycopg.Connection, query: psycopg.sql.Composable) -> tuple[list[str], list[ColumnType]]:
+def column_types(conn: psycopg.Connection, query: sql.Composable) -> tuple[list[str], list[ColumnType]]:
     """Names and types of the columns `query` returns (run with no rows)."""
     with conn.cursor() as cur:
-        cur.execute(psycopg.sql.SQL("select * from ({}) q limit 0").format(query))
+        cur.execute(sql.SQL("select * from ({}) q limit 0").format(query))
         return [d.name for d in cur.description], [ColumnType(conn, d.type_code) for d in cur.description]
+
+
+def readable(conn: psycopg.Connection, query: sql.Composable) -> tuple[sql.Composable, list[ColumnType]]:
+    """`query` and its column types, with the columns of types this module does not decode (numeric, say)
+    sent as their text, for the caller's schema to parse."""
+    names, types = column_types(conn, query)
+    if all(t.supported for t in types):
+        return query, types
+    columns = [
+        sql.Identifier(n) if t.supported else sql.SQL("{}::text").format(sql.Identifier(n))
+        for n, t in zip(names, types, strict=True)
+    ]
+    text = ColumnType(conn, conn.adapters.types["text"].oid)
+    wrapped = sql.SQL("select {} from ({}) q").format(sql.SQL(", ").join(columns), query)
+    return wrapped, [t if t.supported else text for t in types]
+
+
+def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """`frame` cast to `schema` (strictly: a value the type cannot hold is an error); text dates and times
+    are parsed as ISO."""
+
+    def cast(name: str, dtype: pl.DataType) -> pl.Expr:
+        column = pl.col(name)
+        if frame.schema[name] == pl.String and dtype == pl.Date:
+            return column.str.to_date("%Y-%m-%d")
+        if frame.schema[name] == pl.String and isinstance(dtype, pl.Datetime):
+            return column.str.to_datetime(time_unit="us", time_zone=dtype.time_zone)
+        return column.cast(dtype)
+
+    return frame.select(cast(name, dtype) for name, dtype in schema.items())
 
 
 def encode(frame: pl.DataFrame, types: Sequence[ColumnType]) -> Iterator[bytes]:
     """The binary COPY stream of `frame`, its columns cast to `types`, in blocks."""
-    cast = frame.cast({name: t.polars for name, t in zip(frame.columns, types, strict=True)})
-    table = cast.to_arrow()
+    unsupported = [f"{n} ({t.name})" for n, t in zip(frame.columns, types, strict=True) if not t.supported]
+    if unsupported:
+        raise TypeError(f"binary COPY cannot write columns of these types: {', '.join(unsupported)}")
+    table = conform(frame, {name: t.polars for name, t in zip(frame.columns, types, strict=True)}).to_arrow()
     encoders = {
         field.name: LargeStringEncoderBuilder.new_with_output(field, Jsonb())
         if t.name == "jsonb"

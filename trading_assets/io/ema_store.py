@@ -160,12 +160,6 @@ def read_carry(conn: psycopg.Connection, family: str, starts: pl.DataFrame, peri
     return read_frame(conn, query, schema=carry_schema(periods))
 
 
-def _array_text(columns: list[str]) -> pl.Expr:
-    """A PostgreSQL array literal of float columns (polars writes floats in their shortest exact form)."""
-    elements = pl.concat_str([pl.col(c).cast(pl.String).fill_null("NULL") for c in columns], separator=",")
-    return pl.concat_str([pl.lit("{"), elements, pl.lit("}")])
-
-
 def replace_emas(
     conn: psycopg.Connection, family: str, wide: pl.DataFrame, starts: pl.DataFrame, periods: list[int], end: date
 ) -> int:
@@ -174,7 +168,8 @@ def replace_emas(
     filled_scratch_table(conn, "ema_replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     removed = delete_rows(conn, packed, "ema_replace_from", end, wide.height, weight=_LONG_ROWS)
     emas, bars = ema_columns(periods)
-    rows = wide.select(*PACKED_COLUMNS, ema=_array_text(emas), ema_bar=_array_text(bars))
+    # One float8[] per row, a value per period (NULL before its seed), sent as binary arrays.
+    rows = wide.select(*PACKED_COLUMNS, ema=pl.concat_list(emas), ema_bar=pl.concat_list(bars))
     written = copy_frame(conn, packed, rows)
     added = row_counts.rows_by_month(wide.with_columns(long_rows=values_per_row(periods)), weight="long_rows")
     row_counts.record_changes(conn, qualified(family), added, removed)

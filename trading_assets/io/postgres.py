@@ -1,4 +1,4 @@
-"""PostgreSQL access: connections, bulk COPY of polars frames, reads into polars."""
+"""PostgreSQL access: connections, bulk binary COPY of polars frames, reads into polars."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from trading_assets.io.binary_copy import ColumnType, column_types, conform, decode, encode, readable
+
 # Sessions run in UTC so that dates and instants never depend on the host's time zone. JIT is off: it
 # compiled every mid-sized statement for about 100 ms and our statements are COPYs and index lookups.
 SESSION_OPTIONS = "-c TimeZone=UTC -c jit=off"
@@ -18,9 +20,16 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=autocommit, options=SESSION_OPTIONS)
 
 
-# Lossless and short: fractional seconds only when there are some; booleans as 1/0.
-_AWARE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S%.f%z"
-_COPY_SLICE_ROWS = 100_000
+_TYPES_CACHE: dict[tuple[str, tuple[str, ...]], list[ColumnType]] = {}
+
+
+def _target_types(conn: psycopg.Connection, target: sql.Composable, columns: list[str]) -> list[ColumnType]:
+    """The PostgreSQL types of `columns` of `target` (a table's layout does not change within a process)."""
+    key = (target.as_string(conn), tuple(columns))
+    if key not in _TYPES_CACHE:
+        listed = sql.SQL(", ").join(map(sql.Identifier, columns))
+        _TYPES_CACHE[key] = column_types(conn, sql.SQL("select {} from {}").format(listed, target))[1]
+    return _TYPES_CACHE[key]
 
 
 def copy_frame(
@@ -29,29 +38,25 @@ def copy_frame(
     frame: pl.DataFrame,
     columns: Sequence[str] | None = None,
 ) -> int:
-    """Bulk-load `frame` into `target` with COPY (CSV text produced by polars); returns rows copied.
-
-    Slices are encoded while a writer thread sends the previous ones, so the server parses one slice while
-    polars encodes the next.
-    """
+    """Bulk-load `frame` into `target` with binary COPY (Arrow batches encoded by pgpq, each column cast to
+    the target's type); returns rows copied. A writer thread sends a block while the next is encoded."""
     columns = list(columns or frame.columns)
     if frame.is_empty():
         return 0
-    statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(
+    types = _target_types(conn, target, columns)
+    statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
         target, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    rows = frame.select(columns).with_columns(pl.col(pl.Boolean).cast(pl.Int8))
-    times = [dtype for dtype in rows.schema.values() if isinstance(dtype, pl.Datetime)]
-    time_format = _AWARE_TIME_FORMAT if times and all(dtype.time_zone for dtype in times) else None
     with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-        for part in rows.iter_slices(_COPY_SLICE_ROWS):
-            copy.write(part.write_csv(include_header=False, datetime_format=time_format).encode())
+        for block in encode(frame.select(columns), types):
+            copy.write(block)
     return frame.height
 
 
-def copy_out(conn: psycopg.Connection, query: sql.Composable) -> bytes:
-    """The rows of `query` as CSV bytes, through COPY TO STDOUT."""
-    with conn.cursor() as cur, cur.copy(sql.SQL("copy ({}) to stdout (format csv)").format(query)) as copy:
+def copy_out(conn: psycopg.Connection, query: sql.Composable, text_format: str | None = None) -> bytes:
+    """The rows of `query` as a binary COPY stream (COPY TO STDOUT); `text_format` ("csv") for a text one."""
+    statement = sql.SQL("copy ({}) to stdout (format {})").format(query, sql.SQL(text_format or "binary"))
+    with conn.cursor() as cur, cur.copy(statement) as copy:
         return b"".join(bytes(block) for block in copy)
 
 
@@ -61,19 +66,15 @@ def read_frame(
     params: Sequence | None = None,
     schema: dict[str, pl.DataType] | None = None,
 ) -> pl.DataFrame:
-    """Run a query and return its rows as a polars frame: typed by `schema`, else inferred from the values.
+    """Run a query and return its rows as a polars frame: typed by `schema` (its names replace the query's,
+    in order), else inferred from the values.
 
-    With a schema and no parameters the rows travel as COPY CSV parsed by polars, which is many times
-    faster than building Python tuples for large results.
+    With a schema and no parameters the rows travel as binary COPY decoded straight into Arrow columns: no
+    text is written or parsed, and no Python object is made per value.
     """
     if schema is not None and params is None:
-        payload = copy_out(conn, sql.SQL(query) if isinstance(query, str) else query)
-        # PostgreSQL writes booleans as t/f: read them as text first.
-        as_read = {name: pl.String if dtype == pl.Boolean else dtype for name, dtype in schema.items()}
-        frame = pl.read_csv(payload, has_header=False, new_columns=list(schema), schema=as_read) if payload else None
-        if frame is None:
-            return pl.DataFrame(schema=schema)
-        return frame.with_columns(pl.col(n) == "t" for n, dtype in schema.items() if dtype == pl.Boolean)
+        composed, types = readable(conn, sql.SQL(query) if isinstance(query, str) else query)
+        return conform(decode(copy_out(conn, composed), list(schema), types), schema)
     with conn.cursor() as cur:
         cur.execute(query, params)
         names = [d.name for d in cur.description or []]
