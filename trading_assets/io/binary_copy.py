@@ -116,6 +116,17 @@ def encode(frame: pl.DataFrame, types: Sequence[ColumnType]) -> Iterator[bytes]:
     yield encoder.finish()
 
 
+@numba.njit(cache=True, inline="always")
+def _int32(buffer: np.ndarray, at: int) -> int:
+    """The big-endian 32-bit length at `at`, as unsigned (0xFFFFFFFF is NULL's -1)."""
+    return (
+        (np.int64(buffer[at]) << 24)
+        | (np.int64(buffer[at + 1]) << 16)
+        | (np.int64(buffer[at + 2]) << 8)
+        | np.int64(buffer[at + 3])
+    )
+
+
 @numba.njit(cache=True)
 def _scan(buffer: np.ndarray, columns: int, start: int) -> tuple[np.ndarray, np.ndarray]:
     """Offset and length (-1: NULL) of every field of the tuples after the header."""
@@ -126,12 +137,7 @@ def _scan(buffer: np.ndarray, columns: int, start: int) -> tuple[np.ndarray, np.
             break
         position += 2
         for _ in range(columns):
-            length = (
-                (np.int64(buffer[position]) << 24)
-                | (np.int64(buffer[position + 1]) << 16)
-                | (np.int64(buffer[position + 2]) << 8)
-                | np.int64(buffer[position + 3])
-            )
+            length = _int32(buffer, position)
             position += 4
             if length != 0xFFFFFFFF:
                 position += length
@@ -142,12 +148,7 @@ def _scan(buffer: np.ndarray, columns: int, start: int) -> tuple[np.ndarray, np.
     for row in range(rows):
         position += 2
         for column in range(columns):
-            length = (
-                (np.int64(buffer[position]) << 24)
-                | (np.int64(buffer[position + 1]) << 16)
-                | (np.int64(buffer[position + 2]) << 8)
-                | np.int64(buffer[position + 3])
-            )
+            length = _int32(buffer, position)
             position += 4
             offsets[row, column] = position
             if length == 0xFFFFFFFF:
@@ -173,12 +174,7 @@ def _array_elements(
         dims = np.int64(buffer[at + 3]) | (np.int64(buffer[at + 2]) << 8)
         if dims > 0:
             at += 12
-            counts[row] = (
-                (np.int64(buffer[at]) << 24)
-                | (np.int64(buffer[at + 1]) << 16)
-                | (np.int64(buffer[at + 2]) << 8)
-                | np.int64(buffer[at + 3])
-            )
+            counts[row] = _int32(buffer, at)
         total += counts[row]
     element_offsets = np.empty(total, np.int64)
     element_lengths = np.empty(total, np.int64)
@@ -188,12 +184,7 @@ def _array_elements(
             continue
         at = offsets[row] + 20
         for _ in range(counts[row]):
-            length = (
-                (np.int64(buffer[at]) << 24)
-                | (np.int64(buffer[at + 1]) << 16)
-                | (np.int64(buffer[at + 2]) << 8)
-                | np.int64(buffer[at + 3])
-            )
+            length = _int32(buffer, at)
             at += 4
             element_offsets[index] = at
             if length == 0xFFFFFFFF:
