@@ -21,6 +21,7 @@ from psycopg import sql
 from trading_assets.config import Settings
 from trading_assets.definitions import build_definitions
 from trading_assets.defs.jobs import TABLE_CHECKS
+from trading_assets.defs.market import assets as market_assets
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES, BarTally
 from trading_assets.defs.market.emas import EMA_KEYS
 from trading_assets.io import market_store
@@ -343,6 +344,46 @@ def test_an_implausible_daily_close_quarantines_its_asset_only(built: Platform, 
         waiting = dict(conn.execute("select asset_id, dirty_from from market.bars_dirty where family = %s", (family,)))
     assert list(rebuilt) == [spy] and rebuilt[spy] > 0
     assert waiting == {coin: date(2021, 3, 1)}
+
+
+@needs_shared
+@pytest.mark.parametrize("broken", ["COIN", "every asset"])
+def test_a_build_fault_quarantines_its_asset_but_a_fault_of_every_asset_fails_the_run(
+    built: Platform, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    with psycopg.connect(built.settings.database_url, autocommit=True) as conn:
+        coin, spy = _coin(conn), _spy(conn)
+        conn.execute(
+            "insert into market.bars_dirty (family, asset_id, dirty_from) values ('multi_tf', %s, '2021-03-01'), "
+            "('multi_tf', %s, '2021-03-01') on conflict do nothing",
+            (coin, spy),
+        )
+        before = conn.execute("select count(*), sum(close) from market.price_bars_multi_tf").fetchone()
+    failing = {coin} if broken == "COIN" else {coin, spy}
+    kernel = market_assets.multi_tf_bars
+
+    def faulty(daily: pl.DataFrame, *args, **kwargs) -> pl.DataFrame:
+        if failing & set(daily["asset_id"].to_list()):
+            raise RuntimeError("kernel fault")
+        return kernel(daily, *args, **kwargs)
+
+    monkeypatch.setattr(market_assets, "multi_tf_bars", faulty)
+    result = built.run(
+        dg.AssetSelection.assets(BAR_KEYS["multi_tf"]) - TABLE_CHECKS,
+        partition_range=("2021-03-01",) * 2,
+        raise_on_error=False,
+    )
+    with psycopg.connect(built.settings.database_url) as conn:
+        after = conn.execute("select count(*), sum(close) from market.price_bars_multi_tf").fetchone()
+        waiting = {a for (a,) in conn.execute("select asset_id from market.bars_dirty where family = 'multi_tf'")}
+    if broken == "COIN":
+        [quarantine] = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_asset_quarantined"]
+        assert quarantine.metadata["quarantined"].value == {f"{coin} (COIN)": "RuntimeError: kernel fault"}
+        assert result.success and waiting == {coin}
+    else:
+        # Nothing could be built: a materialization would claim months that no run made consistent.
+        assert not result.success and result.get_asset_materialization_events() == []
+        assert after == before and waiting == {coin, spy}
 
 
 @needs_shared

@@ -17,7 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from trading_assets.compute.calendars import Timeframe, sessions_up_to, window_start_end
-from trading_assets.compute.validation import DEFAULT_BOUNDS, PriceBounds
+from trading_assets.compute.validation import DEFAULT_BOUNDS, PriceBounds, implausible
 
 PRICES = ("open", "high", "low", "close")
 
@@ -47,28 +47,11 @@ SNAPSHOT_COLUMNS = [
 
 
 def value_rejects(prices: pl.DataFrame, bounds: PriceBounds = DEFAULT_BOUNDS) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split prices into (acceptable rows, rejected rows with `reject_reason`).
-
-    Dates outside `bounds`, non-finite, non-positive or implausibly large prices, and negative or
-    non-finite volume are refused; a null volume stays.
-    """
-    finite_positive = pl.all_horizontal(
-        [pl.col(c).is_not_null() & pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]
-    )
-    too_large = pl.any_horizontal([pl.col(c) > bounds.max_price for c in PRICES])
+    """Split prices into (acceptable rows, rejected rows with `reject_reason`): rows that are not plausible
+    (see validation.implausible), and negative or non-finite volume; a null volume stays."""
     bad_volume = pl.col("volume").is_not_null() & (~pl.col("volume").is_finite() | (pl.col("volume") < 0))
-    day = pl.col("trade_date")
-    reason = (
-        pl.when(day < bounds.earliest)
-        .then(pl.format("trade_date {} is before {}", day, pl.lit(str(bounds.earliest))))
-        .when(day > bounds.latest)
-        .then(pl.format("trade_date {} is in the future", day))
-        .when(~finite_positive)
-        .then(pl.lit("price missing, not finite or not positive"))
-        .when(too_large)
-        .then(pl.lit(f"price above the plausible maximum {bounds.max_price:g}"))
-        .when(bad_volume)
-        .then(pl.lit("volume negative or not finite"))
+    reason = pl.coalesce(
+        implausible(list(PRICES), bounds), pl.when(bad_volume).then(pl.lit("volume negative or not finite"))
     )
     checked = prices.with_columns(reject_reason=reason)
     rejected = checked.filter(pl.col("reject_reason").is_not_null())

@@ -58,16 +58,35 @@ def symbol_of(text: str) -> str:
     return symbol
 
 
-def implausible_assets(frame: pl.DataFrame, columns: list[str], bounds: PriceBounds) -> dict[int, str]:
-    """Per asset with rows outside `bounds` (date, or a price in `columns` not finite, not positive or too
-    large), the first such row as a reason."""
-    price_bad = pl.any_horizontal(
-        [~(pl.col(c).is_finite() & (pl.col(c) > 0) & (pl.col(c) <= bounds.max_price)) for c in columns]
-    )
+def implausible(columns: list[str], bounds: PriceBounds) -> pl.Expr:
+    """Why a row is not a plausible price row (null when it is): its trade_date outside `bounds`, or a price of
+    `columns` missing, not finite, not positive or above the bounds' maximum."""
     day = pl.col("trade_date")
-    bad = frame.filter(price_bad | (day < bounds.earliest) | (day > bounds.latest)).sort("asset_id", "trade_date")
-    first = bad.unique("asset_id", keep="first", maintain_order=True)
+    finite_positive = pl.all_horizontal(
+        [pl.col(c).is_not_null() & pl.col(c).is_finite() & (pl.col(c) > 0) for c in columns]
+    )
+    return (
+        pl.when(day < bounds.earliest)
+        .then(pl.format("trade_date {} is before {}", day, pl.lit(str(bounds.earliest))))
+        .when(day > bounds.latest)
+        .then(pl.format("trade_date {} is in the future", day))
+        .when(~finite_positive)
+        .then(pl.lit("price missing, not finite or not positive"))
+        .when(pl.any_horizontal([pl.col(c) > bounds.max_price for c in columns]))
+        .then(pl.lit(f"price above the plausible maximum {bounds.max_price:g}"))
+    )
+
+
+def implausible_assets(frame: pl.DataFrame, columns: list[str], bounds: PriceBounds) -> dict[int, str]:
+    """Per asset with rows that are not plausible (see `implausible`), its first such row as a reason."""
+    bad = (
+        frame.with_columns(why=implausible(columns, bounds))
+        .filter(pl.col("why").is_not_null())
+        .sort("asset_id", "trade_date")
+        .unique("asset_id", keep="first", maintain_order=True)
+    )
     return {
-        row["asset_id"]: f"implausible input row on {row['trade_date']}: " + ", ".join(f"{c}={row[c]}" for c in columns)
-        for row in first.iter_rows(named=True)
+        row["asset_id"]: f"implausible input row on {row['trade_date']} ({row['why']}): "
+        + ", ".join(f"{c}={row[c]}" for c in columns)
+        for row in bad.iter_rows(named=True)
     }

@@ -99,9 +99,11 @@ class ImplausibleInput(Exception):
 def build_quarantining(
     conn: psycopg.Connection, run: FamilyRun, chunk: dict[int, date], build: Callable[[dict[int, date]], Built]
 ) -> list[Built]:
-    """`build(chunk)` in a savepoint. Assets whose input is implausible (ImplausibleInput), or whose build
-    fails on its own, are quarantined: left out with the reason, their changes left queued, while every
-    other asset's rows are written. A lost connection is not an asset's fault and ends the run."""
+    """`build(chunk)` in a savepoint. Assets whose input is implausible (ImplausibleInput) are quarantined:
+    left out with the reason, their changes left queued, while every other asset's rows are written. When the
+    build fails otherwise, the assets are built one by one and those that fail alone are quarantined; but if
+    none builds, in this group or before it, the fault is the run's, not an asset's, and the run fails (a
+    materialization that wrote nothing would say the months are consistent). A lost connection ends the run."""
     pending = dict(chunk)
     while pending:
         try:
@@ -112,12 +114,22 @@ def build_quarantining(
             pending = {a: d for a, d in pending.items() if a not in exc.reasons}
         except (psycopg.OperationalError, psycopg.errors.QueryCanceled):
             raise
-        except Exception as exc:
-            if len(pending) == 1:
-                run.quarantine(dict.fromkeys(pending, f"{type(exc).__name__}: {exc}"))
-                return []
-            alone = [build_quarantining(conn, run, {asset: day}, build) for asset, day in pending.items()]
-            return [built for results in alone for built in results]
+        except Exception:
+            built, failed = [], {}
+            for asset, day in pending.items():
+                try:
+                    with conn.transaction():
+                        built.append(build({asset: day}))
+                except ImplausibleInput as alone:
+                    run.quarantine(alone.reasons)
+                except (psycopg.OperationalError, psycopg.errors.QueryCanceled):
+                    raise
+                except Exception as alone:
+                    failed[asset] = f"{type(alone).__name__}: {alone}"
+            if failed and not built and not run.written_by_asset:
+                raise
+            run.quarantine(failed)
+            return built
     return []
 
 
