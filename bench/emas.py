@@ -10,7 +10,7 @@ import polars as pl
 from psycopg import sql
 
 from bench.compute import peak_mib, synthetic_prices
-from bench.pipeline import bench_platform, run_bars, seed_prices, table_sizes
+from bench.pipeline import bench_platform, limit_table, run_bars, seed_prices, table_sizes
 from trading_assets.compute.ema import alpha, ema
 from trading_assets.config import Settings
 from trading_assets.defs.jobs import REFRESH_EMAS_JOB
@@ -96,15 +96,11 @@ def _limits(url: str, family: str) -> tuple[float, float, int]:
                 copy_out(
                     conn, sql.SQL("select asset_id, tf, trade_date, close, is_partial_end from market.{}").format(table)
                 )
-            conn.execute(
-                sql.SQL("create temp table limit_target as select * from market.{} limit 0").format(
-                    sql.Identifier(like)
-                )
-            )
-            with conn.cursor() as cur, cur.copy("copy limit_target from stdin (format binary)") as copy:
+            limit_table(conn, like)
+            with conn.cursor() as cur, cur.copy("copy copy_limit from stdin (format binary)") as copy:
                 copy.write(rows)
             results.append(time.perf_counter() - started)
-            size = conn.execute("select pg_total_relation_size('limit_target')").fetchone()[0]
+            size = conn.execute("select pg_total_relation_size('copy_limit')").fetchone()[0]
             conn.rollback()
     return results[0], results[1], size
 

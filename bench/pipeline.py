@@ -2,8 +2,9 @@
 
 Runs on its own database (dropped afterwards) on the embedded server, or on TRADING_ASSETS_DATABASE_URL's
 server. The "limit" of a family is reading its input rows once plus COPYing the same output rows, already
-encoded, into an empty table of the same shape without indexes, on the same server, both as binary COPY (the
-path the platform writes and reads with); the same with COPY CSV is printed beside it.
+encoded, into an empty table of the same shape without indexes (a regular table, written to the WAL like the
+platform's), on the same server, both as binary COPY (the path the platform writes and reads with); the same
+with COPY CSV is printed beside it.
 """
 
 import csv
@@ -17,6 +18,7 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+import psycopg
 from psycopg import sql
 
 from bench.compute import peak_mib, synthetic_prices
@@ -97,6 +99,12 @@ def run_bars(
     return wall, {t: (r, s) for t, (r, s) in per_table.items()}
 
 
+def limit_table(conn: psycopg.Connection, like: str) -> None:
+    """`copy_limit`: an empty table of the shape of market.`like`, without indexes, for this transaction. A
+    table like the platform's (its rows are written to the WAL), not a temporary one (whose rows are not)."""
+    conn.execute(sql.SQL("create table copy_limit as select * from market.{} limit 0").format(sql.Identifier(like)))
+
+
 def copy_limit(url: str, table: str, source: str, text_format: str | None = None) -> float:
     """Seconds to read the family's input once and COPY its output rows, already encoded, into an empty table of
     the same shape without indexes: binary COPY (the limit), or `text_format` ("csv") for comparison."""
@@ -106,7 +114,7 @@ def copy_limit(url: str, table: str, source: str, text_format: str | None = None
         output = copy_out(conn, sql.SQL("select * from market.{}").format(target), text_format)
         started = time.perf_counter()
         copy_out(conn, sql.SQL("select * from market.{}").format(sql.Identifier(source)), text_format)
-        conn.execute(sql.SQL("create temp table copy_limit as select * from market.{} limit 0").format(target))
+        limit_table(conn, table)
         with conn.cursor() as cur, cur.copy(sql.SQL("copy copy_limit from stdin (format {})").format(how)) as copy:
             copy.write(output)
         seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ stream and numpy turns each column into an Arrow array (big-endian values, Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numba
 import numpy as np
@@ -97,23 +97,28 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
     return frame.select(cast(name, dtype) for name, dtype in schema.items())
 
 
-def encode(frame: pl.DataFrame, types: Sequence[ColumnType]) -> Iterator[bytes]:
-    """The binary COPY stream of `frame`, its columns cast to `types`, in blocks."""
-    unsupported = [f"{n} ({t.name})" for n, t in zip(frame.columns, types, strict=True) if not t.supported]
-    if unsupported:
-        raise TypeError(f"binary COPY cannot write columns of these types: {', '.join(unsupported)}")
-    table = conform(frame, {name: t.polars for name, t in zip(frame.columns, types, strict=True)}).to_arrow()
-    encoders = {
-        field.name: LargeStringEncoderBuilder.new_with_output(field, Jsonb())
-        if t.name == "jsonb"
-        else ArrowToPostgresBinaryEncoder.infer_encoder(field)
-        for field, t in zip(table.schema, types, strict=True)
-    }
-    encoder = ArrowToPostgresBinaryEncoder.new_with_encoders(table.schema, encoders)
-    yield encoder.write_header()
-    for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
-        yield encoder.write_batch(batch)
-    yield encoder.finish()
+def encode(frames: Iterable[pl.DataFrame], types: Sequence[ColumnType]) -> Iterator[bytes]:
+    """One binary COPY stream of the rows of `frames` (all with the same columns), cast to `types`, in blocks;
+    each frame is taken only when the blocks before it have been consumed."""
+    encoder = None
+    for frame in frames:
+        unsupported = [f"{n} ({t.name})" for n, t in zip(frame.columns, types, strict=True) if not t.supported]
+        if unsupported:
+            raise TypeError(f"binary COPY cannot write columns of these types: {', '.join(unsupported)}")
+        table = conform(frame, {name: t.polars for name, t in zip(frame.columns, types, strict=True)}).to_arrow()
+        if encoder is None:
+            encoders = {
+                field.name: LargeStringEncoderBuilder.new_with_output(field, Jsonb())
+                if t.name == "jsonb"
+                else ArrowToPostgresBinaryEncoder.infer_encoder(field)
+                for field, t in zip(table.schema, types, strict=True)
+            }
+            encoder = ArrowToPostgresBinaryEncoder.new_with_encoders(table.schema, encoders)
+            yield encoder.write_header()
+        for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
+            yield encoder.write_batch(batch)
+    if encoder is not None:
+        yield encoder.finish()
 
 
 @numba.njit(cache=True, inline="always")
@@ -128,80 +133,99 @@ def _int32(buffer: np.ndarray, at: int) -> int:
 
 
 @numba.njit(cache=True)
-def _scan(buffer: np.ndarray, columns: int, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """Offset and length (-1: NULL) of every field of the tuples after the header."""
+def _scan(buffer: np.ndarray, columns: int, start: int) -> np.ndarray:
+    """Where each field's length word is, per column and tuple, in the tuples after the header."""
     rows, position = 0, start
-    while True:
-        count = (np.int64(buffer[position]) << 8) | np.int64(buffer[position + 1])
-        if count == 0xFFFF:
-            break
+    while (np.int64(buffer[position]) << 8) | np.int64(buffer[position + 1]) != 0xFFFF:
         position += 2
         for _ in range(columns):
             length = _int32(buffer, position)
-            position += 4
-            if length != 0xFFFFFFFF:
-                position += length
+            position += 4 if length == 0xFFFFFFFF else 4 + length
         rows += 1
-    offsets = np.empty((rows, columns), np.int64)
-    lengths = np.empty((rows, columns), np.int64)
+    words = np.empty((columns, rows), np.int64)
     position = start
     for row in range(rows):
         position += 2
         for column in range(columns):
+            words[column, row] = position
             length = _int32(buffer, position)
-            position += 4
-            offsets[row, column] = position
-            if length == 0xFFFFFFFF:
-                lengths[row, column] = -1
-            else:
-                lengths[row, column] = length
-                position += length
-    return offsets, lengths
+            position += 4 if length == 0xFFFFFFFF else 4 + length
+    return words
 
 
 @numba.njit(cache=True)
-def _array_elements(
-    buffer: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For one-dimensional arrays of fixed-width elements: each array's element count, and each element's
-    offset and length (-1: NULL)."""
-    counts = np.zeros(offsets.shape[0], np.int64)
-    total = 0
-    for row in range(offsets.shape[0]):
-        if lengths[row] < 0:
-            continue
-        at = offsets[row]
-        dims = np.int64(buffer[at + 3]) | (np.int64(buffer[at + 2]) << 8)
-        if dims > 0:
-            at += 12
-            counts[row] = _int32(buffer, at)
-        total += counts[row]
-    element_offsets = np.empty(total, np.int64)
-    element_lengths = np.empty(total, np.int64)
-    index = 0
-    for row in range(offsets.shape[0]):
-        if counts[row] == 0:
-            continue
-        at = offsets[row] + 20
-        for _ in range(counts[row]):
+def _fixed_values(buffer: np.ndarray, words: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Fill `out` (unsigned integers as wide as the values) with the big-endian values after the length words
+    at `words` (NULL: zero); returns which are not NULL."""
+    width = out.itemsize
+    valid = np.empty(len(words), np.bool_)
+    for row in range(len(words)):
+        valid[row] = _int32(buffer, words[row]) != 0xFFFFFFFF
+        value = np.uint64(0)
+        if valid[row]:
+            at = words[row] + 4
+            for byte in range(width):
+                value = (value << np.uint64(8)) | np.uint64(buffer[at + byte])
+        out[row] = value
+    return valid
+
+
+@numba.njit(cache=True)
+def _text_bytes(buffer: np.ndarray, words: np.ndarray, skip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The values after the length words at `words` end to end (each without its first `skip` bytes), Arrow
+    offsets into them, and which are not NULL."""
+    ends = np.zeros(len(words) + 1, np.int64)
+    valid = np.empty(len(words), np.bool_)
+    for row in range(len(words)):
+        length = _int32(buffer, words[row])
+        valid[row] = length != 0xFFFFFFFF
+        ends[row + 1] = ends[row] + (length - skip if valid[row] else 0)
+    data = np.empty(ends[-1], np.uint8)
+    for row in range(len(words)):
+        at = words[row] + 4 + skip
+        data[ends[row] : ends[row + 1]] = buffer[at : at + ends[row + 1] - ends[row]]
+    return data, ends, valid
+
+
+@numba.njit(cache=True)
+def _array_elements(buffer: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one-dimensional arrays after the length words at `words`: Arrow list offsets, which arrays are not
+    NULL, and where each element's length word is."""
+    ends = np.zeros(len(words) + 1, np.int64)
+    valid = np.empty(len(words), np.bool_)
+    for row in range(len(words)):
+        valid[row] = _int32(buffer, words[row]) != 0xFFFFFFFF
+        count = 0
+        if valid[row] and _int32(buffer, words[row] + 4) > 0:  # dimensions; an empty array has none
+            count = _int32(buffer, words[row] + 16)
+        ends[row + 1] = ends[row] + count
+    element_words = np.empty(ends[-1], np.int64)
+    for row in range(len(words)):
+        at = words[row] + 24  # length word, dimensions, flags, element type, size, lower bound
+        for index in range(ends[row], ends[row + 1]):
+            element_words[index] = at
             length = _int32(buffer, at)
-            at += 4
-            element_offsets[index] = at
-            if length == 0xFFFFFFFF:
-                element_lengths[index] = -1
-            else:
-                element_lengths[index] = length
-                at += length
-            index += 1
-    return counts, element_offsets, element_lengths
+            at += 4 if length == 0xFFFFFFFF else 4 + length
+    return ends, valid, element_words
 
 
-def _fixed(buffer: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, name: str) -> pa.Array:
-    big_endian = _SCALARS[name][1]
-    width = np.dtype(big_endian).itemsize
-    valid = lengths >= 0
-    picked = buffer[np.where(valid, offsets, 0)[:, None] + np.arange(width)]
-    values = picked.reshape(-1).view(big_endian).astype(big_endian[1:] if width > 1 else "?")
+def _validity(valid: np.ndarray) -> pa.Buffer | None:
+    return None if valid.all() else pa.array(valid).buffers()[1]
+
+
+def _values(buffer: np.ndarray, words: np.ndarray, name: str) -> pa.Array:
+    """The Arrow array of the scalar values (of type `name`) after the length words at `words`."""
+    if _SCALARS[name][1] is None:
+        skip = 1 if name == "jsonb" else 0  # jsonb's binary value is a version byte, then the text
+        data, ends, valid = _text_bytes(buffer, words, skip)
+        nulls = int((~valid).sum())
+        return pa.LargeStringArray.from_buffers(
+            len(words), pa.py_buffer(ends), pa.py_buffer(data), _validity(valid), nulls
+        )
+    native = np.dtype(_SCALARS[name][1]).newbyteorder("=")
+    raw = np.empty(len(words), f"u{native.itemsize}")
+    valid = _fixed_values(buffer, words, raw)
+    values = raw.view(native)
     mask = None if valid.all() else ~valid
     if name == "date":
         return pa.array(values + _EPOCH_DAYS, pa.int32(), mask=mask).cast(pa.date32())
@@ -211,21 +235,11 @@ def _fixed(buffer: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, name: s
     return pa.array(values, mask=mask)
 
 
-def _text(buffer: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, name: str) -> pa.Array:
-    skip = 1 if name == "jsonb" else 0  # jsonb's binary value is a version byte, then the text
-    valid = lengths >= 0
-    sizes = np.where(valid, lengths - skip, 0)
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
-    data = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
-    # Every byte of the result, gathered in one step: its source is its field's offset plus its place in it.
-    within = np.arange(len(data)) - np.repeat(starts, sizes)
-    data[:] = buffer[np.repeat(offsets + skip, sizes) + within]
-    arrow_offsets = np.concatenate([[0], ends]).astype(np.int64)
-    validity = None if valid.all() else pa.array(valid).buffers()[1]
-    return pa.LargeStringArray.from_buffers(
-        len(lengths), pa.py_buffer(arrow_offsets), pa.py_buffer(data), validity, int((~valid).sum())
-    )
+def header_size(stream: bytes) -> int:
+    """The size of the header that starts a binary COPY stream (signature, flags, extension area)."""
+    if stream[: len(_SIGNATURE)] != _SIGNATURE:
+        raise ValueError("not a PostgreSQL binary COPY stream")
+    return 19 + int.from_bytes(stream[15:19], "big")
 
 
 def decode(payload: bytes, names: Sequence[str], types: Sequence[ColumnType]) -> pl.DataFrame:
@@ -233,20 +247,15 @@ def decode(payload: bytes, names: Sequence[str], types: Sequence[ColumnType]) ->
     if not payload:
         return pl.DataFrame(schema={n: t.polars for n, t in zip(names, types, strict=True)})
     buffer = np.frombuffer(payload, np.uint8)
-    if payload[: len(_SIGNATURE)] != _SIGNATURE:
-        raise ValueError("not a PostgreSQL binary COPY stream")
-    extension = int.from_bytes(payload[15:19], "big")
-    offsets, lengths = _scan(buffer, len(names), 19 + extension)
+    words = _scan(buffer, len(names), header_size(payload))
     arrays = []
     for column, t in enumerate(types):
-        at, size = offsets[:, column], lengths[:, column]
         if not t.array:
-            arrays.append((_text if _SCALARS[t.name][1] is None else _fixed)(buffer, at, size, t.name))
+            arrays.append(_values(buffer, words[column], t.name))
             continue
-        counts, element_at, element_size = _array_elements(buffer, at, size)
-        values = (_text if _SCALARS[t.name][1] is None else _fixed)(buffer, element_at, element_size, t.name)
-        list_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        mask = pa.array(size < 0) if (size < 0).any() else None
-        arrays.append(pa.LargeListArray.from_arrays(pa.array(list_offsets, pa.int64()), values, mask=mask))
+        ends, valid, element_words = _array_elements(buffer, words[column])
+        mask = None if valid.all() else pa.array(~valid)
+        values = _values(buffer, element_words, t.name)
+        arrays.append(pa.LargeListArray.from_arrays(pa.array(ends, pa.int64()), values, mask=mask))
     frame = pl.from_arrow(pa.Table.from_arrays(arrays, names=list(names)), rechunk=False)
     return frame.cast({n: t.polars for n, t in zip(names, types, strict=True)})

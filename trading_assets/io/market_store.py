@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -13,7 +14,7 @@ from trading_assets.compute.bars import CARRY_SCHEMA
 from trading_assets.compute.rebuild import Window
 from trading_assets.compute.validation import symbol_of
 from trading_assets.io import row_counts
-from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame, scratch_table
+from trading_assets.io.postgres import copy_frame, copy_frames, filled_scratch_table, read_frame, scratch_table
 from trading_assets.sources import price_files
 
 BAR_TABLES = {
@@ -350,16 +351,31 @@ def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataF
 
 
 def replace_bars(
-    conn: psycopg.Connection, family: str, frame: pl.DataFrame, starts: pl.DataFrame, columns: list[str], end: date
+    conn: psycopg.Connection,
+    family: str,
+    frames: Iterable[pl.DataFrame],
+    starts: pl.DataFrame,
+    columns: list[str],
+    end: date,
+    expected_rows: int,
 ) -> int:
     """Delete each (asset, tf)'s rows from its start date to `end` (`starts`: asset_id, tf, from_date) and COPY
-    `frame` (rows inside the same dates)."""
+    the rows of `frames` (inside the same dates; about `expected_rows`), each stored while the next is made."""
     table = BAR_TABLES[family]
     target = sql.SQL("market.{}").format(sql.Identifier(table))
     filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    removed = delete_rows(conn, target, "replace_from", end, frame.height)
-    written = copy_frame(conn, target, frame, columns)
-    row_counts.record_changes(conn, qualified(table), row_counts.rows_by_month(frame), removed)
+    removed = delete_rows(conn, target, "replace_from", end, expected_rows)
+    added = []
+
+    def counted() -> Iterator[pl.DataFrame]:
+        for frame in frames:
+            added.append(row_counts.rows_by_month(frame))
+            yield frame
+
+    written = copy_frames(conn, target, counted(), columns)
+    row_counts.record_changes(
+        conn, qualified(table), pl.concat([pl.DataFrame(schema=row_counts.MONTH_ROWS), *added]), removed
+    )
     return written
 
 

@@ -382,7 +382,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                     {"asset_id": list(chunk), "from_date": list(chunk.values())},
                     schema={"asset_id": pl.Int64, "from_date": pl.Date},
                 ).with_columns(tf=pl.lit(market_store.DAILY_TF))
-                market_store.replace_bars(conn, "1d", bars, replace_from, _DAILY_COLUMNS, run.window.end)
+                market_store.replace_bars(conn, "1d", [bars], replace_from, _DAILY_COLUMNS, run.window.end, bars.height)
                 market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
                 repairs += repaired.height
                 gaps += int(bars["is_missing_days"].sum())
@@ -514,7 +514,7 @@ def _rebuild_family(
     columns = _family_columns(family)
     if daily.is_empty() or not timeframes:
         empty = pl.DataFrame(schema=_EMPTY_BARS)
-        market_store.replace_bars(conn, family, empty, rewrite_from, [], end)
+        market_store.replace_bars(conn, family, [], rewrite_from, [], end, 0)
         return empty
     years = max((t.n for t in timeframes if t.unit == "Y"), default=1)
     sessions = session_table(
@@ -523,9 +523,14 @@ def _rebuild_family(
         date(daily["trade_date"].max().year + years + 1, 12, 31),
     )
     frames = []
-    for timeframe in timeframes:
-        build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
-        frames.append(with_bar_times(build(daily, timeframe, sessions, carry), assets))
-    bars = pl.concat(frames)
-    market_store.replace_bars(conn, family, bars, rewrite_from, columns, end)
-    return bars
+
+    def built() -> Iterator[pl.DataFrame]:
+        # Computed one timeframe at a time, so the server stores one while the next is computed.
+        for timeframe in timeframes:
+            build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
+            frames.append(with_bar_times(build(daily, timeframe, sessions, carry), assets))
+            yield frames[-1]
+
+    # A snapshot row per daily row and timeframe.
+    market_store.replace_bars(conn, family, built(), rewrite_from, columns, end, daily.height * len(timeframes))
+    return pl.concat(frames)
