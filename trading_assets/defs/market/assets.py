@@ -460,6 +460,19 @@ def _finish(
     return [materialization(context, conn, run, table, metadata, tally.check_results())]
 
 
+# Daily rows of a group of assets whose bars are computed while the previous group's are stored.
+_STREAM_DAILY_ROWS = 40_000
+
+
+def _stream_groups(daily: pl.DataFrame) -> list[pl.DataFrame]:
+    """The assets of `daily` (asset_id) in groups of about _STREAM_DAILY_ROWS daily rows, in order."""
+    sizes = daily.group_by("asset_id").len().sort("asset_id")
+    group = (sizes["len"].cum_sum() - sizes["len"]) // _STREAM_DAILY_ROWS
+    return (
+        sizes.select("asset_id").with_columns(group=group).partition_by("group", include_key=False, maintain_order=True)
+    )
+
+
 def _family_columns(family: str) -> list[str]:
     return _BAR_COLUMNS + (["bar_anchor_offset"] if family.startswith("cal_anchor") else [])
 
@@ -522,13 +535,21 @@ def _rebuild_family(
         date(daily["first_trade_date"].min().year - years - 1, 1, 1),
         date(daily["trade_date"].max().year + years + 1, 12, 31),
     )
+    order = market_store.key_order(conn, [t.label for t in timeframes])
     frames = []
 
     def built() -> Iterator[pl.DataFrame]:
-        # Computed one timeframe at a time, so the server stores one while the next is computed.
-        for timeframe in timeframes:
-            build = multi_tf_bars if timeframe.unit == "D" else calendar_bars
-            frames.append(with_bar_times(build(daily, timeframe, sessions, carry), assets))
+        # A group of assets at a time, in the primary key's order: the server stores one group while the next
+        # is computed, and appends to the index instead of inserting all over it.
+        for group in _stream_groups(daily):
+            part, part_carry = daily.join(group, on="asset_id"), carry.join(group, on="asset_id")
+            bars = pl.concat(
+                with_bar_times(
+                    (multi_tf_bars if t.unit == "D" else calendar_bars)(part, t, sessions, part_carry), assets
+                )
+                for t in timeframes
+            )
+            frames.append(bars.sort("asset_id", pl.col("tf").replace_strict(order, range(len(order))), "trade_date"))
             yield frames[-1]
 
     # A snapshot row per daily row and timeframe.
