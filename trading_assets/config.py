@@ -56,6 +56,8 @@ class Settings:
     start_date: date
     series_config: Path
     market_staleness_hours: int
+    # Research datasets the platform builds from its own bars and EMAs (trading_assets/defs/stage1/datasets.py).
+    stage1_datasets_config: Path = PROJECT_ROOT / "config" / "stage1_datasets.toml"
     # Symbol sources: a mirror of (or a recorded stand-in for) the ccxt exchanges' API and the TradingView scanner.
     ccxt_api_url: str | None = None
     tradingview_url: str = "https://scanner.tradingview.com"
@@ -143,6 +145,9 @@ class Settings:
             backup_dir=path_setting("TRADING_ASSETS_BACKUP_DIR", home / "backups"),
             start_date=start_date,
             series_config=path_setting("TRADING_ASSETS_SERIES_CONFIG", PROJECT_ROOT / "config" / "dim_series.csv"),
+            stage1_datasets_config=path_setting(
+                "TRADING_ASSETS_STAGE1_DATASETS", PROJECT_ROOT / "config" / "stage1_datasets.toml"
+            ),
             market_staleness_hours=int(staleness_text),
             series_backup_days=int(backup_days_text),
             ccxt_api_url=env.get("TRADING_ASSETS_CCXT_API_URL") or None,

@@ -21,6 +21,8 @@ from trading_assets.defs.ops.alerts import build_alert_sensors
 from trading_assets.defs.ops.run_log import build_clean_logs
 from trading_assets.defs.partitions import REBUILD_TAG, monthly_partitions
 from trading_assets.defs.resources import Warehouse
+from trading_assets.defs.stage1.datasets import build_dataset_assets, read_dataset_specs
+from trading_assets.defs.stage1.spool import build_spool_assets, build_spool_automation
 
 DEFINITIONS_MODULE = "trading_assets.definitions"
 CODE_LOCATION = "trading_assets"
@@ -38,12 +40,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     market_assets = [*build_market_assets(settings, partitions), *build_ema_assets(settings, partitions)]
     market = dg.AssetSelection.assets(*market_assets)
     clean_logs, clean_logs_daily = build_clean_logs(settings)
+    spool_sensor, spool_nightly = build_spool_automation(settings)
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
             *build_dimension_assets(),
             *market_assets,
             *build_catalog_assets(settings),
+            *build_spool_assets(settings),
+            *build_dataset_assets(read_dataset_specs(settings.stage1_datasets_config), partitions),
         ],
         asset_checks=[
             *SERIES_CHECKS,
@@ -58,6 +63,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *market_schedules,
             build_catalog_schedule(settings),
             clean_logs_daily,
+            spool_nightly,
             dg.ScheduleDefinition(
                 name="validate_daily",
                 job_name=VALIDATE_JOB,
@@ -71,6 +77,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *series_sensors,
             *market_sensors,
             build_dimension_sensor(settings),
+            spool_sensor,
             *build_alert_sensors(settings),
             # Market runs started by automation apply changes only, one writer at a time (run queue limit).
             dg.AutomationConditionSensorDefinition(

@@ -21,6 +21,7 @@ from trading_assets.defs.metadata.assets import (
 )
 from trading_assets.defs.metadata.checks import SERIES_CHECKS, model_col_valid
 from trading_assets.defs.metadata.series_import import series_import_job
+from trading_assets.defs.stage1.spool import SPOOL_JOB, SPOOL_REPLAY
 
 VALIDATE_JOB = "validate_all_checks"
 LOAD_PRICES_JOB = "load_prices"
@@ -86,4 +87,8 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition | dg.JobDefinition]:
             description="Observe the core_energy tables edited with SQL (dim_series, wide_view_followers).",
         ),
         series_import_job,
+        dg.define_asset_job(
+            SPOOL_JOB, selection=dg.AssetSelection.assets(SPOOL_REPLAY),
+            description="Replay the Stage 1 client's spool files (each once) and retry what waits.",
+        ),
     ]  # fmt: skip

@@ -121,6 +121,11 @@ def ready_database_url(database_url: str | None, pgdata: Path) -> str:
     with _migrate_lock:
         if url not in _migrated:
             migrate(url)
+            if password := os.environ.get("TRADING_ASSETS_STAGE1_APP_PASSWORD"):
+                from trading_assets.io.stage1_store import set_app_password
+
+                with psycopg.connect(url, autocommit=True) as conn:
+                    set_app_password(conn, password)
             _migrated.add(url)
     return url
 

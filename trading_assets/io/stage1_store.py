@@ -36,10 +36,17 @@ _OUTCOMES = {
 
 @dataclass
 class Replay:
-    """What one replay did, statement by statement (sha256 -> outcome row), and its counts."""
+    """What one replay did: outcomes not yet recorded (sha256 -> row), every outcome it reached, and a tally."""
 
-    rows: dict[str, dict] = field(default_factory=dict)
+    pending: dict[str, dict] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)
     tally: list[tuple[str, str]] = field(default_factory=list)  # (table, landed | already_present | refused)
+
+    def add(self, row: dict, counted: str | None = None) -> None:
+        self.pending[row["statement_sha256"]] = row
+        self.outcomes[row["statement_sha256"]] = row["outcome"]
+        if counted:
+            self.tally.append((row["target_table"] or "(none)", counted))
 
     def counts(self, conn: psycopg.Connection) -> pl.DataFrame:
         waiting = pl.DataFrame(
@@ -72,21 +79,19 @@ def replayed(conn: psycopg.Connection, digest: str) -> bool:
     return conn.execute("select 1 from stage1.spool_replays where file_sha256 = %s", (digest,)).fetchone() is not None
 
 
-def replay_spool(conn: psycopg.Connection, file_name: str | None, data: bytes | None) -> pl.DataFrame:
-    """Retry every waiting statement, then replay the file (`data`, once by content), each statement in its own
-    savepoint as the client's role; keep every statement's outcome. Returns counts by table: landed and (of the
-    file) already present and refused by this replay; waiting after it."""
+def replay_spool(conn: psycopg.Connection, files: list[tuple[str, bytes]]) -> pl.DataFrame:
+    """Replay each spool file (name, content) not replayed before, statement by statement, each in its own
+    savepoint as the client's role, and retry every waiting statement until a pass lands nothing more (a
+    statement waits for its parent row, wherever that comes from). Every statement's outcome is kept.
+    Returns counts by table: landed, and (of the files) already present and refused, by this replay; waiting
+    after it."""
     replay = Replay()
-    waiting = conn.execute(
-        "select statement_sha256, file_sha256, file_name, position, line, target_table, statement "
-        "from stage1.spool_statements where outcome = 'waiting' order by first_seen, file_name, position"
-    ).fetchall()
-    for digest, file_digest, name, position, line, table, text in waiting:
-        statement = SpoolStatement(position, line, text, table, None)
-        _run(conn, replay, statement, file_digest, name)
-    digest = file_sha256(data) if data is not None else None
-    statements = []
-    if data is not None and not replayed(conn, digest):
+    _retry_waiting(conn, replay)
+    replayed_files = []
+    for name, data in files:
+        digest = file_sha256(data)
+        if replayed(conn, digest) or digest in replayed_files:
+            continue
         statements = read_spool(data.decode("utf-8", errors="replace"))
         known = dict(
             conn.execute(
@@ -95,30 +100,49 @@ def replay_spool(conn: psycopg.Connection, file_name: str | None, data: bytes | 
             ).fetchall()
         )
         for statement in statements:
-            seen = replay.rows.get(statement.sha256, {}).get("outcome") or known.get(statement.sha256)
+            seen = replay.outcomes.get(statement.sha256) or known.get(statement.sha256)
             if seen == "landed":
                 replay.tally.append((statement.table or "(none)", "already_present"))
-            elif seen == "waiting":
-                continue  # retried above (it is one statement, whichever file spooled it)
-            elif statement.refusal is not None:
-                replay.rows[statement.sha256] = _outcome(statement, digest, file_name, "refused", statement.refusal)
+            elif seen == "refused":
                 replay.tally.append((statement.table or "(none)", "refused"))
-            else:
-                _run(conn, replay, statement, digest, file_name)
+            elif seen is None and statement.refusal is not None:
+                replay.add(_outcome(statement, digest, name, "refused", statement.refusal), "refused")
+            elif seen is None:
+                _run(conn, replay, statement, digest, name)
+            # waiting: one statement whichever file spooled it; the retries run it
+        replayed_files.append(digest)
+        conn.execute(
+            "insert into stage1.spool_replays (file_sha256, file_name, statements, landed, waiting_after) "
+            "values (%s, %s, %s, 0, 0)",
+            (digest, name, len(statements)),
+        )
+    while _retry_waiting(conn, replay):
+        pass
     _record(conn, replay)
     counts = replay.counts(conn)
-    conn.execute(
-        "insert into stage1.spool_replays (file_sha256, file_name, statements, landed, waiting_after) "
-        "values (%s, %s, %s, %s, %s) on conflict (file_sha256) do nothing",
-        (
-            digest if statements else None,
-            file_name,
-            len(statements),
-            int(counts["landed"].sum()),
-            int(counts["waiting"].sum()),
-        ),
-    )
+    landed, waiting = int(counts["landed"].sum()), int(counts["waiting"].sum())
+    if replayed_files:
+        conn.execute(
+            "update stage1.spool_replays set landed = %s, waiting_after = %s where file_sha256 = any(%s)",
+            (landed, waiting, replayed_files),
+        )
+    else:
+        conn.execute("insert into stage1.spool_replays (landed, waiting_after) values (%s, %s)", (landed, waiting))
     return counts
+
+
+def _retry_waiting(conn: psycopg.Connection, replay: Replay) -> int:
+    """Run every waiting statement once more, oldest first; returns how many landed."""
+    _record(conn, replay)
+    waiting = conn.execute(
+        "select file_sha256, file_name, position, line, target_table, statement from stage1.spool_statements "
+        "where outcome = 'waiting' order by first_seen, file_name, position"
+    ).fetchall()
+    landed = 0
+    for file_digest, name, position, line, table, text in waiting:
+        statement = SpoolStatement(position, line, text, table, None)
+        landed += _run(conn, replay, statement, file_digest, name)
+    return landed
 
 
 def _outcome(statement: SpoolStatement, file_digest: str, file_name: str, outcome: str, reason: str | None) -> dict:
@@ -136,29 +160,31 @@ def _outcome(statement: SpoolStatement, file_digest: str, file_name: str, outcom
     }
 
 
-def _run(conn: psycopg.Connection, replay: Replay, statement: SpoolStatement, file_digest: str, name: str) -> None:
+def _run(conn: psycopg.Connection, replay: Replay, statement: SpoolStatement, file_digest: str, name: str) -> bool:
     """Run one statement in a savepoint as the client's role; its outcome is landed or waiting (with why)."""
     try:
-        # The statement parsed as exactly one INSERT (compute.spool), so it is sent as it is.
+        # The statement parsed as exactly one INSERT … VALUES (compute.spool), so it is sent as it is.
         conn.execute(
             f"savepoint spool_statement; set local role {APP_ROLE}; set local search_path = stage1; {statement.text}"
         )
         conn.execute("reset role; reset search_path; release savepoint spool_statement")
-        row = _outcome(statement, file_digest, name, "landed", None)
-        replay.tally.append((statement.table or "(none)", "landed"))
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.OperationalError):
             raise
         conn.execute("rollback to savepoint spool_statement; release savepoint spool_statement")
         row = _outcome(statement, file_digest, name, "waiting", str(exc.diag.message_primary or exc).strip())
-        row["sqlstate"] = exc.sqlstate
-    replay.rows[statement.sha256] = row
+        replay.add({**row, "sqlstate": exc.sqlstate})
+        return False
+    replay.add(_outcome(statement, file_digest, name, "landed", None), "landed")
+    return True
 
 
 def _record(conn: psycopg.Connection, replay: Replay) -> None:
-    if not replay.rows:
+    """Store the outcomes not yet stored (an attempt counts once)."""
+    if not replay.pending:
         return
-    frame = pl.DataFrame(list(replay.rows.values()), schema=_OUTCOMES, orient="row")
+    frame = pl.DataFrame(list(replay.pending.values()), schema=_OUTCOMES, orient="row")
+    replay.pending.clear()
     filled_scratch_table(
         conn, "spool_outcomes", "(like stage1.spool_statements including defaults)", frame, list(_OUTCOMES)
     )
