@@ -10,7 +10,6 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.spool import SpoolStatement, read_spool
-from trading_assets.io.postgres import filled_scratch_table
 
 APP_ROLE = "stage1_app"
 REPLAY_COUNTS = {
@@ -163,15 +162,13 @@ def _outcome(statement: SpoolStatement, file_digest: str, file_name: str, outcom
 def _run(conn: psycopg.Connection, replay: Replay, statement: SpoolStatement, file_digest: str, name: str) -> bool:
     """Run one statement in a savepoint as the client's role; its outcome is landed or waiting (with why)."""
     try:
-        # The statement parsed as exactly one INSERT … VALUES (compute.spool), so it is sent as it is.
-        conn.execute(
-            f"savepoint spool_statement; set local role {APP_ROLE}; set local search_path = stage1; {statement.text}"
-        )
-        conn.execute("reset role; reset search_path; release savepoint spool_statement")
+        with conn.transaction():  # a savepoint inside the run's transaction
+            # The statement parsed as exactly one INSERT … VALUES (compute.spool), so it is sent as it is.
+            conn.execute(f"set local role {APP_ROLE}; set local search_path = stage1; {statement.text}")
+            conn.execute("reset role; reset search_path")
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.OperationalError):
             raise
-        conn.execute("rollback to savepoint spool_statement; release savepoint spool_statement")
         row = _outcome(statement, file_digest, name, "waiting", str(exc.diag.message_primary or exc).strip())
         replay.add({**row, "sqlstate": exc.sqlstate})
         return False
@@ -183,26 +180,25 @@ def _record(conn: psycopg.Connection, replay: Replay) -> None:
     """Store the outcomes not yet stored (an attempt counts once)."""
     if not replay.pending:
         return
-    frame = pl.DataFrame(list(replay.pending.values()), schema=_OUTCOMES, orient="row")
+    rows = [[row[c] for c in _OUTCOMES] for row in replay.pending.values()]
     replay.pending.clear()
-    filled_scratch_table(
-        conn, "spool_outcomes", "(like stage1.spool_statements including defaults)", frame, list(_OUTCOMES)
-    )
-    conn.execute(
-        """
-        insert into stage1.spool_statements as s (statement_sha256, file_sha256, file_name, position, line,
-            target_table, statement, outcome, reason, sqlstate, attempts, last_tried, landed_at)
-        select statement_sha256, file_sha256, file_name, position, line, target_table, statement, outcome, reason,
-               sqlstate, case when outcome = 'refused' then 0 else 1 end,
-               case when outcome = 'refused' then null else now() end,
-               case when outcome = 'landed' then now() end
-        from spool_outcomes
-        on conflict (statement_sha256) do update set
-            outcome = excluded.outcome, reason = excluded.reason, sqlstate = excluded.sqlstate,
-            attempts = s.attempts + excluded.attempts, last_tried = excluded.last_tried,
-            landed_at = excluded.landed_at
-        """
-    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            insert into stage1.spool_statements as s (statement_sha256, file_sha256, file_name, position, line,
+                target_table, statement, outcome, reason, sqlstate, attempts, last_tried, landed_at)
+            select v.*, case when v.outcome = 'refused' then 0 else 1 end,
+                   case when v.outcome = 'refused' then null else now() end,
+                   case when v.outcome = 'landed' then now() end
+            from (values (%s, %s, %s, %s::integer, %s::integer, %s, %s, %s, %s, %s)) as v (statement_sha256,
+                file_sha256, file_name, position, line, target_table, statement, outcome, reason, sqlstate)
+            on conflict (statement_sha256) do update set
+                outcome = excluded.outcome, reason = excluded.reason, sqlstate = excluded.sqlstate,
+                attempts = s.attempts + excluded.attempts, last_tried = excluded.last_tried,
+                landed_at = excluded.landed_at
+            """,
+            rows,
+        )
 
 
 def waiting_before(conn: psycopg.Connection) -> int | None:
