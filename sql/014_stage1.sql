@@ -1,6 +1,7 @@
 -- The research dataset triplet of the Stage 1 desktop client: its Stage 1.3 tables (walk-forward runs, folds,
 -- simulations), the master table stage1_datasets over them, views and functions for the client, and the role
 -- it connects as. The client's SQL names tables unqualified: the role's search_path is stage1.
+-- backup before: indicator_datasets walkforward_runs walkforward_folds simulation_runs simulation_trades simulation_trade_buckets stage1_datasets
 
 create schema if not exists stage1;
 

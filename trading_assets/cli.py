@@ -53,8 +53,10 @@ _SHOWN_METADATA = (
 
 
 def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from trading_assets.io.backup import backup_tables
     from trading_assets.io.database import redact, stop_embedded
     from trading_assets.io.migrations import migrate
+    from trading_assets.io.postgres import connect
     from trading_assets.orchestration import prepare_environment
 
     if args.action == "stop":
@@ -68,8 +70,17 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     url = prepare_environment(settings)
     if args.action == "url":
         print(url)
+    elif args.action == "backup":
+        with connect(url) as conn:
+            tables = conn.execute(
+                "select table_schema, table_name from information_schema.tables "
+                "where table_schema = %s and table_type = 'BASE TABLE' order by 2",
+                (args.schema,),
+            ).fetchall()
+            folder = backup_tables(conn, tables, settings.backup_dir / args.schema, "backup")
+        print(f"backed up {len(tables)} table(s) of {args.schema} to {folder}")
     elif args.action == "migrate":
-        applied = migrate(url)
+        applied = migrate(url, backup_dir=settings.backup_dir)
         print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
     else:
         print(f"PostgreSQL ready and migrated: {redact(url)}")
@@ -528,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     db = commands.add_parser("db", help="the PostgreSQL server and its schema")
-    db.add_argument("action", choices=["up", "url", "stop", "migrate"])
+    db.add_argument("action", choices=["up", "url", "stop", "migrate", "backup"])
+    db.add_argument("--schema", default="stage1", help="backup: the schema whose tables are backed up")
 
     load = commands.add_parser("load", help="load input files through Dagster")
     load_kinds = load.add_subparsers(dest="kind", required=True)

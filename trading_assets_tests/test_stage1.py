@@ -1,6 +1,7 @@
 """The Stage 1 dataset triplet: schema (fresh and upgraded in place), the task list's smoke tests, the client's
 role, the spool replay on the client's real spool, the checks, and a dataset built from our own bars and EMAs."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -66,10 +67,16 @@ def _count(conn: psycopg.Connection, table: str) -> int:
 
 
 @needs_shared
-def test_an_existing_stage13_database_is_upgraded_in_place_with_every_row(bare_database: str) -> None:
+def test_an_existing_stage13_database_is_backed_up_then_upgraded_in_place_with_every_row(
+    bare_database: str, tmp_path: Path
+) -> None:
     before = _stage13_with_samples(bare_database)
     assert before["indicator_datasets"] == 2 and sum(before.values()) > 6
-    migrate(bare_database)
+    migrate(bare_database, backup_dir=tmp_path)
+    (backup,) = (tmp_path / "pre-migration").glob("*_014_stage1")
+    manifest = json.loads((backup / "manifest.json").read_text())
+    assert {name.removeprefix("public."): m["rows"] for name, m in manifest.items()} == before
+    assert (backup / "public.walkforward_runs.pgcopy").read_bytes().startswith(b"PGCOPY\n")
     with connect(bare_database) as conn:
         assert {t: _count(conn, t) for t in TABLES} == before
         assert conn.execute("select to_regclass('public.walkforward_runs')").fetchone()[0] is None

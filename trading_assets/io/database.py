@@ -120,7 +120,7 @@ def ready_database_url(database_url: str | None, pgdata: Path) -> str:
     url = resolve_database_url(database_url, pgdata)
     with _migrate_lock:
         if url not in _migrated:
-            migrate(url)
+            migrate(url, backup_dir=Settings.from_env().backup_dir)
             if password := os.environ.get("TRADING_ASSETS_STAGE1_APP_PASSWORD"):
                 from trading_assets.io.stage1_store import set_app_password
 

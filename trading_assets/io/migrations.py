@@ -7,10 +7,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from trading_assets.config import SQL_DIR
+from trading_assets.io.backup import backup_tables, existing_tables
 from trading_assets.io.postgres import connect
 
 _FILE_PATTERN = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+# A migration that changes tables users write declares them on a line `-- backup before: t1 t2 ...`: when one of
+# them exists with rows (in public or stage1), they are backed up before the migration runs.
+_BACKUP_DIRECTIVE = "-- backup before:"
+_BACKUP_SCHEMAS = ("public", "stage1")
 # Any constant works; it only has to be the same for every process migrating this database.
 _MIGRATION_LOCK = 7_302_551_001
 
@@ -40,6 +48,13 @@ class Migration:
         return self.path.read_text()
 
     @property
+    def backed_up_tables(self) -> list[str]:
+        for line in self.text.splitlines():
+            if line.startswith(_BACKUP_DIRECTIVE):
+                return line.removeprefix(_BACKUP_DIRECTIVE).split()
+        return []
+
+    @property
     def checksum(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
@@ -57,8 +72,9 @@ def discover(directory: Path = SQL_DIR) -> list[Migration]:
     return migrations
 
 
-def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
-    """Apply pending migrations, each in its own transaction; returns the names applied.
+def migrate(url: str, directory: Path = SQL_DIR, backup_dir: Path | None = None) -> list[str]:
+    """Apply pending migrations, each in its own transaction; returns the names applied. Tables a migration
+    declares (`-- backup before:`) are backed up into `backup_dir` first when they hold rows.
 
     Refuses to run when an applied file was edited since (its checksum changed): the fix is a new file.
     """
@@ -77,6 +93,8 @@ def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
                             "add a new migration file instead of changing an applied one"
                         )
                     continue
+                if backup_dir is not None and migration.backed_up_tables:
+                    _backup_before(conn, migration, backup_dir)
                 with conn.transaction():
                     conn.execute(migration.text)
                     conn.execute(
@@ -87,3 +105,14 @@ def migrate(url: str, directory: Path = SQL_DIR) -> list[str]:
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied_names
+
+
+def _backup_before(conn: psycopg.Connection, migration: Migration, backup_dir: Path) -> None:
+    tables = existing_tables(conn, migration.backed_up_tables, _BACKUP_SCHEMAS)
+    holding = [
+        (schema, table)
+        for schema, table in tables
+        if conn.execute(sql.SQL("select exists (select from {})").format(sql.Identifier(schema, table))).fetchone()[0]
+    ]
+    if holding:
+        backup_tables(conn, tables, backup_dir / "pre-migration", migration.name)
