@@ -398,6 +398,12 @@ def _demo(settings: Settings) -> int:
         tags={**range_tags(*key_range_for_dates(partitions, *span)), REBUILD_TAG: "changed"},
         run_config={"ops": {"market__price_histories": {"config": {"files": specs}}, **emas}},
     )
+    run(
+        "research datasets (stage1, from the bars and EMAs)",
+        jobs.STAGE1_DATASETS_JOB,
+        tags=range_tags(*key_range_for_dates(partitions, *span)),
+    )
+    run("stage1 spool replay (the spool folder)", jobs.SPOOL_JOB)
     checked = run_job(jobs.VALIDATE_JOB)
     _print_summary("validate (all asset checks)", checked, time.perf_counter() - started)
 

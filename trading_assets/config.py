@@ -58,6 +58,8 @@ class Settings:
     market_staleness_hours: int
     # Research datasets the platform builds from its own bars and EMAs (trading_assets/defs/stage1/datasets.py).
     stage1_datasets_config: Path = PROJECT_ROOT / "config" / "stage1_datasets.toml"
+    # host:port of a QuestDB line-protocol listener the research datasets are also sent to (unset: not sent).
+    questdb_ilp: str | None = None
     # Symbol sources: a mirror of (or a recorded stand-in for) the ccxt exchanges' API and the TradingView scanner.
     ccxt_api_url: str | None = None
     tradingview_url: str = "https://scanner.tradingview.com"
@@ -145,6 +147,7 @@ class Settings:
             backup_dir=path_setting("TRADING_ASSETS_BACKUP_DIR", home / "backups"),
             start_date=start_date,
             series_config=path_setting("TRADING_ASSETS_SERIES_CONFIG", PROJECT_ROOT / "config" / "dim_series.csv"),
+            questdb_ilp=env.get("TRADING_ASSETS_QUESTDB_ILP") or None,
             stage1_datasets_config=path_setting(
                 "TRADING_ASSETS_STAGE1_DATASETS", PROJECT_ROOT / "config" / "stage1_datasets.toml"
             ),

@@ -48,7 +48,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *market_assets,
             *build_catalog_assets(settings),
             *build_spool_assets(settings),
-            *build_dataset_assets(read_dataset_specs(settings.stage1_datasets_config), partitions),
+            *build_dataset_assets(settings, read_dataset_specs(settings.stage1_datasets_config), partitions),
         ],
         asset_checks=[
             *SERIES_CHECKS,

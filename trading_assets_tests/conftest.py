@@ -97,6 +97,8 @@ def settings(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("TRADING_ASSETS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TRADING_ASSETS_DATABASE_URL", database_url)
     monkeypatch.setenv("TRADING_ASSETS_SERIES_CONFIG", str(config))
+    # No research datasets unless a test declares them (test_stage1 uses config/stage1_datasets.toml).
+    monkeypatch.setenv("TRADING_ASSETS_STAGE1_DATASETS", str(tmp_path / "no_stage1_datasets.toml"))
     monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
     return Settings.from_env()
 

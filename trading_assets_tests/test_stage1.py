@@ -1,10 +1,14 @@
 """The Stage 1 dataset triplet: schema (fresh and upgraded in place), the task list's smoke tests, the client's
 role, the spool replay on the client's real spool, the checks, and a dataset built from our own bars and EMAs."""
 
+import contextlib
 import json
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -362,7 +366,36 @@ def test_dataset_config_refuses_bad_entries_naming_them(tmp_path: Path) -> None:
     assert [s.slug for s in specs] == ["spy_1d_ema", "btcusd_1d_ema"]
 
 
-def test_a_dataset_built_from_our_bars_and_emas(platform: Platform, conn: psycopg.Connection) -> None:
+@pytest.fixture
+def line_protocol_listener() -> Iterator[tuple[str, list[bytes]]]:
+    """A TCP listener on 127.0.0.1 that keeps what it receives (a stand-in for QuestDB's ILP port)."""
+    received: list[bytes] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = server.accept()
+                with client:
+                    while data := client.recv(65536):
+                        received.append(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}", received
+    server.close()
+
+
+def test_a_dataset_built_from_our_bars_and_emas(
+    platform: Platform,
+    conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    line_protocol_listener: tuple[str, list[bytes]],
+) -> None:
+    address, received = line_protocol_listener
+    monkeypatch.setenv("TRADING_ASSETS_QUESTDB_ILP", address)
+    monkeypatch.setenv("TRADING_ASSETS_STAGE1_DATASETS", str(PROJECT_ROOT / "config" / "stage1_datasets.toml"))
+    platform = Platform(Settings.from_env(), platform.instance)
     spy = PROJECT_ROOT / "data" / "sample" / "prices" / "SPY.csv"
     months = ("2019-01-01", "2021-03-01")
     platform.run(
@@ -395,6 +428,32 @@ def test_a_dataset_built_from_our_bars_and_emas(platform: Platform, conn: psycop
     expected = seeded.iloc[9:].ewm(span=10, adjust=False).mean()
     got = [v for (v,) in indicators if v is not None]
     assert len(got) == len(expected) and max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-9
+    # The client's formats: its dataset CSV layout, and its indicator_bars line protocol.
+    exported = pl.read_csv(platform.settings.lakehouse / "stage1" / "spy_1d_ema.csv")
+    assert exported.columns == [
+        "Date",
+        "Time",
+        "Open",
+        "High",
+        "Low",
+        "Close",
+        "EMA10",
+        "EMA21",
+        "EMA50",
+        "TargetClose",
+    ]
+    assert exported.row(0)[:6] == ("2019-01-02", 0, 246.06, 251.21, 245.96, 250.18)
+    assert exported["EMA10"].drop_nulls().to_list() == got
+    deadline = time.monotonic() + 5
+    while b"".join(received).count(b"\n") < 566 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = b"".join(received).decode().splitlines()
+    assert len(lines) == 566
+    assert lines[0] == (
+        "indicator_bars,dataset=spy_1d_ema,source=trading_assets,granularity=1d date_i=20190102i,time_i=0i,"
+        "timestamp_unix=1546387200i,open=246.06,high=251.21,low=245.96,close=250.18 1546387200000000000"
+    )
+    assert lines[9].startswith("indicator_bars,dataset=spy_1d_ema") and f"ema_10={got[0]!r}" in lines[9]
     row = conn.execute(
         "select dataset_slug, source, ohlcv_row_count, indicator_row_count, ohlcv_measurement, "
         "indicator_measurement, granularity from stage1.stage1_datasets"

@@ -21,6 +21,7 @@ from trading_assets.defs.metadata.assets import (
 )
 from trading_assets.defs.metadata.checks import SERIES_CHECKS, model_col_valid
 from trading_assets.defs.metadata.series_import import series_import_job
+from trading_assets.defs.stage1.spool import GROUP as STAGE1_GROUP
 from trading_assets.defs.stage1.spool import SPOOL_JOB, SPOOL_REPLAY
 
 VALIDATE_JOB = "validate_all_checks"
@@ -35,6 +36,7 @@ MARKET_DAILY_JOB = "market_daily"
 OBSERVE_JOB = "observe_market_dimensions"
 OBSERVE_SERIES_JOB = "observe_core_energy"
 SERIES_IMPORT_JOB = series_import_job.name
+STAGE1_DATASETS_JOB = "stage1_datasets"
 # Runs writing the market tables carry this tag; the run queue lets one of them run at a time.
 MARKET_WRITER = {"trading_assets/writes": "market"}
 
@@ -87,6 +89,11 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition | dg.JobDefinition]:
             description="Observe the core_energy tables edited with SQL (dim_series, wide_view_followers).",
         ),
         series_import_job,
+        dg.define_asset_job(
+            STAGE1_DATASETS_JOB,
+            selection=dg.AssetSelection.groups(STAGE1_GROUP) - dg.AssetSelection.assets(SPOOL_REPLAY),
+            description="The research datasets built from our bars and EMAs (config/stage1_datasets.toml).",
+        ),
         dg.define_asset_job(
             SPOOL_JOB, selection=dg.AssetSelection.assets(SPOOL_REPLAY),
             description="Replay the Stage 1 client's spool files (each once) and retry what waits.",

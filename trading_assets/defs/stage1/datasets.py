@@ -1,6 +1,6 @@
 """Research datasets built from the platform's own bars and EMAs: per dataset of the config file, its OHLCV and
-indicator measurements (views over the bar and EMA tables, so they never lag them) and its stage1_datasets row
-with real row counts and first/last timestamps."""
+indicator measurements (views over the bar and EMA tables, so they never lag them), its stage1_datasets row with real
+row counts and first/last timestamps, and its export in the client's formats (CSV file; optionally QuestDB)."""
 
 import json
 import tomllib
@@ -9,16 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import psycopg
 from psycopg import sql
 
-from trading_assets.config import ConfigError
+from trading_assets.compute.dataset_export import client_csv_frame, indicator_bar_rows
+from trading_assets.config import ConfigError, Settings
 from trading_assets.defs.market.assets import BAR_KEYS
 from trading_assets.defs.market.emas import EMA_KEYS
+from trading_assets.defs.market.rebuild import follow_history
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.stage1.spool import GROUP
+from trading_assets.io import questdb_sink
 from trading_assets.io.ema_store import EMAS_OF_BARS
 from trading_assets.io.market_store import BAR_TABLES
+from trading_assets.io.postgres import read_frame
 
 # Platform datasets' ids: uuid5 of the slug in this namespace (the desktop client's ids are its own, opaque).
 _DATASET_NAMESPACE = uuid.UUID("6f1d7c52-2b7e-4d0a-9a43-4f3c2f1e8b11")
@@ -115,7 +120,7 @@ def _create_views(conn: psycopg.Connection, spec: DatasetSpec) -> None:
     ohlcv = sql.Identifier("stage1", spec.ohlcv_measurement)
     conn.execute(
         sql.SQL(
-            "create or replace view {view} as select b.time_close_bar as ts, b.trade_date, b.open, b.high, b.low, "
+            "create or replace view {view} as select b.time_open_bar as ts, b.trade_date, b.open, b.high, b.low, "
             "b.close, b.volume from market.{bars} b join market.dim_assets a using (asset_id) "
             "where a.symbol = {symbol} and b.tf = {tf} and not b.is_partial_end"
         ).format(
@@ -176,7 +181,45 @@ def dataset_checks(conn: psycopg.Connection, spec: DatasetSpec) -> list[dg.Asset
     ]
 
 
-def build_dataset_assets(specs: list[DatasetSpec], partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def read_measurements(conn: psycopg.Connection, spec: DatasetSpec) -> pl.DataFrame:
+    """Both measurements, one row per bar: ts, the prices and the indicator columns."""
+    indicators = [f"ema_{p}" for p in spec.periods]
+    query = sql.SQL(
+        "select o.ts, o.open, o.high, o.low, o.close, {columns} from {ohlcv} o left join {ind} i using (trade_date) "
+        "order by o.ts"
+    ).format(
+        columns=sql.SQL(", ").join(sql.SQL("i.") + sql.Identifier(c) for c in indicators),
+        ohlcv=sql.Identifier("stage1", spec.ohlcv_measurement),
+        ind=sql.Identifier("stage1", spec.indicator_measurement),
+    )
+    schema = {
+        "ts": pl.Datetime("us", "UTC"),
+        **dict.fromkeys(["open", "high", "low", "close", *indicators], pl.Float64),
+    }
+    return read_frame(conn, query, schema=schema)
+
+
+def export_dataset(settings: Settings, spec: DatasetSpec, measurements: pl.DataFrame) -> dict[str, object]:
+    """The dataset in the client's formats: its CSV layout in the lakehouse (replaced atomically) and, when
+    TRADING_ASSETS_QUESTDB_ILP is set, its `indicator_bars` lines sent to that line-protocol listener."""
+    indicators = [f"ema_{p}" for p in spec.periods]
+    target = settings.lakehouse / GROUP / f"{spec.slug}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".csv.partial")
+    client_csv_frame(measurements, indicators).write_csv(partial)
+    partial.replace(target)
+    exported: dict[str, object] = {"dagster/uri": str(target), "csv_rows": measurements.height}
+    if settings.questdb_ilp:
+        tags = {"dataset": spec.slug, "source": "trading_assets", "granularity": spec.granularity}
+        rows = indicator_bar_rows(measurements, indicators)
+        questdb_sink.send(settings.questdb_ilp, questdb_sink.ilp_buffer("indicator_bars", tags, rows))
+        exported["ilp_lines_sent"] = rows.height
+    return exported
+
+
+def build_dataset_assets(
+    settings: Settings, specs: list[DatasetSpec], partitions: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
     def dataset_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         @dg.multi_asset(
             name="__".join(spec.key.path),
@@ -185,7 +228,7 @@ def build_dataset_assets(specs: list[DatasetSpec], partitions: dg.PartitionsDefi
                     spec.key,
                     group_name=GROUP,
                     deps=[BAR_KEYS[spec.bars], EMA_KEYS[spec.ema_family]],
-                    automation_condition=dg.AutomationCondition.eager(),
+                    automation_condition=follow_history(spec.key),
                     kinds={"postgres"},
                     description=f"Dataset {spec.slug}: {spec.symbol} {spec.timeframe} bars of {spec.bars} "
                     f"(stage1.{spec.ohlcv_measurement}) and EMA {', '.join(map(str, spec.periods))} of "
@@ -226,6 +269,8 @@ def build_dataset_assets(specs: list[DatasetSpec], partitions: dg.PartitionsDefi
                     conn.rollback()
                     yield from checks
                     return
+                measurements = read_measurements(conn, spec)
+            exported = export_dataset(settings, spec, measurements)
             yield dg.MaterializeResult(
                 asset_key=spec.key,
                 metadata={
@@ -234,6 +279,7 @@ def build_dataset_assets(specs: list[DatasetSpec], partitions: dg.PartitionsDefi
                     "indicator_rows": indicators[0],
                     "first_ts": str(ohlcv[1]),
                     "last_ts": str(ohlcv[2]),
+                    **exported,
                 },
                 check_results=checks,
             )
