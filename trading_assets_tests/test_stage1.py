@@ -18,6 +18,7 @@ import polars as pl
 import psycopg
 import pytest
 
+from trading_assets.compute.spool import STAGE1_TABLES
 from trading_assets.config import PROJECT_ROOT, Settings
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.emas import EMA_KEYS
@@ -32,14 +33,8 @@ from trading_assets_tests.conftest import Platform
 STAGE1 = PROJECT_ROOT.parent / "shared" / "data" / "stage1"
 SPOOL = STAGE1 / "pending_postgres_inserts.sql"
 needs_shared = pytest.mark.skipif(not SPOOL.exists(), reason="../shared/data is not beside the project")
-TABLES = [
-    "indicator_datasets",
-    "walkforward_runs",
-    "walkforward_folds",
-    "simulation_runs",
-    "simulation_trades",
-    "simulation_trade_buckets",
-]
+# The Stage 1.3 tables (the master table stage1_datasets is new).
+TABLES = sorted(STAGE1_TABLES - {"stage1_datasets"})
 
 
 @pytest.fixture
@@ -464,3 +459,16 @@ def test_a_dataset_built_from_our_bars_and_emas(
     assert [c.passed for c in dataset_checks(conn, spec)] == [True, False]
     empty = DatasetSpec("nothing_here", "NOPE", "1d", "1D", (10,), "1d")
     assert [c.passed for c in dataset_checks(conn, empty)] == [False, False]
+
+
+def test_the_spool_sensor_asks_for_each_new_file_once_by_its_content(settings: Settings) -> None:
+    folder = spool.spool_folder(settings)
+    folder.mkdir(parents=True)
+    sensor, _ = spool.build_spool_automation(settings)
+    assert isinstance(sensor.evaluate_tick(dg.build_sensor_context()).skip_message, str)
+    (folder / "a.sql").write_text("insert into stage1_datasets values (1);\n")
+    tick = sensor.evaluate_tick(dg.build_sensor_context())
+    (request,) = tick.run_requests
+    assert request.run_key == stage1_store.file_sha256((folder / "a.sql").read_bytes())
+    assert request.run_config["ops"]["stage1__spool_replay"]["config"]["files"] == [str(folder / "a.sql")]
+    assert not sensor.evaluate_tick(dg.build_sensor_context(cursor=tick.cursor)).run_requests
