@@ -124,8 +124,9 @@ EXPECTED_GRAPH = {
         ),
     ),
     "catalog/symbols.parquet": (["catalog/symbols"], "", "", []),
+    "stage1/spool_files": ([], "", "", []),
     "stage1/spool_replay": (
-        [],
+        ["stage1/spool_files"],
         "",
         "",
         sorted(

@@ -22,7 +22,7 @@ from trading_assets.defs.metadata.assets import (
 from trading_assets.defs.metadata.checks import SERIES_CHECKS, model_col_valid
 from trading_assets.defs.metadata.series_import import series_import_job
 from trading_assets.defs.stage1.spool import GROUP as STAGE1_GROUP
-from trading_assets.defs.stage1.spool import SPOOL_JOB, SPOOL_REPLAY
+from trading_assets.defs.stage1.spool import SPOOL_FILES, SPOOL_JOB, SPOOL_REPLAY
 
 VALIDATE_JOB = "validate_all_checks"
 LOAD_PRICES_JOB = "load_prices"
@@ -91,7 +91,7 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition | dg.JobDefinition]:
         series_import_job,
         dg.define_asset_job(
             STAGE1_DATASETS_JOB,
-            selection=dg.AssetSelection.groups(STAGE1_GROUP) - dg.AssetSelection.assets(SPOOL_REPLAY),
+            selection=dg.AssetSelection.groups(STAGE1_GROUP) - dg.AssetSelection.assets(SPOOL_REPLAY, SPOOL_FILES),
             description="The research datasets built from our bars and EMAs (config/stage1_datasets.toml).",
         ),
         dg.define_asset_job(

@@ -16,6 +16,7 @@ from psycopg import sql
 from trading_assets.compute.dataset_export import client_csv_frame, indicator_bar_rows
 from trading_assets.config import ConfigError, Settings
 from trading_assets.defs.market.assets import BAR_KEYS
+from trading_assets.defs.market.dimensions import DIM_ASSETS
 from trading_assets.defs.market.emas import EMA_KEYS
 from trading_assets.defs.market.rebuild import follow_history
 from trading_assets.defs.resources import Warehouse
@@ -227,7 +228,7 @@ def build_dataset_assets(
                 dg.AssetSpec(
                     spec.key,
                     group_name=GROUP,
-                    deps=[BAR_KEYS[spec.bars], EMA_KEYS[spec.ema_family]],
+                    deps=[BAR_KEYS[spec.bars], EMA_KEYS[spec.ema_family], DIM_ASSETS],
                     automation_condition=follow_history(spec.key),
                     kinds={"postgres"},
                     description=f"Dataset {spec.slug}: {spec.symbol} {spec.timeframe} bars of {spec.bars} "

@@ -14,6 +14,7 @@ from trading_assets.io import stage1_store
 
 GROUP = "stage1"
 SPOOL_REPLAY = dg.AssetKey([GROUP, "spool_replay"])
+SPOOL_FILES = dg.AssetKey([GROUP, "spool_files"])
 SPOOL_JOB = "stage1_spool_replay"
 NOTHING_WAITING = "spool_nothing_waiting"
 WAITING_NOT_GROWING = "spool_waiting_not_growing"
@@ -47,9 +48,22 @@ def _check_specs() -> list[dg.AssetCheckSpec]:
 
 
 def build_spool_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    folder = spool_folder(settings)
+
+    @dg.observable_source_asset(
+        key=SPOOL_FILES,
+        group_name=GROUP,
+        kinds={"file"},
+        description=f"The desktop client's spool files waiting in {folder} (*.sql): their version is their contents.",
+    )
+    def spool_files() -> dg.DataVersion:
+        digests = [f"{p.name}:{stage1_store.file_sha256(p.read_bytes())}" for p in sorted(folder.glob("*.sql"))]
+        return dg.DataVersion(stage1_store.file_sha256("\n".join(digests).encode()))
+
     @dg.asset(
         key=SPOOL_REPLAY,
         group_name=GROUP,
+        deps=[SPOOL_FILES],
         kinds={"postgres"},
         check_specs=_check_specs(),
         description="The Stage 1 tables as the desktop client's spool of INSERT statements fills them: each new "
@@ -58,7 +72,7 @@ def build_spool_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         "stage1.spool_statements with why, and every replay retries the waiting ones.",
     )
     def spool_replay(context: dg.AssetExecutionContext, config: SpoolConfig, warehouse: Warehouse):
-        paths = [Path(f) for f in config.files] or sorted(spool_folder(settings).glob("*.sql"))
+        paths = [Path(f) for f in config.files] or sorted(folder.glob("*.sql"))
         with warehouse.transaction() as conn:
             before = stage1_store.waiting_before(conn)
             counts = stage1_store.replay_spool(conn, [(p.name, p.read_bytes()) for p in paths])
@@ -94,7 +108,7 @@ def build_spool_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             check_results=checks,
         )
 
-    return [spool_replay]
+    return [spool_files, spool_replay]
 
 
 def stage1_checks(conn: psycopg.Connection) -> list[dg.AssetCheckResult]:
