@@ -77,6 +77,20 @@ def test_random_frames_round_trip_exactly(scratch: psycopg.Connection, rows: lis
     assert_frame_equal(back, frame, check_exact=True)
 
 
+def test_a_large_frame_decoded_on_two_threads_round_trips_exactly(scratch: psycopg.Connection) -> None:
+    # 100,000 rows x 11 columns: past the size from which columns are decoded on two threads.
+    examples = [
+        {"i": 1, "b": -(2**63), "f": float("nan"), "d": date(1000, 1, 1), "ts": datetime(2024, 3, 10, 7, tzinfo=UTC),
+         "s": "é", "ok": True, "closes": [1.5, None, float("-inf")], "periods": [9, 200], "tags": ["a", ""],
+         "bounds": '{"lower": 1.5}'},
+        dict.fromkeys(SCHEMA),
+        {"i": -(2**31), "b": 0, "f": -0.0, "d": date(9999, 12, 31), "ts": datetime(1900, 1, 1, tzinfo=UTC), "s": "",
+         "ok": False, "closes": [], "periods": [], "tags": [], "bounds": "[]"},
+    ]  # fmt: skip
+    frame = pl.DataFrame(examples * 33_334, schema=SCHEMA, orient="row")
+    assert_frame_equal(_round_trip(scratch, frame), frame, check_exact=True)
+
+
 def test_an_empty_frame_writes_nothing_and_reads_back_typed(scratch: psycopg.Connection) -> None:
     empty = pl.DataFrame(schema=SCHEMA)
     assert_frame_equal(_round_trip(scratch, empty), empty)

@@ -8,6 +8,7 @@ stream and numpy turns each column into an Arrow array (big-endian values, Postg
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -23,6 +24,8 @@ _EPOCH_DAYS = 10_957  # 1970-01-01 to 2000-01-01
 _EPOCH_MICROS = _EPOCH_DAYS * 86_400 * 1_000_000
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _BATCH_ROWS = 100_000
+# Fields (rows x columns) from which a read decodes its columns on two threads.
+_PARALLEL_FIELDS = 1_000_000
 
 # Element types by name: their polars type and the big-endian numpy type of their binary value.
 _SCALARS: dict[str, tuple[pl.DataType, str | None]] = {
@@ -132,7 +135,7 @@ def _int32(buffer: np.ndarray, at: int) -> int:
     )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _scan(buffer: np.ndarray, columns: int, start: int) -> np.ndarray:
     """Where each field's length word is, per column and tuple, in the tuples after the header."""
     rows, position = 0, start
@@ -153,7 +156,7 @@ def _scan(buffer: np.ndarray, columns: int, start: int) -> np.ndarray:
     return words
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _fixed_values(buffer: np.ndarray, words: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Fill `out` (unsigned integers as wide as the values) with the big-endian values after the length words
     at `words` (NULL: zero); returns which are not NULL."""
@@ -170,7 +173,7 @@ def _fixed_values(buffer: np.ndarray, words: np.ndarray, out: np.ndarray) -> np.
     return valid
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _text_bytes(buffer: np.ndarray, words: np.ndarray, skip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The values after the length words at `words` end to end (each without its first `skip` bytes), Arrow
     offsets into them, and which are not NULL."""
@@ -187,7 +190,7 @@ def _text_bytes(buffer: np.ndarray, words: np.ndarray, skip: int) -> tuple[np.nd
     return data, ends, valid
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _array_elements(buffer: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For one-dimensional arrays after the length words at `words`: Arrow list offsets, which arrays are not
     NULL, and where each element's length word is."""
@@ -242,20 +245,28 @@ def header_size(stream: bytes) -> int:
     return 19 + int.from_bytes(stream[15:19], "big")
 
 
+def _column(buffer: np.ndarray, words: np.ndarray, column: ColumnType) -> pa.Array:
+    """The Arrow array of one column whose fields' length words are at `words`."""
+    if not column.array:
+        return _values(buffer, words, column.name)
+    ends, valid, element_words = _array_elements(buffer, words)
+    mask = None if valid.all() else pa.array(~valid)
+    values = _values(buffer, element_words, column.name)
+    return pa.LargeListArray.from_arrays(pa.array(ends, pa.int64()), values, mask=mask)
+
+
 def decode(payload: bytes, names: Sequence[str], types: Sequence[ColumnType]) -> pl.DataFrame:
-    """The frame a binary COPY TO STDOUT stream holds, typed by `types`."""
+    """The frame a binary COPY TO STDOUT stream holds, typed by `types`. Large streams decode their columns
+    on two threads (the compiled kernels release the GIL)."""
     if not payload:
         return pl.DataFrame(schema={n: t.polars for n, t in zip(names, types, strict=True)})
     buffer = np.frombuffer(payload, np.uint8)
     words = _scan(buffer, len(names), header_size(payload))
-    arrays = []
-    for column, t in enumerate(types):
-        if not t.array:
-            arrays.append(_values(buffer, words[column], t.name))
-            continue
-        ends, valid, element_words = _array_elements(buffer, words[column])
-        mask = None if valid.all() else pa.array(~valid)
-        values = _values(buffer, element_words, t.name)
-        arrays.append(pa.LargeListArray.from_arrays(pa.array(ends, pa.int64()), values, mask=mask))
+    columns = list(zip(words, types, strict=True))
+    if words.size >= _PARALLEL_FIELDS:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            arrays = list(pool.map(lambda pair: _column(buffer, *pair), columns))
+    else:
+        arrays = [_column(buffer, at, column) for at, column in columns]
     frame = pl.from_arrow(pa.Table.from_arrays(arrays, names=list(names)), rechunk=False)
     return frame.cast({n: t.polars for n, t in zip(names, types, strict=True)})
