@@ -404,6 +404,16 @@ def test_a_dataset_built_from_our_bars_and_emas(
         ops={"market__ema_multi_tf": {"skip_stale_check": True}},
     )
     spec = next(s for s in read_dataset_specs(platform.settings.stage1_datasets_config) if s.symbol == "SPY")
+    # With the line-protocol listener down, the export fails and the run keeps nothing and records nothing.
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        dead = f"127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("TRADING_ASSETS_QUESTDB_ILP", dead)
+    failed = Platform(Settings.from_env(), platform.instance).run(
+        dg.AssetSelection.assets(spec.key), partition_range=months, raise_on_error=False
+    )
+    assert not failed.success and not failed.get_asset_materialization_events()
+    assert conn.execute("select count(*) from stage1.stage1_datasets").fetchone() == (0,)
+    assert not (platform.settings.lakehouse / "stage1" / "spy_1d_ema.csv").exists()
     result = platform.run(dg.AssetSelection.assets(spec.key), partition_range=months)
     assert all(e.passed for e in result.get_asset_check_evaluations())
     ohlcv = pl.DataFrame(

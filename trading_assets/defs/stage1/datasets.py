@@ -200,22 +200,24 @@ def read_measurements(conn: psycopg.Connection, spec: DatasetSpec) -> pl.DataFra
     return read_frame(conn, query, schema=schema)
 
 
-def export_dataset(settings: Settings, spec: DatasetSpec, measurements: pl.DataFrame) -> dict[str, object]:
-    """The dataset in the client's formats: its CSV layout in the lakehouse (replaced atomically) and, when
-    TRADING_ASSETS_QUESTDB_ILP is set, its `indicator_bars` lines sent to that line-protocol listener."""
+def export_dataset(
+    settings: Settings, spec: DatasetSpec, measurements: pl.DataFrame
+) -> tuple[Path, Path, dict[str, object]]:
+    """The dataset in the client's formats: its CSV layout written beside its place in the lakehouse (the
+    caller moves it there once the run commits) and, when TRADING_ASSETS_QUESTDB_ILP is set, its
+    `indicator_bars` lines sent to that line-protocol listener. Returns (written, place, metadata)."""
     indicators = [f"ema_{p}" for p in spec.periods]
     target = settings.lakehouse / GROUP / f"{spec.slug}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".csv.partial")
     client_csv_frame(measurements, indicators).write_csv(partial)
-    partial.replace(target)
     exported: dict[str, object] = {"dagster/uri": str(target), "csv_rows": measurements.height}
     if settings.questdb_ilp:
         tags = {"dataset": spec.slug, "source": "trading_assets", "granularity": spec.granularity}
         rows = indicator_bar_rows(measurements, indicators)
         questdb_sink.send(settings.questdb_ilp, questdb_sink.ilp_buffer("indicator_bars", tags, rows))
         exported["ilp_lines_sent"] = rows.height
-    return exported
+    return partial, target, exported
 
 
 def build_dataset_assets(
@@ -270,8 +272,9 @@ def build_dataset_assets(
                     conn.rollback()
                     yield from checks
                     return
-                measurements = read_measurements(conn, spec)
-            exported = export_dataset(settings, spec, measurements)
+                # In the transaction: a failed export (the listener down) rolls the run back and records nothing.
+                written, target, exported = export_dataset(settings, spec, read_measurements(conn, spec))
+            written.replace(target)
             yield dg.MaterializeResult(
                 asset_key=spec.key,
                 metadata={
