@@ -85,7 +85,7 @@ def replay_spool(conn: psycopg.Connection, files: list[tuple[str, bytes]]) -> pl
     Returns counts by table: landed, and (of the files) already present and refused, by this replay; waiting
     after it."""
     replay = Replay()
-    _retry_waiting(conn, replay)
+    waited = conn.execute("select exists (select from stage1.spool_statements where outcome = 'waiting')").fetchone()[0]
     replayed_files = []
     for name, data in files:
         digest = file_sha256(data)
@@ -115,8 +115,10 @@ def replay_spool(conn: psycopg.Connection, files: list[tuple[str, bytes]]) -> pl
             "values (%s, %s, %s, 0, 0)",
             (digest, name, len(statements)),
         )
-    while _retry_waiting(conn, replay):
-        pass
+    # A waiting statement can land only once a parent did: retry while a pass (or the files) landed something.
+    retry = waited or any(kind == "landed" for _, kind in replay.tally)
+    while retry:
+        retry = _retry_waiting(conn, replay) > 0
     _record(conn, replay)
     counts = replay.counts(conn)
     landed, waiting = int(counts["landed"].sum()), int(counts["waiting"].sum())
