@@ -23,6 +23,7 @@ from trading_assets.defs.partitions import REBUILD_TAG, monthly_partitions
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.stage1.datasets import build_dataset_assets, read_dataset_specs
 from trading_assets.defs.stage1.spool import build_spool_assets, build_spool_automation
+from trading_assets.defs.trading.assets import build_trading_assets
 
 DEFINITIONS_MODULE = "trading_assets.definitions"
 CODE_LOCATION = "trading_assets"
@@ -49,6 +50,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_catalog_assets(settings),
             *build_spool_assets(settings),
             *build_dataset_assets(settings, read_dataset_specs(settings.stage1_datasets_config), partitions),
+            *build_trading_assets(settings, partitions),
         ],
         asset_checks=[
             *SERIES_CHECKS,

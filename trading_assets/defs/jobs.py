@@ -23,6 +23,8 @@ from trading_assets.defs.metadata.checks import SERIES_CHECKS, model_col_valid
 from trading_assets.defs.metadata.series_import import series_import_job
 from trading_assets.defs.stage1.spool import GROUP as STAGE1_GROUP
 from trading_assets.defs.stage1.spool import SPOOL_FILES, SPOOL_JOB, SPOOL_REPLAY
+from trading_assets.defs.trading.assets import GROUP as TRADING_GROUP
+from trading_assets.defs.trading.assets import SOURCES as TRADING_SOURCES
 
 VALIDATE_JOB = "validate_all_checks"
 LOAD_PRICES_JOB = "load_prices"
@@ -37,6 +39,7 @@ OBSERVE_JOB = "observe_market_dimensions"
 OBSERVE_SERIES_JOB = "observe_core_energy"
 SERIES_IMPORT_JOB = series_import_job.name
 STAGE1_DATASETS_JOB = "stage1_datasets"
+TRADING_JOB = "trading_tables"
 # Runs writing the market tables carry this tag; the run queue lets one of them run at a time.
 MARKET_WRITER = {"trading_assets/writes": "market"}
 
@@ -93,6 +96,10 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition | dg.JobDefinition]:
             STAGE1_DATASETS_JOB,
             selection=dg.AssetSelection.groups(STAGE1_GROUP) - dg.AssetSelection.assets(SPOOL_REPLAY, SPOOL_FILES),
             description="The research datasets built from our bars and EMAs (config/stage1_datasets.toml).",
+        ),
+        dg.define_asset_job(
+            TRADING_JOB, selection=dg.AssetSelection.groups(TRADING_GROUP) - dg.AssetSelection.assets(*TRADING_SOURCES),
+            description="The trading tables (options, intraday, VIX, macro, trades) over the partitions asked.",
         ),
         dg.define_asset_job(
             SPOOL_JOB, selection=dg.AssetSelection.assets(SPOOL_REPLAY),
