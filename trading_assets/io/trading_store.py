@@ -45,7 +45,9 @@ def replace_rejects(conn: psycopg.Connection, name: str, files: list[str], rejec
 def rejects_of(conn: psycopg.Connection, name: str) -> pl.DataFrame:
     return read_frame(
         conn,
-        sql.SQL("select source_file, source_line, reason, raw from trading.rejects where table_name = {} "
-                "order by source_file, source_line").format(sql.Literal(name)),
+        sql.SQL(
+            "select source_file, source_line, reason, raw from trading.rejects where table_name = {} "
+            "order by source_file, source_line"
+        ).format(sql.Literal(name)),
         schema=REJECT_SCHEMA,
     )

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
-import polars as pl
 from psycopg import sql
 
 from trading_assets.compute import macro
@@ -98,7 +97,9 @@ def finish(conn, checks: list[dg.AssetCheckResult], blocking: set[str], metadata
 
 def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
     macro_deps = [
-        dg.AssetDep(FACT_SERIES_VALUE, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-macro.MONTHS_BEFORE))
+        dg.AssetDep(
+            FACT_SERIES_VALUE, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-macro.MONTHS_BEFORE)
+        )
     ]
 
     @trading_table_asset(
