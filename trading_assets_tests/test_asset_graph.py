@@ -125,6 +125,14 @@ EXPECTED_GRAPH = {
     ),
     "catalog/symbols.parquet": (["catalog/symbols"], "", "", []),
     "stage1/spool_files": ([], "", "", []),
+    "trading/macro_signals": (
+        ["core_energy/fact_series_value months up to it"],
+        MONTHLY,
+        WINDOW,
+        ["macro_slopes_match_yields", "macro_values_known_when_used"],
+    ),
+    "trading/vix_files": ([], "", "", []),
+    "trading/vix_term_structure": (["trading/vix_files"], MONTHLY, WINDOW, ["vix_curve_sane", "vix_front_not_expired"]),
     "stage1/spool_replay": (
         ["stage1/spool_files"],
         "",

@@ -39,6 +39,11 @@ MULTI = [f for f in BAR_KEYS if f != "1d"]
 ELSEWHERE = {
     "macro_values_known_when_used": ["test_trading::test_macro_check_fails_on_a_value_used_before_its_release"],
     "macro_slopes_match_yields": ["test_trading::test_macro_check_fails_on_a_value_used_before_its_release"],
+    "vix_front_not_expired": [
+        "test_trading::test_vix_checks_fail_on_an_expired_front_and_an_odd_curve",
+        "test_trading::test_a_blocking_vix_check_rolls_the_run_back",
+    ],
+    "vix_curve_sane": ["test_trading::test_vix_checks_fail_on_an_expired_front_and_an_odd_curve"],
     "timezone_present": [
         "test_checks_fail_catalog_series::test_timezone_present_fails_on_a_symbol_of_an_exchange_without_timezone"
     ],

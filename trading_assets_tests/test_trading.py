@@ -1,17 +1,22 @@
 """The trading group: macro signals without look-ahead, the VIX term structure from real VX futures, permanent
 paper trades, and day/month partitions the platform makes itself."""
 
+import shutil
 from datetime import date
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import psycopg
 import pytest
 
-from trading_assets.compute import macro
+from trading_assets.compute import macro, vix
+from trading_assets.compute.calendars import session_table
 from trading_assets.config import PROJECT_ROOT
 from trading_assets.defs.metadata.assets import DIM_SERIES, FACT_SERIES_VALUE
 from trading_assets.defs.trading import assets as trading
+from trading_assets.sources import vix_files
 from trading_assets_tests.conftest import Platform
 
 SAMPLE_MACRO = PROJECT_ROOT / "data" / "sample" / "macro"
@@ -100,3 +105,164 @@ def test_macro_check_fails_on_a_value_used_before_its_release(platform: Platform
     assert not results[trading.MACRO_KNOWN_WHEN_USED].passed
     assert results[trading.MACRO_KNOWN_WHEN_USED].metadata["cpi_rows_before_release"].value == 1
     assert not results[trading.MACRO_SLOPES_MATCH].passed
+
+
+VIX = PROJECT_ROOT.parent / "shared" / "data" / "vix"
+needs_shared = pytest.mark.skipif(not VIX.exists(), reason="../shared/data is not beside the project")
+
+
+def _contracts() -> vix_files.ContractRead:
+    return vix_files.read_contracts(sorted((VIX / "cfe_vx_contracts").glob("CFE_*_VX.csv")))
+
+
+def _spot() -> pl.DataFrame:
+    return vix_files.read_spot(VIX / "quantintell_vix_cash_indices.csv", "SP500")[0]
+
+
+@needs_shared
+def test_vx_expiry_rule_is_the_last_trading_day_of_every_expired_contract_in_the_cfe_files() -> None:
+    contracts = _contracts()
+    assert (contracts.rows.height, contracts.rejects.height, contracts.not_traded) == (16894, 0, 314)
+    last = contracts.rows.group_by("contract_month").agg(last=pl.col("trade_date").max())
+    expired = last.filter(pl.col("last") < date(2015, 4, 1))  # the files end on 2015-04-01
+    assert expired.height == 87
+    for month, last_day in expired.iter_rows():
+        assert vix.vx_expiry(month) == last_day, month
+    # Hand-checked: the Jan 2008 contract settles 30 days before Friday 2008-02-15.
+    assert vix.vx_expiry(date(2008, 1, 1)) == date(2008, 1, 16)
+
+
+@needs_shared
+def test_front_next_and_curve_equal_the_independent_continuous_vx1_vx8() -> None:
+    structure = vix.term_structure(_contracts().rows, _spot(), date(2008, 1, 1), date(2015, 4, 2))
+    reference = pl.read_csv(VIX / "quantintell_vix_futures_VX1-VX8.csv").select(
+        pl.col("DATE").str.to_date().alias("trade_date"), "VIX", "VX1", "VX2", "VX8"
+    )
+    both = structure.join(reference, on="trade_date")
+    assert both.height == 1825
+    assert (both["front_price"] - both["VX1"]).abs().max() < 1e-12
+    assert (both["next_price"] - both["VX2"]).abs().max() < 1e-12
+    assert (both["vix_spot"] - both["VIX"]).abs().max() < 1e-12
+    # Where 8 contracts are listed the 8th is VX8 but on 2 dates; on 173 dates only 7 are (the file fills VX8).
+    points = both.group_by(n=pl.col("curve").list.len()).agg(
+        dates=pl.len(), equal=((pl.col("curve").list.get(7, null_on_oob=True) - pl.col("VX8")).abs() < 1e-12).sum()
+    )
+    assert sorted(points.iter_rows()) == [(7, 173, 0), (8, 1652, 1650)]
+    assert (both["front_expiry"] > both["trade_date"]).all()
+    # Rolled on the expiry date: on 2010-02-17 (Feb expiry) the front is already March.
+    roll_day = structure.filter(pl.col("trade_date") == date(2010, 2, 17)).row(0, named=True)
+    assert (roll_day["front_contract"], roll_day["front_expiry"]) == ("VX 2010-03", date(2010, 3, 17))
+    assert roll_day["contango_pct"] == pytest.approx((24.7 - 22.75) / 22.75 * 100)
+
+
+@needs_shared
+def test_realized_vol_matches_pandas_on_the_session_grid() -> None:
+    spot = _spot().filter(pl.col("trade_date") != date(2015, 6, 10))  # a session the file lacks
+    ours = vix.realized_vol(spot, "XNYS").to_pandas().set_index("trade_date")
+    sessions = session_table(["XNYS"], spot["trade_date"].min(), spot["trade_date"].max())["session_date"].to_list()
+    closes = spot.to_pandas().set_index("trade_date")["index_close"].reindex(sessions)
+    returns = np.log(closes).diff()
+    for n in (5, 20):
+        expected = returns.rolling(n).std() * np.sqrt(252) * 100
+        got = ours[f"realized_vol_{n}d"].reindex(sessions)
+        assert got.isna().equals(expected.isna())
+        assert np.allclose(got.dropna(), expected.dropna(), rtol=1e-10)
+    # A window across the missing session has no value instead of reaching further back.
+    assert closes.isna().sum() == 1
+    five = ours["realized_vol_5d"]
+    assert np.isnan(five[pd.Timestamp(2015, 6, 17)]) and five[pd.Timestamp(2015, 6, 18)] > 0
+
+
+def test_india_vix_fallback_hand_worked() -> None:
+    days = [date(2024, 5, d) for d in (2, 3, 6, 7, 8, 9, 10)]  # XBOM sessions (May 1 is a holiday)
+    spot = pl.DataFrame({"trade_date": days, "vix": [10.0, 11, 12, 13, 14, 20, 15], "index_close": [None] * 7})
+    rows = vix.india_vix_fallback(spot.cast({"index_close": pl.Float64}), None, date(2024, 6, 1))
+    by_day = {r["trade_date"]: r for r in rows.iter_rows(named=True)}
+    assert by_day[date(2024, 5, 7)]["next_price"] == 13.0  # no 5-session mean yet: the index itself
+    assert by_day[date(2024, 5, 8)]["next_price"] == pytest.approx(12.0)  # mean of 10..14
+    assert by_day[date(2024, 5, 9)]["contango_pct"] == pytest.approx((14.0 - 20) / 20 * 100)  # spike: backwardation
+    assert by_day[date(2024, 5, 10)]["next_price"] == pytest.approx((12 + 13 + 14 + 20 + 15) / 5)
+    assert {r["exchange"] for r in by_day.values()} == {"NSE"} and by_day[date(2024, 5, 10)]["front_expiry"] is None
+
+
+def _land_vix(platform: Platform, months: list[str]) -> Path:
+    folder = trading.vix_folder(platform.settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    for month in months:
+        shutil.copy(VIX / "cfe_vx_contracts" / f"CFE_{month}_VX.csv", folder)
+    shutil.copy(VIX / "quantintell_vix_cash_indices.csv", folder / "vix_spot.csv")
+    return folder
+
+
+@needs_shared
+def test_vix_asset_writes_its_months_keeps_rejects_and_reruns_the_same_rows(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    folder = _land_vix(platform, ["F10", "G10", "H10", "J10", "K10", "M10", "N10", "Q10", "U10", "V10"])
+    broken = folder / "CFE_X10_VX.csv"
+    broken.write_text(
+        "Trade Date,Futures,Open,High,Low,Close,Settle,Change,Total Volume,EFP,Open Interest\n"
+        "02/01/2010,X (Nov 10),0,0,0,0,27.10,0,0,0,5\n"
+        "02/02/2010,X (Nov 10),0,0,0,0,-3.00,0,0,0,5\n"
+        "02/03/2010,Nov 10,0,0,0,0,27.00,0,0,0,5\n"
+        "02/04/2010,X (Nov 10),0,0,0,0,27.00\n"
+    )
+    result = platform.materialize(trading.VIX_TERM_STRUCTURE, partition_range=("2010-02-01", "2010-03-01"))
+    assert result.success
+    rows = conn.execute(
+        "select trade_date, front_contract, front_price, next_price, array_length(curve, 1) "
+        "from trading.vix_term_structure order by trade_date"
+    ).fetchall()
+    assert rows[0][0] == date(2010, 2, 1) and rows[-1][0] == date(2010, 3, 31) and len(rows) == 42
+    feb17 = next(r for r in rows if r[0] == date(2010, 2, 17))
+    assert feb17[1:4] == ("VX 2010-03", 22.75, 24.7)
+    rejects = conn.execute(
+        "select source_file, source_line, reason from trading.rejects order by source_line"
+    ).fetchall()
+    assert rejects == [
+        ("CFE_X10_VX.csv", 3, "settlement -3.00 is not a non-negative price"),
+        ("CFE_X10_VX.csv", 4, "futures name 'Nov 10' is not a VX contract month like 'F (Jan 08)'"),
+        ("CFE_X10_VX.csv", 5, "7 fields, expected 11"),
+    ]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {trading.VIX_FRONT_LIVE: True, trading.VIX_CURVE_SANE: True}
+    before = conn.execute("select * from trading.vix_term_structure order by trade_date").fetchall()
+    platform.materialize(trading.VIX_TERM_STRUCTURE, partition_range=("2010-02-01", "2010-02-01"))
+    after = conn.execute("select * from trading.vix_term_structure order by trade_date").fetchall()
+    assert [r[:-1] for r in after] == [r[:-1] for r in before]
+
+
+@needs_shared
+def test_vix_checks_fail_on_an_expired_front_and_an_odd_curve(platform: Platform, conn: psycopg.Connection) -> None:
+    _land_vix(platform, ["G10", "H10", "J10"])
+    platform.materialize(trading.VIX_TERM_STRUCTURE, partition_range=("2010-02-01", "2010-02-01"))
+    conn.execute("update trading.vix_term_structure set front_expiry = trade_date where trade_date = '2010-02-03'")
+    conn.execute("update trading.vix_term_structure set front_price = vix_spot * 3 where trade_date = '2010-02-04'")
+    with conn.transaction():
+        results = {r.check_name: r for r in trading.vix_checks(conn)}
+    assert not results[trading.VIX_FRONT_LIVE].passed and results[trading.VIX_FRONT_LIVE].metadata["rows"].value == 1
+    assert not results[trading.VIX_CURVE_SANE].passed
+    assert "vs spot" in str(results[trading.VIX_CURVE_SANE].metadata["first"].value)
+
+
+@needs_shared
+def test_a_blocking_vix_check_rolls_the_run_back(
+    platform: Platform, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose rows name an expired front (a broken roll) keeps nothing and records no materialization."""
+    _land_vix(platform, ["G10", "H10"])
+    platform.materialize(trading.VIX_TERM_STRUCTURE, partition_range=("2010-02-01", "2010-02-01"))
+    before = conn.execute("select * from trading.vix_term_structure order by trade_date").fetchall()
+    original = vix.term_structure
+
+    def broken_roll(*args: object) -> pl.DataFrame:
+        return original(*args).with_columns(front_expiry=pl.col("trade_date"), front_price=pl.lit(99.0))
+
+    monkeypatch.setattr(vix, "term_structure", broken_roll)
+    result = platform.materialize(
+        trading.VIX_TERM_STRUCTURE, partition_range=("2010-02-01", "2010-02-01"), raise_on_error=False
+    )
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks[trading.VIX_FRONT_LIVE] is False
+    assert not result.get_asset_materialization_events()
+    assert conn.execute("select * from trading.vix_term_structure order by trade_date").fetchall() == before

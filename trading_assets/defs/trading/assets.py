@@ -1,13 +1,17 @@
 """The `trading` group: tables of the data maintenance guide built from files and from the platform's series."""
 
+import hashlib
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
+import psycopg
 from psycopg import sql
 
-from trading_assets.compute import macro
+from trading_assets.compute import macro, vix
 from trading_assets.config import Settings
 from trading_assets.defs.metadata.assets import FACT_SERIES_VALUE, FOLLOW_PARENTS
 from trading_assets.defs.partitions import run_window
@@ -15,18 +19,25 @@ from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, table_metadata
 from trading_assets.io import trading_store
 from trading_assets.io.postgres import read_frame
+from trading_assets.sources import vix_files
 
 GROUP = "trading"
 MACRO_SIGNALS = dg.AssetKey([GROUP, "macro_signals"])
+VIX_FILES = dg.AssetKey([GROUP, "vix_files"])
+VIX_TERM_STRUCTURE = dg.AssetKey([GROUP, "vix_term_structure"])
 # The group's observed source files (their version is their contents).
-SOURCES: list[dg.AssetKey] = []
+SOURCES = [VIX_FILES]
+VIX_FRONT_LIVE = "vix_front_not_expired"
+VIX_CURVE_SANE = "vix_curve_sane"
+# VX settles after the close; a trading day's curve lands by the next morning.
+CURVE_FOLLOWS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2))
 MACRO_KNOWN_WHEN_USED = "macro_values_known_when_used"
 MACRO_SLOPES_MATCH = "macro_slopes_match_yields"
 # Signals follow the series: a day's yields land by the next morning.
 SIGNALS_FOLLOW = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2))
 
 
-def macro_checks(conn) -> list[dg.AssetCheckResult]:
+def macro_checks(conn: psycopg.Connection) -> list[dg.AssetCheckResult]:
     """No row uses a monthly value before its release day; the slopes are the differences of the yields."""
     early = conn.execute(
         """
@@ -85,7 +96,7 @@ def trading_table_asset(
     )
 
 
-def finish(conn, checks: list[dg.AssetCheckResult], blocking: set[str], metadata: dict) -> Iterator:
+def finish(conn: psycopg.Connection, checks: list[dg.AssetCheckResult], blocking: set[str], metadata: dict) -> Iterator:
     """The run's outcome: its checks alone (its writes rolled back) when a blocking one failed, else the
     materialization with them."""
     if any(not c.passed and c.check_name in blocking for c in checks):
@@ -93,6 +104,54 @@ def finish(conn, checks: list[dg.AssetCheckResult], blocking: set[str], metadata
         yield from checks
         return
     yield dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def vix_folder(settings: Settings) -> Path:
+    return settings.landing / "trading" / "vix"
+
+
+def files_version(paths: list[Path]) -> dg.DataVersion:
+    """A version of a folder's files that changes when any file's name or contents do."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return dg.DataVersion(digest.hexdigest())
+
+
+def vix_checks(conn: psycopg.Connection) -> list[dg.AssetCheckResult]:
+    """The front contract never expired on its date; the curve looks like a VX curve (WARN)."""
+    expired = conn.execute(
+        "select count(*) from trading.vix_term_structure where source = 'vx_futures' and front_expiry <= trade_date"
+    ).fetchone()[0]
+    odd = conn.execute(
+        """
+        select trade_date::text, exchange,
+               concat_ws('; ',
+                   case when front_expiry > trade_date + 40 then 'front expires ' || (front_expiry - trade_date)
+                        || ' days ahead: nearer contracts missing' end,
+                   case when next_expiry > front_expiry + 40 then 'next expires '
+                        || (next_expiry - front_expiry) || ' days after the front: a contract month missing' end,
+                   case when exists (select from unnest(curve) p where not p > 0) then 'a price not positive' end,
+                   case when abs(front_price / vix_spot - 1) > 0.5 then 'front ' || front_price || ' vs spot '
+                        || vix_spot end)
+        from trading.vix_term_structure
+        where front_expiry > trade_date + 40 or next_expiry > front_expiry + 40
+           or exists (select from unnest(curve) p where not p > 0) or abs(front_price / vix_spot - 1) > 0.5
+        order by trade_date
+        """
+    ).fetchall()
+    return [
+        dg.AssetCheckResult(
+            check_name=VIX_FRONT_LIVE, asset_key=VIX_TERM_STRUCTURE, passed=expired == 0, metadata={"rows": expired}
+        ),
+        dg.AssetCheckResult(
+            check_name=VIX_CURVE_SANE,
+            asset_key=VIX_TERM_STRUCTURE,
+            passed=not odd,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"rows": len(odd), "first": dg.MetadataValue.json([list(r) for r in odd[:20]])},
+        ),
+    ]
 
 
 def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -157,4 +216,74 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
             }
             yield from finish(conn, macro_checks(conn), {MACRO_KNOWN_WHEN_USED, MACRO_SLOPES_MATCH}, metadata)
 
-    return [macro_signals]
+    folder = vix_folder(settings)
+
+    @dg.observable_source_asset(
+        key=VIX_FILES,
+        group_name=GROUP,
+        kinds={"file"},
+        description=f"VX contract files (CFE_*_VX.csv), VIX spot files (DATE, VIX, SP500) and India VIX files "
+        f"(india_vix*.csv: DATE, VIX, NIFTY) in {folder}: their version is their contents.",
+    )
+    def vix_source_files() -> dg.DataVersion:
+        return files_version(sorted(folder.glob("*.csv")))
+
+    @trading_table_asset(
+        VIX_TERM_STRUCTURE,
+        deps=[VIX_FILES],
+        partitions=partitions,
+        freshness=CURVE_FOLLOWS,
+        checks=[
+            dg.AssetCheckSpec(
+                VIX_FRONT_LIVE,
+                asset=VIX_TERM_STRUCTURE,
+                blocking=True,
+                description="no date's front contract has expired on it (the roll is on the expiry date)",
+            ),
+            dg.AssetCheckSpec(
+                VIX_CURVE_SANE,
+                asset=VIX_TERM_STRUCTURE,
+                description="WARN: front within 40 days, no contract month missing between front and next, "
+                "prices positive, front within 50% of spot",
+            ),
+        ],
+        description="The VIX term structure per trading date from the CFE VX contract files: front and next "
+        "month by expiry (rolled on the expiry date), contango in percent, the curve of up to 8 contracts, roll "
+        "yield per 30 days, VIX spot and the S&P 500's realized volatility over 5 and 20 sessions; India VIX "
+        "(no futures) as its documented fallback.",
+    )
+    def vix_term_structure(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        started = time.perf_counter()
+        window = run_window(context)
+        paths = sorted(folder.glob("*.csv"))
+        contract_paths = [p for p in paths if p.name.startswith("CFE_")]
+        india_paths = [p for p in paths if p.name.lower().startswith("india_vix")]
+        spot_paths = [p for p in paths if p not in contract_paths and p not in india_paths]
+        contracts = vix_files.read_contracts(contract_paths)
+        spots = [vix_files.read_spot(p, "SP500") for p in spot_paths]
+        india = [vix_files.read_spot(p, "NIFTY") for p in india_paths]
+        spot = pl.concat([pl.DataFrame(schema=vix_files.SPOT_SCHEMA), *(s for s, _ in spots)])
+        frames = []
+        if not contracts.rows.is_empty():
+            frames.append(
+                vix.term_structure(contracts.rows, spot.unique("trade_date", keep="last"), window.start, window.end)
+            )
+        frames += [vix.india_vix_fallback(s, window.start, window.end) for s, _ in india]
+        rows = pl.concat(frames) if frames else pl.DataFrame(schema=vix.TERM_SCHEMA)
+        rejects = pl.concat([contracts.rejects, *(r for _, r in spots + india)])
+        with warehouse.transaction() as conn:
+            removed = trading_store.replace_window(conn, "vix_term_structure", rows, window.start, window.end)
+            trading_store.replace_rejects(conn, "vix_term_structure", [p.name for p in paths], rejects)
+            metadata = {
+                **table_metadata(conn, "trading.vix_term_structure"),
+                "run_rows_written": rows.height,
+                "run_rows_removed": removed,
+                "files": len(paths),
+                "rejected_rows": rejects.height,
+                "not_traded_rows": contracts.not_traded,
+                "preview": preview(rows.drop("curve").tail(5)),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            yield from finish(conn, vix_checks(conn), {VIX_FRONT_LIVE}, metadata)
+
+    return [macro_signals, vix_source_files, vix_term_structure]
