@@ -131,6 +131,13 @@ EXPECTED_GRAPH = {
         WINDOW,
         ["macro_slopes_match_yields", "macro_values_known_when_used"],
     ),
+    "trading/trade_files": ([], "", "", []),
+    "trading/trade_history": (
+        ["trading/trade_files"],
+        MONTHLY,
+        WINDOW,
+        ["trade_files_recorded", "trades_never_deleted"],
+    ),
     "trading/vix_files": ([], "", "", []),
     "trading/vix_term_structure": (["trading/vix_files"], MONTHLY, WINDOW, ["vix_curve_sane", "vix_front_not_expired"]),
     "stage1/spool_replay": (

@@ -266,3 +266,85 @@ def test_a_blocking_vix_check_rolls_the_run_back(
     assert checks[trading.VIX_FRONT_LIVE] is False
     assert not result.get_asset_materialization_events()
     assert conn.execute("select * from trading.vix_term_structure order by trade_date").fetchall() == before
+
+
+TRADES = """order_id,symbol,side,qty,price,fees,strategy,submitted_at,filled_at
+A1,SPY,buy,10,470.5,1.0,mean_rev,2024-01-02T14:30:00Z,2024-01-02T14:30:01.250Z
+A2,SPY,SELL,10,472.25,,mean_rev,2024-01-03T09:31:00-05:00,2024-01-03T09:31:02-05:00
+A3,QQQ,hold,5,400,0,trend,2024-01-03T15:00:00Z,2024-01-03T15:00:01Z
+A4,QQQ,buy,-5,400,0,trend,2024-01-03T15:00:00Z,2024-01-03T15:00:01Z
+A5,QQQ,buy,5,400,0,trend,2024-01-03 15:00:00,2024-01-03T15:00:01Z
+A6,IWM,buy,3,200,0,trend,2024-02-01T15:00:00Z,2024-02-01T14:00:00Z
+A1,SPY,buy,10,470.5,1.0,mean_rev,2024-01-02T14:30:00Z,2024-01-02T14:30:01.250Z
+A7,IWM,buy,3,200,0.5,trend,2024-02-01T15:00:00Z,2024-02-01T15:00:00Z
+"""
+
+
+def _land_trades(platform: Platform, name: str, text: str) -> None:
+    folder = trading.trade_folder(platform.settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_trades_load_once_refuse_bad_lines_and_are_permanent(platform: Platform, conn: psycopg.Connection) -> None:
+    _land_trades(platform, "day1.csv", TRADES)
+    result = platform.materialize(trading.TRADE_HISTORY, partition_range=("2024-01-01", "2024-01-01"))
+    assert result.success
+    rows = conn.execute(
+        "select order_id, side, fees, filled_at, trade_date from trading.trade_history order by order_id"
+    ).fetchall()
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
+        ("A1", "buy", 1.0, date(2024, 1, 2)),
+        ("A2", "sell", 0.0, date(2024, 1, 3)),
+    ]
+    assert rows[1][3].isoformat() == "2024-01-03T14:31:02+00:00"
+    rejects = conn.execute("select source_line, reason from trading.rejects order by source_line").fetchall()
+    assert rejects == [
+        (4, "side is not buy or sell"),
+        (5, "qty is not positive"),
+        (6, "submitted_at is not an ISO 8601 instant with its UTC offset"),
+        (7, "filled_at is before submitted_at"),
+        (8, "order_id A1 is listed before (day1.csv line 2): the first line is kept"),
+    ]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {trading.TRADES_NEVER_DELETED: True, trading.TRADE_FILES_RECORDED: False}  # A7 is February's
+    # The same file again, and February: nothing doubles; a changed trade is refused with its reason.
+    _land_trades(
+        platform,
+        "day2.csv",
+        TRADES.splitlines()[0] + "\nA1,SPY,buy,11,470.5,1.0,mean_rev,2024-01-02T14:30:00Z,2024-01-02T14:30:01.250Z\n",
+    )
+    result = platform.materialize(trading.TRADE_HISTORY, partition_range=("2024-01-01", "2024-02-01"))
+    assert conn.execute("select count(*), sum(qty) from trading.trade_history").fetchone() == (3, 23.0)
+    assert (
+        conn.execute("select reason from trading.rejects where source_file = 'day2.csv'").fetchone()[0]
+        == "order_id A1 is listed before with other values (day1.csv line 2): the first line is kept"
+    )
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}[trading.TRADE_FILES_RECORDED]
+    # Alone (the first file archived), the changed trade meets the stored one.
+    (trading.trade_folder(platform.settings) / "day1.csv").unlink()
+    platform.materialize(trading.TRADE_HISTORY, partition_range=("2024-01-01", "2024-01-01"))
+    assert conn.execute("select reason from trading.rejects where source_file = 'day2.csv'").fetchone()[0] == (
+        "order_id A1 is recorded with other values (from day1.csv line 2): a trade is permanent"
+    )
+    assert conn.execute("select count(*), sum(qty) from trading.trade_history").fetchone() == (3, 23.0)
+    with pytest.raises(psycopg.errors.RestrictViolation, match="permanent"):
+        conn.execute("delete from trading.trade_history where order_id = 'A1'")
+    with pytest.raises(psycopg.errors.RestrictViolation, match="permanent"):
+        conn.execute("truncate trading.trade_history")
+
+
+def test_trades_never_deleted_fails_when_a_trade_went_missing(platform: Platform, conn: psycopg.Connection) -> None:
+    _land_trades(platform, "day1.csv", TRADES)
+    platform.materialize(trading.TRADE_HISTORY, partition_range=("2024-01-01", "2024-01-01"))
+    # What a superuser bypassing the trigger (or a restore that lost rows) would leave.
+    conn.execute("alter table trading.trade_history disable trigger trade_history_no_delete")
+    conn.execute("delete from trading.trade_history where order_id = 'A2'")
+    with conn.transaction():
+        results = {r.check_name: r for r in trading.trade_checks(conn, 0)}
+    assert not results[trading.TRADES_NEVER_DELETED].passed
+    assert results[trading.TRADES_NEVER_DELETED].metadata["rows_ever_inserted"].value == 2
+    result = platform.materialize(
+        trading.TRADE_HISTORY, partition_range=("2024-01-01", "2024-01-01"), raise_on_error=False
+    )
+    assert not result.get_asset_materialization_events()

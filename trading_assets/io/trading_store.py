@@ -6,7 +6,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from trading_assets.io.postgres import copy_frame, read_frame
+from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
 
 REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
 
@@ -51,3 +51,40 @@ def rejects_of(conn: psycopg.Connection, name: str) -> pl.DataFrame:
         ).format(sql.Literal(name)),
         schema=REJECT_SCHEMA,
     )
+
+
+TRADE_VALUES = ["symbol", "side", "qty", "price", "fees", "strategy", "submitted_at", "filled_at"]
+
+
+def record_trades(conn: psycopg.Connection, trades: pl.DataFrame) -> tuple[int, pl.DataFrame]:
+    """Insert the trades whose order_id is new; (rows inserted, rejects of order_ids stored with other values:
+    a recorded trade is permanent, a correction is a new trade)."""
+    scratch_table(
+        conn,
+        "incoming_trades",
+        "(order_id text, symbol text, side text, qty float8, price float8, fees float8, strategy text, "
+        "submitted_at timestamptz, filled_at timestamptz, trade_date date, source_file text, source_line integer)",
+    )
+    copy_frame(conn, sql.SQL("incoming_trades"), trades)
+    values = sql.SQL(", ").join(sql.Identifier(c) for c in TRADE_VALUES)
+    conflicts = read_frame(
+        conn,
+        sql.SQL(
+            "select i.source_file, i.source_line, 'order_id ' || i.order_id || ' is recorded with other values "
+            "(from ' || t.source_file || ' line ' || t.source_line || '): a trade is permanent' as reason, "
+            "i.order_id as raw from incoming_trades i join trading.trade_history t using (order_id) "
+            "where ({i}) is distinct from ({t})"
+        ).format(
+            i=sql.SQL(", ").join(sql.SQL("i.") + sql.Identifier(c) for c in TRADE_VALUES),
+            t=sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in TRADE_VALUES),
+        ),
+        schema=REJECT_SCHEMA,
+    )
+    inserted = conn.execute(
+        sql.SQL(
+            "insert into trading.trade_history (order_id, {v}, trade_date, source_file, source_line) "
+            "select order_id, {v}, trade_date, source_file, source_line from incoming_trades "
+            "on conflict (order_id) do nothing"
+        ).format(v=values)
+    ).rowcount
+    return inserted, conflicts

@@ -19,14 +19,18 @@ from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, table_metadata
 from trading_assets.io import trading_store
 from trading_assets.io.postgres import read_frame
-from trading_assets.sources import vix_files
+from trading_assets.sources import trade_files, vix_files
 
 GROUP = "trading"
 MACRO_SIGNALS = dg.AssetKey([GROUP, "macro_signals"])
 VIX_FILES = dg.AssetKey([GROUP, "vix_files"])
 VIX_TERM_STRUCTURE = dg.AssetKey([GROUP, "vix_term_structure"])
+TRADE_FILES = dg.AssetKey([GROUP, "trade_files"])
+TRADE_HISTORY = dg.AssetKey([GROUP, "trade_history"])
 # The group's observed source files (their version is their contents).
-SOURCES = [VIX_FILES]
+SOURCES = [VIX_FILES, TRADE_FILES]
+TRADES_NEVER_DELETED = "trades_never_deleted"
+TRADE_FILES_RECORDED = "trade_files_recorded"
 VIX_FRONT_LIVE = "vix_front_not_expired"
 VIX_CURVE_SANE = "vix_curve_sane"
 # VX settles after the close; a trading day's curve lands by the next morning.
@@ -150,6 +154,32 @@ def vix_checks(conn: psycopg.Connection) -> list[dg.AssetCheckResult]:
             passed=not odd,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"rows": len(odd), "first": dg.MetadataValue.json([list(r) for r in odd[:20]])},
+        ),
+    ]
+
+
+def trade_folder(settings: Settings) -> Path:
+    return settings.landing / "trading" / "trades"
+
+
+def trade_checks(conn: psycopg.Connection, waiting: int) -> list[dg.AssetCheckResult]:
+    """Every trade ever inserted is still there; every line of the landed files is recorded or rejected."""
+    stored, inserted = conn.execute(
+        "select (select count(*) from trading.trade_history), rows_inserted from trading.trade_history_inserted"
+    ).fetchone()
+    return [
+        dg.AssetCheckResult(
+            check_name=TRADES_NEVER_DELETED,
+            asset_key=TRADE_HISTORY,
+            passed=stored == inserted,
+            metadata={"rows": stored, "rows_ever_inserted": inserted},
+        ),
+        dg.AssetCheckResult(
+            check_name=TRADE_FILES_RECORDED,
+            asset_key=TRADE_HISTORY,
+            passed=waiting == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"trades_of_other_months": waiting},
         ),
     ]
 
@@ -286,4 +316,67 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
             }
             yield from finish(conn, vix_checks(conn), {VIX_FRONT_LIVE}, metadata)
 
-    return [macro_signals, vix_source_files, vix_term_structure]
+    trades = trade_folder(settings)
+
+    @dg.observable_source_asset(
+        key=TRADE_FILES,
+        group_name=GROUP,
+        kinds={"file"},
+        description=f"Paper-trade files in {trades} (*.csv: {', '.join(trade_files.COLUMNS)}): their version is "
+        "their contents.",
+    )
+    def trade_source_files() -> dg.DataVersion:
+        return files_version(sorted(trades.glob("*.csv")))
+
+    @trading_table_asset(
+        TRADE_HISTORY,
+        deps=[TRADE_FILES],
+        partitions=partitions,
+        freshness=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=7)),
+        checks=[
+            dg.AssetCheckSpec(
+                TRADES_NEVER_DELETED,
+                asset=TRADE_HISTORY,
+                blocking=True,
+                description="as many trades as were ever inserted: the table is permanent, retention never "
+                "touches it and the database refuses DELETE and TRUNCATE",
+            ),
+            dg.AssetCheckSpec(
+                TRADE_FILES_RECORDED,
+                asset=TRADE_HISTORY,
+                description="WARN: no trade of the landed files waits for a month this run did not cover",
+            ),
+        ],
+        description="Paper trades from the trade files, one row per order_id, by fill date (UTC). Permanent: a "
+        "run inserts the new trades of its months and never deletes; a stored order_id sent again with other "
+        "values is rejected with its file and line (a correction is a new trade).",
+    )
+    def trade_history(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        started = time.perf_counter()
+        window = run_window(context)
+        paths = sorted(trades.glob("*.csv"))
+        landed, rejects = trade_files.read_trades(paths)
+        in_window = landed.filter(
+            pl.col("trade_date") < window.end, *([pl.col("trade_date") >= window.start] if window.start else [])
+        )
+        with warehouse.transaction() as conn:
+            inserted, conflicts = trading_store.record_trades(conn, in_window)
+            trading_store.replace_rejects(
+                conn, "trade_history", [p.name for p in paths], pl.concat([rejects, conflicts])
+            )
+            waiting = conn.execute(
+                "select count(*) from unnest(%s::text[]) o where not exists "
+                "(select from trading.trade_history t where t.order_id = o)",
+                (landed["order_id"].to_list(),),
+            ).fetchone()[0]
+            metadata = {
+                **table_metadata(conn, "trading.trade_history"),
+                "run_rows_written": inserted,
+                "already_recorded": in_window.height - inserted - conflicts.height,
+                "rejected_rows": rejects.height + conflicts.height,
+                "files": len(paths),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            yield from finish(conn, trade_checks(conn, waiting), {TRADES_NEVER_DELETED}, metadata)
+
+    return [macro_signals, vix_source_files, vix_term_structure, trade_source_files, trade_history]
