@@ -3,7 +3,7 @@
 import hashlib
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +11,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from trading_assets.compute import macro, vix
+from trading_assets.compute import macro, options, vix
 from trading_assets.config import Settings
 from trading_assets.defs.metadata.assets import FACT_SERIES_VALUE, FOLLOW_PARENTS
 from trading_assets.defs.partitions import run_window
@@ -19,7 +19,7 @@ from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, table_metadata
 from trading_assets.io import trading_store
 from trading_assets.io.postgres import read_frame
-from trading_assets.sources import trade_files, vix_files
+from trading_assets.sources import option_files, trade_files, vix_files
 
 GROUP = "trading"
 MACRO_SIGNALS = dg.AssetKey([GROUP, "macro_signals"])
@@ -27,8 +27,17 @@ VIX_FILES = dg.AssetKey([GROUP, "vix_files"])
 VIX_TERM_STRUCTURE = dg.AssetKey([GROUP, "vix_term_structure"])
 TRADE_FILES = dg.AssetKey([GROUP, "trade_files"])
 TRADE_HISTORY = dg.AssetKey([GROUP, "trade_history"])
+OPTION_FILES = dg.AssetKey([GROUP, "option_files"])
+OPTION_CHAIN_SNAPSHOTS = dg.AssetKey([GROUP, "option_chain_snapshots"])
+ML_FEATURES = dg.AssetKey([GROUP, "ml_features"])
 # The group's observed source files (their version is their contents).
-SOURCES = [VIX_FILES, TRADE_FILES]
+SOURCES = [VIX_FILES, TRADE_FILES, OPTION_FILES]
+CHAIN_QUOTES_VALID = "chain_quotes_valid"
+STRIKES_ON_GRID = "strikes_on_grid"
+CHAIN_FRESH_IN_SESSION = "chain_fresh_in_session"
+FEATURES_COMPLETE = "features_complete"
+# A snapshot older than this while its exchange is in session means the feed stopped.
+SESSION_STALE_AFTER = timedelta(minutes=5)
 TRADES_NEVER_DELETED = "trades_never_deleted"
 TRADE_FILES_RECORDED = "trade_files_recorded"
 VIX_FRONT_LIVE = "vix_front_not_expired"
@@ -181,6 +190,98 @@ def trade_checks(conn: psycopg.Connection, waiting: int) -> list[dg.AssetCheckRe
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"trades_of_other_months": waiting},
         ),
+    ]
+
+
+def option_folder(settings: Settings) -> Path:
+    return settings.landing / "trading" / "options"
+
+
+def read_option_quotes(folder: Path) -> pl.DataFrame:
+    """Every quote of the landed chain files (option_files.QUOTE_SCHEMA)."""
+    lean = [option_files.read_lean_universe(p) for p in sorted(folder.glob("lean/*/*.csv"))]
+    nse = [option_files.read_nse_chain(p) for p in sorted(folder.glob("nse/*/*.csv"))]
+    return pl.concat([pl.DataFrame(schema=option_files.QUOTE_SCHEMA), *lean, *nse])
+
+
+def chain_checks(conn: psycopg.Connection, now: datetime) -> list[dg.AssetCheckResult]:
+    """No negative, crossed or expired quote is stored; strikes sit on their chain's grid (WARN); while an
+    exchange with recent snapshots is in session, its newest is fresh (WARN)."""
+    invalid = conn.execute(
+        "select count(*) from trading.option_chain_snapshots where bid > ask and ask > 0 or expires_at <= ts "
+        "or ltp < 0 or bid < 0 or ask < 0 or iv < 0"
+    ).fetchone()[0]
+    off_grid = conn.execute(
+        """
+        with steps as (
+            select ts, exchange, underlying, expiry, strike,
+                   strike - lag(strike) over (partition by ts, exchange, underlying, expiry order by strike) as step
+            from (select distinct ts, exchange, underlying, expiry, strike from trading.option_chain_snapshots) s
+        ), grid as (
+            select ts, exchange, underlying, expiry, mode() within group (order by step) as step, min(strike) as first
+            from steps where step > 0 group by 1, 2, 3, 4
+        )
+        select s.underlying, s.expiry::text, s.strike, g.step
+        from steps s join grid g using (ts, exchange, underlying, expiry)
+        where abs((s.strike - g.first) / g.step - round((s.strike - g.first) / g.step)) > 1e-6
+        order by 1, 2, 3 limit 50
+        """
+    ).fetchall()
+    newest = conn.execute(
+        "select exchange, max(ts) from trading.option_chain_snapshots where ts > %s - interval '7 days' group by 1",
+        (now,),
+    ).fetchall()
+    stale = [
+        (exchange, str(last))
+        for exchange, last in newest
+        if options.session_open(exchange, now) and now - last > SESSION_STALE_AFTER
+    ]
+    return [
+        dg.AssetCheckResult(
+            check_name=CHAIN_QUOTES_VALID,
+            asset_key=OPTION_CHAIN_SNAPSHOTS,
+            passed=invalid == 0,
+            metadata={"rows": invalid},
+        ),
+        dg.AssetCheckResult(
+            check_name=STRIKES_ON_GRID,
+            asset_key=OPTION_CHAIN_SNAPSHOTS,
+            passed=not off_grid,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "off_grid": len(off_grid),
+                "first": dg.MetadataValue.json([list(map(str, r)) for r in off_grid[:20]]),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name=CHAIN_FRESH_IN_SESSION,
+            asset_key=OPTION_CHAIN_SNAPSHOTS,
+            passed=not stale,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"stale_exchanges": dg.MetadataValue.json(stale)},
+        ),
+    ]
+
+
+def features_checks(conn: psycopg.Connection) -> list[dg.AssetCheckResult]:
+    """Every stored snapshot has its features row, and every features row is complete (WARN)."""
+    missing, incomplete = conn.execute(
+        """
+        select (select count(*) from (select distinct trade_date, ts, exchange, underlying
+                                      from trading.option_chain_snapshots) s
+                where not exists (select from trading.ml_features f where (f.trade_date, f.ts, f.exchange,
+                                  f.underlying) = (s.trade_date, s.ts, s.exchange, s.underlying))),
+               (select count(*) from trading.ml_features where not complete)
+        """
+    ).fetchone()
+    return [
+        dg.AssetCheckResult(
+            check_name=FEATURES_COMPLETE,
+            asset_key=ML_FEATURES,
+            passed=missing == 0 and incomplete == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"snapshots_without_features": missing, "incomplete_rows": incomplete},
+        )
     ]
 
 
@@ -379,4 +480,135 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
             }
             yield from finish(conn, trade_checks(conn, waiting), {TRADES_NEVER_DELETED}, metadata)
 
-    return [macro_signals, vix_source_files, vix_term_structure, trade_source_files, trade_history]
+    option_landing = option_folder(settings)
+
+    @dg.observable_source_asset(
+        key=OPTION_FILES,
+        group_name=GROUP,
+        kinds={"file"},
+        description=f"Option-chain files in {option_landing}: lean/<root>/<YYYYMMDD>.csv (Lean universes) and "
+        "nse/<YYYY-MM-DDTHH-MM>/option-chain-ED-<UNDERLYING>-<DD-Mon-YYYY>.csv (NSE exports, the folder naming "
+        "the snapshot's Asia/Kolkata time): their version is their contents.",
+    )
+    def option_source_files() -> dg.DataVersion:
+        return files_version(sorted(option_landing.glob("*/*/*.csv")))
+
+    @trading_table_asset(
+        OPTION_CHAIN_SNAPSHOTS,
+        deps=[OPTION_FILES],
+        partitions=partitions,
+        freshness=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2)),
+        checks=[
+            dg.AssetCheckSpec(
+                CHAIN_QUOTES_VALID,
+                asset=OPTION_CHAIN_SNAPSHOTS,
+                blocking=True,
+                description="no stored quote is negative, crossed (bid above ask) or past its expiry",
+            ),
+            dg.AssetCheckSpec(
+                STRIKES_ON_GRID,
+                asset=OPTION_CHAIN_SNAPSHOTS,
+                description="WARN: every strike sits on its chain's strike grid (the most common step)",
+            ),
+            dg.AssetCheckSpec(
+                CHAIN_FRESH_IN_SESSION,
+                asset=OPTION_CHAIN_SNAPSHOTS,
+                description=f"WARN: while its exchange is in session, the newest snapshot of an exchange with "
+                f"snapshots this week is at most {SESSION_STALE_AFTER} old",
+            ),
+        ],
+        description="One row per (snapshot instant, exchange, underlying, expiry, strike, type): last price, volume, "
+        "OI, IV and greeks where the source has them, bid/ask and spread, the underlying (put-call parity where the "
+        "source lacks it), moneyness and the time to the exchange's expiry time. Every snapshot is kept; a quote "
+        "that is negative, crossed or past expiry is rejected with its file and line.",
+    )
+    def option_chain_snapshots(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        started = time.perf_counter()
+        window = run_window(context)
+        quotes, rejects = options.reject_quotes(read_option_quotes(option_landing))
+        rows = options.snapshot_rows(quotes).filter(
+            pl.col("trade_date") < window.end, *([pl.col("trade_date") >= window.start] if window.start else [])
+        )
+        with warehouse.transaction() as conn:
+            removed = trading_store.replace_window(conn, "option_chain_snapshots", rows, window.start, window.end)
+            files = sorted({*quotes["source_file"].unique().to_list(), *rejects["source_file"].unique().to_list()})
+            trading_store.replace_rejects(conn, "option_chain_snapshots", files, rejects)
+            metadata = {
+                **table_metadata(conn, "trading.option_chain_snapshots"),
+                "run_rows_written": rows.height,
+                "run_rows_removed": removed,
+                "snapshots": rows.select(options.SNAPSHOT).n_unique(),
+                "rejected_rows": rejects.height,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            checks = chain_checks(conn, datetime.now(UTC))
+            yield from finish(conn, checks, {CHAIN_QUOTES_VALID}, metadata)
+
+    @trading_table_asset(
+        ML_FEATURES,
+        deps=[dg.AssetDep(OPTION_CHAIN_SNAPSHOTS, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))],
+        partitions=partitions,
+        freshness=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2)),
+        automation=FOLLOW_PARENTS,
+        checks=[
+            dg.AssetCheckSpec(
+                FEATURES_COMPLETE,
+                asset=ML_FEATURES,
+                description="WARN: every snapshot has its features row and every row has the underlying, the OI "
+                "put/call ratio, max pain and ATM IV",
+            )
+        ],
+        description="Features per option-chain snapshot: put/call ratios (OI, volume, ITM OI), max pain, ATM IV, "
+        "IV skew (25 delta, or strikes at 95%/105%), ITM OI by side, OI change over 5 and 20 sessions (3 and 15 "
+        "minutes intraday, by time, not rows), and every feature as JSONB.",
+    )
+    def ml_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        started = time.perf_counter()
+        window = run_window(context)
+        in_window = sql.SQL("trade_date < {}").format(sql.Literal(window.end))
+        if window.start:
+            in_window = sql.SQL("trade_date >= {} and ").format(sql.Literal(window.start)) + in_window
+        with warehouse.transaction() as conn:
+            columns = sql.SQL(", ").join(map(sql.Identifier, options.FEATURE_INPUT_SCHEMA))
+            snapshots = read_frame(
+                conn,
+                sql.SQL("select {} from trading.option_chain_snapshots where ").format(columns) + in_window,
+                schema=options.FEATURE_INPUT_SCHEMA,
+            )
+            history = read_frame(
+                conn,
+                sql.SQL(
+                    "select ts, exchange, underlying, min(trade_date) as trade_date, sum(oi)::bigint as total_oi "
+                    "from trading.option_chain_snapshots where trade_date >= {} and trade_date < {} group by 1, 2, 3"
+                ).format(
+                    sql.Literal((window.start or window.end) - timedelta(days=45)),
+                    sql.Literal(window.start or window.end),
+                ),
+                schema={
+                    **{k: options.FEATURE_SCHEMA[k] for k in options.SNAPSHOT},
+                    "trade_date": pl.Date,
+                    "total_oi": pl.Int64,
+                },
+            )
+            rows = options.with_payload(options.features(snapshots, history))
+            removed = trading_store.replace_window(conn, "ml_features", rows, window.start, window.end)
+            metadata = {
+                **table_metadata(conn, "trading.ml_features"),
+                "run_rows_written": rows.height,
+                "run_rows_removed": removed,
+                "incomplete": int((~rows["complete"]).sum()),
+                "preview": preview(rows.drop("features").tail(5)),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            yield from finish(conn, features_checks(conn), set(), metadata)
+
+    return [
+        macro_signals,
+        vix_source_files,
+        vix_term_structure,
+        trade_source_files,
+        trade_history,
+        option_source_files,
+        option_chain_snapshots,
+        ml_features,
+    ]
