@@ -131,6 +131,14 @@ EXPECTED_GRAPH = {
         WINDOW,
         ["macro_slopes_match_yields", "macro_values_known_when_used"],
     ),
+    "trading/ml_features": (["trading/option_chain_snapshots months up to it"], MONTHLY, WINDOW, ["features_complete"]),
+    "trading/option_chain_snapshots": (
+        ["trading/option_files"],
+        MONTHLY,
+        WINDOW,
+        ["chain_fresh_in_session", "chain_quotes_valid", "strikes_on_grid"],
+    ),
+    "trading/option_files": ([], "", "", []),
     "trading/trade_files": ([], "", "", []),
     "trading/trade_history": (
         ["trading/trade_files"],

@@ -45,6 +45,10 @@ ELSEWHERE = {
     ],
     "trades_never_deleted": ["test_trading::test_trades_never_deleted_fails_when_a_trade_went_missing"],
     "trade_files_recorded": ["test_trading::test_trades_load_once_refuse_bad_lines_and_are_permanent"],
+    **{
+        name: ["test_trading::test_option_checks_fail_on_crossed_off_grid_stale_and_missing_features"]
+        for name in ("chain_quotes_valid", "strikes_on_grid", "chain_fresh_in_session", "features_complete")
+    },
     "vix_curve_sane": ["test_trading::test_vix_checks_fail_on_an_expired_front_and_an_odd_curve"],
     "timezone_present": [
         "test_checks_fail_catalog_series::test_timezone_present_fails_on_a_symbol_of_an_exchange_without_timezone"

@@ -1,8 +1,9 @@
 """The trading group: macro signals without look-ahead, the VIX term structure from real VX futures, permanent
 paper trades, and day/month partitions the platform makes itself."""
 
+import json
 import shutil
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,12 @@ import polars as pl
 import psycopg
 import pytest
 
-from trading_assets.compute import macro, vix
+from trading_assets.compute import macro, options, vix
 from trading_assets.compute.calendars import session_table
 from trading_assets.config import PROJECT_ROOT
 from trading_assets.defs.metadata.assets import DIM_SERIES, FACT_SERIES_VALUE
 from trading_assets.defs.trading import assets as trading
-from trading_assets.sources import vix_files
+from trading_assets.sources import option_files, vix_files
 from trading_assets_tests.conftest import Platform
 
 SAMPLE_MACRO = PROJECT_ROOT / "data" / "sample" / "macro"
@@ -348,3 +349,211 @@ def test_trades_never_deleted_fails_when_a_trade_went_missing(platform: Platform
         trading.TRADE_HISTORY, partition_range=("2024-01-01", "2024-01-01"), raise_on_error=False
     )
     assert not result.get_asset_materialization_events()
+
+
+OPTIONS = PROJECT_ROOT.parent / "shared" / "data" / "options"
+NO_HISTORY = pl.DataFrame(
+    schema={**{k: options.FEATURE_SCHEMA[k] for k in options.SNAPSHOT}, "trade_date": pl.Date, "total_oi": pl.Int64}
+)
+
+
+def _chain(ts: datetime, rows: list[tuple], underlying_price: float = 100.0) -> pl.DataFrame:
+    """Snapshot rows of one US chain expiring 2024-03-15: (strike, type, oi, volume, iv, delta)."""
+    frame = pl.DataFrame(
+        rows, schema=["strike", "option_type", "oi", "volume", "iv", "delta"], orient="row"
+    ).with_columns(
+        ts=pl.lit(ts).dt.replace_time_zone("UTC"),
+        exchange=pl.lit("US"),
+        underlying=pl.lit("XYZ"),
+        expiry=pl.lit(date(2024, 3, 15)),
+        underlying_price=pl.lit(underlying_price),
+        trade_date=pl.lit(ts.date()),
+        time_to_expiry_seconds=pl.lit(3600, pl.Int64),
+    )
+    return frame.cast({"strike": pl.Float64, "oi": pl.Int64, "volume": pl.Int64, "iv": pl.Float64, "delta": pl.Float64})
+
+
+def test_features_of_a_hand_worked_chain() -> None:
+    """Underlying 100; strikes 90/100/110. Calls OI 10/20/30 (vol 1/2/3), puts OI 40/50/60 (vol 4/5/6).
+    PCR OI 150/60 = 2.5, volume 15/6 = 2.5; ITM calls: 90 (OI 10), ITM puts: 110 (OI 60): ratio 6.
+    Payout at 90: puts 50*10 + 60*20 = 1700; at 100: calls 10*10 + puts 60*10 = 700; at 110: calls
+    10*20 + 20*10 = 400: max pain 110. ATM 100: IV (0.20 + 0.22) / 2. Skew: put delta -0.3 (IV 0.25) nearest
+    -0.25, call delta 0.3 (IV 0.18) nearest 0.25: 0.07."""
+    chain = _chain(
+        datetime(2024, 3, 1, 21),
+        [
+            (90.0, "C", 10, 1, 0.24, 0.8), (100.0, "C", 20, 2, 0.20, 0.5), (110.0, "C", 30, 3, 0.18, 0.3),
+            (90.0, "P", 40, 4, 0.25, -0.3), (100.0, "P", 50, 5, 0.22, -0.5), (110.0, "P", 60, 6, 0.21, -0.8),
+        ],
+    )  # fmt: skip
+    row = options.features(chain, NO_HISTORY).row(0, named=True)
+    assert row["pcr_oi"] == pytest.approx(2.5) and row["pcr_volume"] == pytest.approx(2.5)
+    assert (row["total_itm_oi_ce"], row["total_itm_oi_pe"], row["pcr_itm_oi"]) == (10, 60, 6.0)
+    assert row["max_pain"] == 110.0
+    assert row["atm_iv"] == pytest.approx(0.21)
+    assert (row["iv_skew"], row["skew_method"]) == (pytest.approx(0.07), "25 delta")
+    assert row["complete"] and row["time_to_expiry_hours"] == 1.0
+    # Without deltas: the put nearest 95 (strike 90, IV 0.25) minus the call nearest 105 (strike 100 or 110:
+    # the nearer by |strike/100 - 1.05|, tie broken by the lower strike: 100, IV 0.20).
+    no_delta = options.features(chain.with_columns(delta=pl.lit(None, pl.Float64)), NO_HISTORY).row(0, named=True)
+    assert (no_delta["iv_skew"], no_delta["skew_method"]) == (pytest.approx(0.05), "strikes 95%/105%")
+    payload = json.loads(options.with_payload(options.features(chain, NO_HISTORY))["features"][0])
+    assert payload["max_pain"] == 110.0 and payload["pcr_oi"] == pytest.approx(2.5)
+
+
+def test_oi_change_is_measured_in_time_not_rows() -> None:
+    """End of day: 5 sessions back exactly; a missing session gives null, not the row before it. Intraday:
+    3 minutes back, at most a minute earlier."""
+    sessions = [date(2024, 1, d) for d in (2, 3, 4, 5, 8, 9, 10, 11, 12)]
+    days = [d for d in sessions if d != date(2024, 1, 3)]  # no snapshot on Jan 3
+    chains = pl.concat(
+        _chain(datetime.combine(d, datetime.min.time()).replace(hour=21), [(100.0, "C", 100 + 10 * i, 1, 0.2, 0.5)])
+        for i, d in enumerate(days)
+    )
+    rows = {r["trade_date"]: r for r in options.features(chains, NO_HISTORY).iter_rows(named=True)}
+    # Jan 9 is 5 sessions after Jan 2 (OI 100 -> 140 at index 4): +40%.
+    assert rows[date(2024, 1, 9)]["oi_change_pct_short"] == pytest.approx(40.0)
+    assert rows[date(2024, 1, 10)]["oi_change_pct_short"] is None  # 5 sessions back is Jan 3: no snapshot
+    minutes = pl.concat(
+        _chain(datetime(2024, 1, 2, 15, m), [(100.0, "C", 1000 + m, 1, 0.2, 0.5)]) for m in (0, 1, 2, 3, 5, 10)
+    )
+    intraday = {r["ts"].minute: r for r in options.features(minutes, NO_HISTORY).iter_rows(named=True)}
+    assert intraday[3]["oi_change_pct_short"] == pytest.approx(3 / 1000 * 100)  # against 15:00
+    assert intraday[5]["oi_change_pct_short"] == pytest.approx(3 / 1002 * 100)  # 15:02
+    assert intraday[10]["oi_change_pct_short"] is None  # 15:07 wanted, 15:05 is more than a minute before it
+
+
+@pytest.mark.skipif(not OPTIONS.exists(), reason="../shared/data is not beside the project")
+def test_nse_export_reads_both_sides_and_indian_digit_grouping(tmp_path: Path) -> None:
+    folder = tmp_path / "nse" / "2024-05-24T15-30"
+    folder.mkdir(parents=True)
+    shutil.copy(OPTIONS / "nse_option_chains" / "option-chain-ED-NIFTY-30-May-2024.csv", folder)
+    quotes = option_files.read_nse_chain(folder / "option-chain-ED-NIFTY-30-May-2024.csv")
+    at = {(r["strike"], r["option_type"]): r for r in quotes.iter_rows(named=True)}
+    call, put = at[(22500.0, "C")], at[(22500.0, "P")]
+    assert (call["oi"], call["oi_change"], call["volume"], call["iv"], call["ltp"]) == (
+        91472,
+        9137,
+        155971,
+        pytest.approx(0.1099),
+        343.9,
+    )
+    assert (call["bid_qty"], call["bid"], call["ask"], call["ask_qty"]) == (50, 341.0, 343.85, 475)
+    assert (put["bid_qty"], put["bid"], put["ask"], put["ask_qty"]) == (1675, 286.85, 286.9, 425)
+    assert (put["ltp"], put["iv"], put["volume"], put["oi_change"], put["oi"]) == (
+        286.85,
+        pytest.approx(0.1453),
+        279620,
+        -25498,
+        109584,
+    )
+    assert at[(21500.0, "P")]["volume"] == 141256
+    assert call["expires_at"].isoformat() == "2024-05-30T10:00:00+00:00"  # 15:30 in Kolkata
+    good, rejects = options.reject_quotes(quotes)
+    assert rejects.is_empty() and good.height == quotes.height
+    # No underlying in the export: put-call parity at the strike where call and put are closest (22,550: call
+    # 320.25, put 306.00, 14.25 apart; at 22,500 they are 57.05 apart).
+    snapshot = options.snapshot_rows(good)
+    assert snapshot["underlying_price"].unique().to_list() == [pytest.approx(22550 + 320.25 - 306.0)]
+
+
+@pytest.mark.skipif(not OPTIONS.exists(), reason="../shared/data is not beside the project")
+def test_lean_universe_times_and_a_chain_without_open_interest() -> None:
+    spy = option_files.read_lean_universe(OPTIONS / "lean_universes" / "option_spy" / "20240102.csv")
+    first = spy.row(0, named=True)
+    assert (first["underlying"], first["strike"], first["option_type"], first["oi"]) == ("SPY", 402.0, "C", 6)
+    assert first["underlying_price"] == 472.65 and first["ts"].isoformat() == "2024-01-02T21:00:00+00:00"
+    assert options.snapshot_rows(spy)["time_to_expiry_seconds"][0] == 86400
+    spx = option_files.read_lean_universe(OPTIONS / "lean_universes" / "indexoption_spx" / "20151222.csv")
+    assert spx["expires_at"][0].isoformat() == "2016-01-15T14:30:00+00:00"  # AM-settled: 09:30 New York
+    # AAPL on 2014-06-06 (the day before its 7:1 split) lists no open interest at all.
+    aapl = option_files.read_lean_universe(OPTIONS / "lean_universes" / "option_aapl" / "20140606.csv")
+    row = options.features(options.snapshot_rows(aapl), NO_HISTORY).row(0, named=True)
+    assert row["pcr_oi"] is None and row["max_pain"] is None and not row["complete"]
+
+
+def _land_options(platform: Platform) -> Path:
+    folder = trading.option_folder(platform.settings)
+    spy = folder / "lean" / "option_spy"
+    spy.mkdir(parents=True)
+    for name in ("20231228.csv", "20231229.csv", "20240102.csv", "20240103.csv"):
+        shutil.copy(OPTIONS / "lean_universes" / "option_spy" / name, spy)
+    nse = folder / "nse" / "2024-05-24T15-30"
+    nse.mkdir(parents=True)
+    for name in ("option-chain-ED-NIFTY-30-May-2024.csv", "option-chain-ED-NIFTY-23-May-2024.csv"):
+        shutil.copy(OPTIONS / "nse_option_chains" / name, nse)
+    return folder
+
+
+@pytest.mark.skipif(not OPTIONS.exists(), reason="../shared/data is not beside the project")
+def test_option_assets_write_day_partitions_features_and_rejects(platform: Platform, conn: psycopg.Connection) -> None:
+    _land_options(platform)
+    months = ("2023-12-01", "2024-05-01")
+    result = platform.materialize(trading.OPTION_CHAIN_SNAPSHOTS, trading.ML_FEATURES, partition_range=months)
+    assert result.success
+    snapshots = conn.execute(
+        "select trade_date, exchange, underlying, count(*) from trading.option_chain_snapshots group by 1, 2, 3 "
+        "order by 1"
+    ).fetchall()
+    assert [(d.isoformat(), e, u) for d, e, u, _ in snapshots] == [
+        ("2023-12-28", "US", "SPY"), ("2023-12-29", "US", "SPY"), ("2024-01-02", "US", "SPY"),
+        ("2024-01-03", "US", "SPY"), ("2024-05-24", "NSE", "NIFTY"),
+    ]  # fmt: skip
+    partitions = conn.execute(
+        "select count(*) from pg_inherits where inhparent = 'trading.option_chain_snapshots'::regclass"
+    ).fetchone()[0]
+    assert partitions == 5  # one per day written
+    # The May 23 expiry was over at the snapshot: every quote of that file is refused, with its reason.
+    rejects = conn.execute(
+        "select count(*), min(reason), max(reason) from trading.rejects where table_name = 'option_chain_snapshots'"
+    ).fetchone()
+    assert rejects == (84, "option past its expiry in a live chain", "option past its expiry in a live chain")
+    features = conn.execute(
+        "select underlying, pcr_oi, features ->> 'max_pain', complete from trading.ml_features order by ts"
+    ).fetchall()
+    assert len(features) == 5 and features[-1][0] == "NIFTY" and features[-1][3]
+    checks = {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+    assert checks[("option_chain_snapshots", trading.CHAIN_QUOTES_VALID)]
+    # SPY's Lean universe lists calls only on some days: no ATM put, so those rows are incomplete (WARN).
+    assert checks[("ml_features", trading.FEATURES_COMPLETE)] is False
+    before = conn.execute("select * from trading.ml_features order by ts").fetchall()
+    platform.materialize(trading.OPTION_CHAIN_SNAPSHOTS, trading.ML_FEATURES, partition_range=months)
+    after = conn.execute("select * from trading.ml_features order by ts").fetchall()
+    assert [r[:-1] for r in after] == [r[:-1] for r in before]
+
+
+@pytest.mark.skipif(not OPTIONS.exists(), reason="../shared/data is not beside the project")
+def test_option_checks_fail_on_crossed_off_grid_stale_and_missing_features(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    _land_options(platform)
+    platform.materialize(trading.OPTION_CHAIN_SNAPSHOTS, partition_range=("2024-01-01", "2024-01-01"))
+    conn.execute(
+        "update trading.option_chain_snapshots set bid = 5, ask = 4 where strike = 402 and trade_date = '2024-01-02'"
+    )
+    conn.execute(
+        "insert into trading.option_chain_snapshots (trade_date, ts, exchange, underlying, expiry, strike, "
+        "option_type, expires_at, source_file, source_line) select trade_date, ts, exchange, underlying, expiry, "
+        "402.5, 'C', expires_at, 'test', 0 from trading.option_chain_snapshots where strike = 402 "
+        "and expiry = '2024-01-03' and trade_date = '2024-01-02'"
+    )
+    # Ten minutes after the last snapshot, during the session of that day.
+    now = datetime(2024, 1, 3, 21, 0, tzinfo=UTC) - timedelta(hours=5, minutes=50)
+    conn.execute(
+        "update trading.option_chain_snapshots set ts = %s - interval '10 minutes' where trade_date = '2024-01-03'",
+        (now,),
+    )
+    with conn.transaction():
+        results = {r.check_name: r for r in trading.chain_checks(conn, now)}
+        features = {r.check_name: r for r in trading.features_checks(conn)}
+    assert not results[trading.CHAIN_QUOTES_VALID].passed
+    assert (
+        not results[trading.STRIKES_ON_GRID].passed and results[trading.STRIKES_ON_GRID].metadata["off_grid"].value == 1
+    )
+    assert not results[trading.CHAIN_FRESH_IN_SESSION].passed
+    assert not features[trading.FEATURES_COMPLETE].passed
+    # ml_features never ran: both January snapshots lack their row.
+    assert features[trading.FEATURES_COMPLETE].metadata["snapshots_without_features"].value == 2
+    with conn.transaction():
+        after_hours = {r.check_name: r.passed for r in trading.chain_checks(conn, now + timedelta(hours=8))}
+    assert after_hours[trading.CHAIN_FRESH_IN_SESSION]

@@ -20,6 +20,14 @@ def ensure_partitions(conn: psycopg.Connection, name: str, first: date, last: da
     return conn.execute("select trading.ensure_partitions(%s, %s, %s)", (name, first, last)).fetchone()[0]
 
 
+def ensure_partitions_of(conn: psycopg.Connection, name: str, days: pl.Series) -> int:
+    """Create the missing partitions of trading.`name` holding `days` (only those: a span of history does not
+    become a partition per day without rows)."""
+    (unit,) = conn.execute("select unit from trading.partitioning where table_name = %s", (name,)).fetchone()
+    starts = days.dt.truncate("1d" if unit == "day" else "1mo").unique().sort()
+    return sum(ensure_partitions(conn, name, start, start) for start in starts)
+
+
 def replace_window(conn: psycopg.Connection, name: str, rows: pl.DataFrame, first: date | None, end: date) -> int:
     """Make trading.`name` hold exactly `rows` (all inside the window) for trade dates in [first, end) (first
     None: every date before end); returns the rows removed."""
@@ -28,7 +36,7 @@ def replace_window(conn: psycopg.Connection, name: str, rows: pl.DataFrame, firs
         window = sql.SQL("trade_date >= {} and ").format(sql.Literal(first)) + window
     removed = conn.execute(sql.SQL("delete from {} where ").format(table(name)) + window).rowcount
     if not rows.is_empty():
-        ensure_partitions(conn, name, rows["trade_date"].min(), rows["trade_date"].max())
+        ensure_partitions_of(conn, name, rows["trade_date"])
         copy_frame(conn, table(name), rows)
     return removed
 

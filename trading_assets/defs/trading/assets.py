@@ -218,12 +218,13 @@ def chain_checks(conn: psycopg.Connection, now: datetime) -> list[dg.AssetCheckR
                    strike - lag(strike) over (partition by ts, exchange, underlying, expiry order by strike) as step
             from (select distinct ts, exchange, underlying, expiry, strike from trading.option_chain_snapshots) s
         ), grid as (
-            select ts, exchange, underlying, expiry, mode() within group (order by step) as step, min(strike) as first
-            from steps where step > 0 group by 1, 2, 3, 4
+            select ts, exchange, underlying, expiry, min(strike) as first,
+                   mode() within group (order by step) filter (where step > 0) as step
+            from steps group by 1, 2, 3, 4
         )
         select s.underlying, s.expiry::text, s.strike, g.step
         from steps s join grid g using (ts, exchange, underlying, expiry)
-        where abs((s.strike - g.first) / g.step - round((s.strike - g.first) / g.step)) > 1e-6
+        where g.step > 0 and abs((s.strike - g.first) / g.step - round((s.strike - g.first) / g.step)) > 1e-6
         order by 1, 2, 3 limit 50
         """
     ).fetchall()
