@@ -78,6 +78,8 @@ class Settings:
     series_backup_days: int = 30
     # A repeat of the same condition within this many minutes is recorded as grouped, not sent again.
     alert_quiet_minutes: int = 360
+    # How often the intraday sensor looks for minute files that grew (seconds).
+    intraday_sensor_seconds: int = 30
     # What a plausible price row is, and the share of unusable rows that refuses a whole file.
     price_bounds: PriceBounds = DEFAULT_BOUNDS
 
@@ -123,6 +125,12 @@ class Settings:
                 f"TRADING_ASSETS_SERIES_BACKUP_DAYS={backup_days_text!r} must be a positive whole number of days"
             )
 
+        intraday_text = env.get("TRADING_ASSETS_INTRADAY_SENSOR_SECONDS") or "30"
+        if not intraday_text.isdigit() or int(intraday_text) < 1:
+            raise ConfigError(
+                f"TRADING_ASSETS_INTRADAY_SENSOR_SECONDS={intraday_text!r} must be a positive whole number of seconds"
+            )
+
         share_text = (env.get("TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE") or "0.5").strip()
         try:
             min_listing_share = float(share_text)
@@ -164,6 +172,7 @@ class Settings:
             telegram_chat_id=env.get("TELEGRAM_CHAT_ID") or None,
             telegram_api_url=env.get("TRADING_ASSETS_TELEGRAM_API_URL") or "https://api.telegram.org",
             alert_quiet_minutes=int(quiet_text),
+            intraday_sensor_seconds=int(intraday_text),
             price_bounds=bounds,
         )
 

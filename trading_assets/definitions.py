@@ -24,6 +24,7 @@ from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.stage1.datasets import build_dataset_assets, read_dataset_specs
 from trading_assets.defs.stage1.spool import build_spool_assets, build_spool_automation
 from trading_assets.defs.trading.assets import build_trading_assets
+from trading_assets.defs.trading.intraday import build_intraday_assets, build_intraday_sensor
 
 DEFINITIONS_MODULE = "trading_assets.definitions"
 CODE_LOCATION = "trading_assets"
@@ -51,6 +52,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_spool_assets(settings),
             *build_dataset_assets(settings, read_dataset_specs(settings.stage1_datasets_config), partitions),
             *build_trading_assets(settings, partitions),
+            *build_intraday_assets(settings, partitions),
         ],
         asset_checks=[
             *SERIES_CHECKS,
@@ -80,6 +82,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *market_sensors,
             build_dimension_sensor(settings),
             spool_sensor,
+            build_intraday_sensor(settings, partitions),
             *build_alert_sensors(settings),
             # Market runs started by automation apply changes only, one writer at a time (run queue limit).
             dg.AutomationConditionSensorDefinition(

@@ -131,6 +131,13 @@ EXPECTED_GRAPH = {
         WINDOW,
         ["macro_slopes_match_yields", "macro_values_known_when_used"],
     ),
+    "trading/intraday_files": ([], "", "", []),
+    "trading/multi_resolution_bars": (
+        ["trading/intraday_files"],
+        MONTHLY,
+        WINDOW,
+        ["bars_ohlc_ordered", "bars_within_session", "intraday_files_caught_up"],
+    ),
     "trading/ml_features": (["trading/option_chain_snapshots months up to it"], MONTHLY, WINDOW, ["features_complete"]),
     "trading/option_chain_snapshots": (
         ["trading/option_files"],

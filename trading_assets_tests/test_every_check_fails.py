@@ -49,6 +49,10 @@ ELSEWHERE = {
         name: ["test_trading::test_option_checks_fail_on_crossed_off_grid_stale_and_missing_features"]
         for name in ("chain_quotes_valid", "strikes_on_grid", "chain_fresh_in_session", "features_complete")
     },
+    **{
+        name: ["test_trading::test_bar_checks_fail_outside_the_session_on_disordered_ohlc_and_unread_files"]
+        for name in ("bars_within_session", "bars_ohlc_ordered", "intraday_files_caught_up")
+    },
     "vix_curve_sane": ["test_trading::test_vix_checks_fail_on_an_expired_front_and_an_odd_curve"],
     "timezone_present": [
         "test_checks_fail_catalog_series::test_timezone_present_fails_on_a_symbol_of_an_exchange_without_timezone"

@@ -5,19 +5,22 @@ import json
 import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import polars as pl
 import psycopg
 import pytest
 
-from trading_assets.compute import macro, options, vix
+from trading_assets.compute import intraday, macro, options, vix
 from trading_assets.compute.calendars import session_table
 from trading_assets.config import PROJECT_ROOT
 from trading_assets.defs.metadata.assets import DIM_SERIES, FACT_SERIES_VALUE
 from trading_assets.defs.trading import assets as trading
-from trading_assets.sources import option_files, vix_files
+from trading_assets.defs.trading import intraday as intraday_assets
+from trading_assets.sources import minute_files, option_files, vix_files
 from trading_assets_tests.conftest import Platform
 
 SAMPLE_MACRO = PROJECT_ROOT / "data" / "sample" / "macro"
@@ -557,3 +560,185 @@ def test_option_checks_fail_on_crossed_off_grid_stale_and_missing_features(
     with conn.transaction():
         after_hours = {r.check_name: r.passed for r in trading.chain_checks(conn, now + timedelta(hours=8))}
     assert after_hours[trading.CHAIN_FRESH_IN_SESSION]
+
+
+INTRADAY = PROJECT_ROOT.parent / "shared" / "data" / "intraday"
+DAILY = PROJECT_ROOT.parent / "shared" / "data" / "daily"
+needs_intraday = pytest.mark.skipif(not INTRADAY.exists(), reason="../shared/data is not beside the project")
+
+
+def _rolled(name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(minutes as read, bars of every resolution) of a whole real minute file."""
+    chunk = minute_files.read_minutes(INTRADAY / name, 0, 0)
+    days = chunk.rows["ts"].dt.date()
+    calendar = intraday.sessions(chunk.rows["exchange"].unique().to_list(), days.min() - timedelta(days=3), days.max())
+    rows = intraday.minute_rows(chunk.rows, calendar)
+    clock = {chunk.rows["exchange"][0]: chunk.rows["ts"].max() + timedelta(minutes=1)}
+    return chunk.rows, pl.concat([rows.drop("source_file", "source_line"), intraday.roll_up(rows, calendar, clock)])
+
+
+@needs_intraday
+@pytest.mark.parametrize(
+    ("name", "zone", "open_at", "close_at"),
+    [
+        ("lean_equity_usa_spy_1m_trade.csv", "America/New_York", "09:30", "16:00"),
+        ("lean_equity_india_juniorbees_1m_trade.csv", "Asia/Kolkata", "09:15", "15:30"),
+    ],
+)
+def test_bars_equal_a_pandas_resample_offset_to_the_session_open(
+    name: str, zone: str, open_at: str, close_at: str
+) -> None:
+    minutes, bars = _rolled(name)
+    frame = minutes.to_pandas().set_index("ts").tz_convert(zone)
+    session = frame.between_time(open_at, close_at, inclusive="left")
+    hours, mins = map(int, open_at.split(":"))
+    for resolution, rule in (("5min", "5min"), ("15min", "15min"), ("1h", "60min")):
+        expected = (
+            session.resample(rule, origin="start_day", offset=pd.Timedelta(hours=hours, minutes=mins), closed="left")
+            .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+            .dropna(subset=["open"])
+        )
+        ours = bars.filter(pl.col("resolution") == resolution).sort("bar_start").to_pandas()
+        ours = ours.set_index(pd.DatetimeIndex(ours["bar_start"]).tz_convert(zone))
+        assert list(ours.index) == list(expected.index), resolution
+        for column in ("open", "high", "low", "close", "volume"):
+            assert np.allclose(ours[column], expected[column], rtol=0, atol=1e-9), (resolution, column)
+    # The last hourly bar of an NSE day closes at 15:30, not 16:15.
+    hourly = bars.filter(pl.col("resolution") == "1h").sort("bar_start")
+    last = hourly.row(-1, named=True)
+    assert last["bar_end"].astimezone(ZoneInfo(zone)).strftime("%H:%M") == close_at
+    assert not bars.filter(pl.col("resolution") != "1min", ~pl.col("in_session")).height
+
+
+@needs_intraday
+def test_daily_bar_from_minutes_equals_the_daily_file_of_the_same_instrument() -> None:
+    _, bars = _rolled("lean_equity_usa_spy_1m_trade.csv")
+    ours = bars.filter(pl.col("resolution") == "1D").sort("trade_date")
+    daily = pl.read_csv(
+        DAILY / "lean_equity_usa_spy_1d.csv", has_header=False, new_columns=["d", "o", "h", "l", "c", "v"]
+    ).with_columns(trade_date=pl.col("d").str.slice(0, 8).str.to_date("%Y%m%d"))
+    both = ours.join(daily, on="trade_date")
+    assert both.height == 6  # the daily file ends in 2021: the 2023 day has no counterpart
+    for ours_column, theirs in (("open", "o"), ("high", "h"), ("close", "c")):
+        assert (both[ours_column] - both[theirs] / 10_000).abs().max() < 1e-9
+    # Lean's daily file says 165.37 for the low of 2013-10-08, its minute file 165.36: a cent apart, once.
+    gaps = (both["low"] - both["l"] / 10_000).abs()
+    assert gaps.max() < 0.0100001 and (gaps > 1e-9).sum() == 1
+    assert (both["volume"] == both["v"]).all()
+
+
+def test_a_bar_is_written_when_its_window_closes_by_the_data_clock() -> None:
+    """Minutes 09:30..10:06 ET of 2024-01-02: 5min bars through 10:05 are closed by the clock (10:07); the
+    10:05-10:10 bar, the hour and the day are not. Pre-open minutes (09:25) stay out of every bar."""
+    stamps = [datetime(2024, 1, 2, 14, 25, tzinfo=UTC)] + [
+        datetime(2024, 1, 2, 14, 30, tzinfo=UTC) + timedelta(minutes=i) for i in range(37)
+    ]
+    minutes = pl.DataFrame(
+        {
+            "exchange": "US",
+            "symbol": "XYZ",
+            "ts": stamps,
+            "open": 10.0,
+            "high": [11.0 + i for i in range(len(stamps))],
+            "low": 9.0,
+            "close": 10.5,
+            "volume": 100.0,
+            "vwap": None,
+            "trade_count": None,
+            "oi": None,
+        },
+        schema=intraday.MINUTE_SCHEMA,
+    )
+    calendar = intraday.sessions(["US"], date(2024, 1, 1), date(2024, 1, 3))
+    rows = intraday.minute_rows(minutes, calendar)
+    assert rows.filter(~pl.col("in_session"))["bar_start"].to_list() == [stamps[0]]
+    bars = intraday.roll_up(rows, calendar, {"US": stamps[-1] + timedelta(minutes=1)})
+    five = bars.filter(pl.col("resolution") == "5min").sort("bar_start")
+    assert five.height == 7 and five["bar_end"].max() == datetime(2024, 1, 2, 15, 5, tzinfo=UTC)
+    assert five["high"][0] == 11.0 + 5  # 09:30-09:35: minutes 1..5 of the list (the pre-open one excluded)
+    assert set(bars["resolution"]) == {"5min", "15min"}  # 09:30-09:45 and 09:45-10:00 closed; not the hour
+    assert five["vwap"][0] == 10.5 and five["trade_count"][0] == 5
+
+
+def _stored_bars(conn: psycopg.Connection) -> list[tuple]:
+    return conn.execute(
+        "select trade_date, bar_start, exchange, symbol, resolution, bar_end, in_session, open, high, low, close, "
+        "volume, vwap, trade_count from trading.multi_resolution_bars order by resolution, symbol, bar_start"
+    ).fetchall()
+
+
+@needs_intraday
+def test_appended_minute_file_resumes_from_its_checkpoint_and_equals_one_read(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    folder = intraday_assets.intraday_folder(platform.settings)
+    folder.mkdir(parents=True)
+    source = (INTRADAY / "lean_equity_india_juniorbees_1m_trade.csv").read_bytes()
+    target = folder / "lean_equity_india_juniorbees_1m_trade.csv"
+    lines = source.splitlines(keepends=True)
+    # Day one and half a line of day two (still being written).
+    cut = next(i for i, line in enumerate(lines) if line.startswith(b"20190102"))
+    target.write_bytes(b"".join(lines[:cut]) + lines[cut][:10])
+    month = ("2019-01-01", "2019-01-01")
+    first = platform.materialize(trading.MULTI_RESOLUTION_BARS, partition_range=month)
+    assert first.success
+    assert conn.execute("select bytes_read, lines_read from trading.intraday_files").fetchone() == (
+        len(b"".join(lines[:cut])),
+        cut,
+    )
+    days = conn.execute(
+        "select resolution, count(*) from trading.multi_resolution_bars group by 1 order by 1"
+    ).fetchall()
+    assert dict(days)["1D"] == 1 and dict(days)["1min"] == cut - 1
+    # The rest lands (the half line completed): the run reads from the checkpoint only.
+    target.write_bytes(source)
+    second = platform.materialize(trading.MULTI_RESOLUTION_BARS, partition_range=month)
+    meta = second.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["minutes_written"].value == len(lines) - cut
+    incremental = _stored_bars(conn)
+    # The same file read at once into a fresh table gives the same rows.
+    conn.execute("truncate trading.multi_resolution_bars, trading.intraday_files")
+    platform.materialize(trading.MULTI_RESOLUTION_BARS, partition_range=month)
+    assert _stored_bars(conn) == incremental
+    assert {r[4] for r in incremental} == {"1min", "5min", "15min", "1h", "1D"}
+
+
+@needs_intraday
+def test_intraday_sensor_asks_once_per_growth_for_the_months_of_the_new_lines(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    folder = intraday_assets.intraday_folder(platform.settings)
+    folder.mkdir(parents=True)
+    shutil.copy(INTRADAY / "lean_equity_india_juniorbees_1m_trade.csv", folder)
+    sensor = next(s for s in platform.defs.sensors if s.name == "trading_intraday_sensor")
+    with dg.build_sensor_context(instance=platform.instance, resources=platform.defs.resources) as context:
+        result = sensor(context)
+    (request,) = result.run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "2018-12-01"  # a day of margin either side
+    assert request.tags["dagster/asset_partition_range_end"] == "2019-01-01"
+    platform.materialize(trading.MULTI_RESOLUTION_BARS, partition_range=("2018-12-01", "2019-01-01"))
+    with dg.build_sensor_context(instance=platform.instance, resources=platform.defs.resources) as context:
+        assert isinstance(sensor(context), dg.SkipReason)  # read to the end: nothing to ask
+
+
+@needs_intraday
+def test_bar_checks_fail_outside_the_session_on_disordered_ohlc_and_unread_files(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    folder = intraday_assets.intraday_folder(platform.settings)
+    folder.mkdir(parents=True)
+    shutil.copy(INTRADAY / "lean_equity_india_juniorbees_1m_trade.csv", folder)
+    platform.materialize(trading.MULTI_RESOLUTION_BARS, partition_range=("2019-01-01", "2019-01-01"))
+    conn.execute(
+        "update trading.multi_resolution_bars set bar_start = bar_start - interval '1 hour' "
+        "where resolution = '1h' and bar_start = (select min(bar_start) from trading.multi_resolution_bars)"
+    )
+    conn.execute(
+        "update trading.multi_resolution_bars set high = low - 1 "
+        "where resolution = '5min' and trade_date = '2019-01-02'"
+    )
+    with conn.transaction():
+        results = {r.check_name: r for r in intraday_assets.bar_checks(conn, {"late.csv": 3})}
+    assert not results[intraday_assets.BARS_IN_SESSION].passed
+    assert not results[intraday_assets.BARS_OHLC_ORDERED].passed
+    assert not results[intraday_assets.FILES_CAUGHT_UP].passed

@@ -18,6 +18,11 @@ EVERY_DAY = "24/7"
 WEEK_EPOCH = {"ISO": date(1970, 1, 5), "US": date(1970, 1, 4)}
 _LABEL = re.compile(r"^(\d+)(D|W|M|Y)(?:_CAL(_ANCHOR)?(?:_(ISO|US))?)?$")
 
+# Exchanges of the trading tables: their trading calendar (exchange_calendars code) and time zone. NSE has no
+# calendar of its own there; BSE's (XBOM) keeps the same holidays and hours.
+EXCHANGE_CALENDARS = {"US": "XNYS", "NSE": "XBOM"}
+EXCHANGE_ZONES = {"US": "America/New_York", "NSE": "Asia/Kolkata"}
+
 
 @dataclass(frozen=True)
 class Timeframe:

@@ -21,12 +21,10 @@ from functools import cache
 
 import polars as pl
 
-from trading_assets.compute.calendars import session_table
+from trading_assets.compute.calendars import EXCHANGE_CALENDARS, EXCHANGE_ZONES, session_table
 
 SNAPSHOT = ["ts", "exchange", "underlying"]
 KEY = [*SNAPSHOT, "expiry", "strike", "option_type"]
-CALENDARS = {"US": "XNYS", "NSE": "XBOM"}
-ZONES = {"US": "America/New_York", "NSE": "Asia/Kolkata"}
 PLACEHOLDER_IV = 0.01
 EOD_SESSIONS = (5, 20)
 INTRADAY_MINUTES = (3, 15)
@@ -74,7 +72,7 @@ FEATURE_SCHEMA = {
 def trade_date(ts: pl.Expr, exchange: pl.Expr) -> pl.Expr:
     """The snapshot's date in its exchange's time zone."""
     expr = pl.lit(None, pl.Date)
-    for name, zone in ZONES.items():
+    for name, zone in EXCHANGE_ZONES.items():
         expr = pl.when(exchange == name).then(ts.dt.convert_time_zone(zone).dt.date()).otherwise(expr)
     return expr
 
@@ -211,7 +209,7 @@ def _oi_changes(totals: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("intraday").fill_null(False))
     frames = []
     for exchange, group in marked.partition_by("exchange", as_dict=True).items():
-        calendar = CALENDARS[exchange[0]]
+        calendar = EXCHANGE_CALENDARS[exchange[0]]
         sessions = session_table(
             [calendar], group["trade_date"].min() - timedelta(days=60), group["trade_date"].max()
         ).select(trade_date="session_date", ordinal="session_ordinal")
@@ -302,9 +300,9 @@ def with_payload(rows: pl.DataFrame) -> pl.DataFrame:
 def _calendar(exchange: str):  # exchange_calendars is imported lazily (slow import)
     import exchange_calendars
 
-    return exchange_calendars.get_calendar(CALENDARS[exchange])
+    return exchange_calendars.get_calendar(EXCHANGE_CALENDARS[exchange])
 
 
 def session_open(exchange: str, now: datetime) -> bool:
-    """Whether `exchange` (a key of CALENDARS) is in session at `now` (aware)."""
+    """Whether `exchange` (a key of EXCHANGE_CALENDARS) is in session at `now` (aware)."""
     return bool(_calendar(exchange).is_open_on_minute(now.astimezone(UTC).replace(second=0, microsecond=0)))

@@ -24,7 +24,9 @@ from trading_assets.defs.metadata.series_import import series_import_job
 from trading_assets.defs.stage1.spool import GROUP as STAGE1_GROUP
 from trading_assets.defs.stage1.spool import SPOOL_FILES, SPOOL_JOB, SPOOL_REPLAY
 from trading_assets.defs.trading.assets import GROUP as TRADING_GROUP
+from trading_assets.defs.trading.assets import MULTI_RESOLUTION_BARS
 from trading_assets.defs.trading.assets import SOURCES as TRADING_SOURCES
+from trading_assets.defs.trading.intraday import INTRADAY_JOB
 
 VALIDATE_JOB = "validate_all_checks"
 LOAD_PRICES_JOB = "load_prices"
@@ -100,6 +102,10 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition | dg.JobDefinition]:
         dg.define_asset_job(
             TRADING_JOB, selection=dg.AssetSelection.groups(TRADING_GROUP) - dg.AssetSelection.assets(*TRADING_SOURCES),
             description="The trading tables (options, intraday, VIX, macro, trades) over the partitions asked.",
+        ),
+        dg.define_asset_job(
+            INTRADAY_JOB, selection=dg.AssetSelection.assets(MULTI_RESOLUTION_BARS),
+            description="Read the minute files from their checkpoints and roll the sessions they touch.",
         ),
         dg.define_asset_job(
             SPOOL_JOB, selection=dg.AssetSelection.assets(SPOOL_REPLAY),

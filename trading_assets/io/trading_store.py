@@ -6,7 +6,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from trading_assets.io.postgres import copy_frame, read_frame, scratch_table
+from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame, scratch_table
 
 REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
 
@@ -48,6 +48,21 @@ def replace_rejects(conn: psycopg.Connection, name: str, files: list[str], rejec
     if not rejects.is_empty():
         frame = rejects.unique(["source_file", "source_line", "reason"]).with_columns(table_name=pl.lit(name))
         copy_frame(conn, sql.SQL("trading.rejects"), frame)
+
+
+def add_rejects(conn: psycopg.Connection, name: str, rejects: pl.DataFrame) -> None:
+    """Keep `rejects` (REJECT_SCHEMA) of trading.`name` beside those already kept (a line refused again stays
+    once)."""
+    if rejects.is_empty():
+        return
+    filled_scratch_table(
+        conn, "incoming_rejects", "(source_file text, source_line integer, reason text, raw text)", rejects
+    )
+    conn.execute(
+        "insert into trading.rejects (table_name, source_file, source_line, reason, raw) "
+        "select %s, source_file, source_line, reason, raw from incoming_rejects on conflict do nothing",
+        (name,),
+    )
 
 
 def rejects_of(conn: psycopg.Connection, name: str) -> pl.DataFrame:
@@ -96,3 +111,77 @@ def record_trades(conn: psycopg.Connection, trades: pl.DataFrame) -> tuple[int, 
         ).format(v=values)
     ).rowcount
     return inserted, conflicts
+
+
+def file_checkpoints(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
+    """{source_file: (bytes read, lines read)} of the incremental minute files."""
+    return {
+        f: (b, n) for f, b, n in conn.execute("select source_file, bytes_read, lines_read from trading.intraday_files")
+    }
+
+
+def save_checkpoints(conn: psycopg.Connection, checkpoints: dict[str, tuple[int, int]]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into trading.intraday_files (source_file, bytes_read, lines_read) values (%s, %s, %s) "
+            "on conflict (source_file) do update set bytes_read = excluded.bytes_read, "
+            "lines_read = excluded.lines_read, read_at = now()",
+            [(f, b, n) for f, (b, n) in checkpoints.items()],
+        )
+
+
+def upsert_minutes(conn: psycopg.Connection, rows: pl.DataFrame) -> int:
+    """Store 1min rows; a minute sent again replaces the stored one (a correction from its source)."""
+    if rows.is_empty():
+        return 0
+    ensure_partitions_of(conn, "multi_resolution_bars", rows["trade_date"])
+    scratch_table(conn, "incoming_minutes", "(like trading.multi_resolution_bars including defaults)")
+    copy_frame(conn, sql.SQL("incoming_minutes"), rows)
+    columns = rows.columns
+    updates = sql.SQL(", ").join(
+        sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in columns
+    )
+    listed = sql.SQL(", ").join(map(sql.Identifier, columns))
+    return conn.execute(
+        sql.SQL(
+            "insert into trading.multi_resolution_bars ({c}) select {c} from incoming_minutes "
+            "on conflict (trade_date, exchange, symbol, resolution, bar_start) do update set {u}"
+        ).format(c=listed, u=updates)
+    ).rowcount
+
+
+def filled_sessions(conn: psycopg.Connection, sessions: pl.DataFrame) -> None:
+    """The scratch table rolled_sessions: the (exchange, symbol, trade_date) a roll-up rewrites."""
+    filled_scratch_table(
+        conn,
+        "rolled_sessions",
+        "(exchange text, symbol text, trade_date date)",
+        sessions,
+        ["exchange", "symbol", "trade_date"],
+    )
+
+
+def stored_sessions(conn: psycopg.Connection, start: date | None, end: date) -> pl.DataFrame:
+    """(exchange, symbol, trade_date) with stored minutes in [start, end)."""
+    return read_frame(
+        conn,
+        sql.SQL(
+            "select distinct exchange, symbol, trade_date from trading.multi_resolution_bars "
+            "where resolution = '1min' and trade_date < {}{}"
+        ).format(
+            sql.Literal(end), sql.SQL(" and trade_date >= {}").format(sql.Literal(start)) if start else sql.SQL("")
+        ),
+        schema={"exchange": pl.String, "symbol": pl.String, "trade_date": pl.Date},
+    )
+
+
+def replace_rolled(conn: psycopg.Connection, bars: pl.DataFrame) -> int:
+    """The bars above 1min of the sessions in rolled_sessions become `bars`; returns rows removed."""
+    removed = conn.execute(
+        "delete from trading.multi_resolution_bars b using rolled_sessions s where b.resolution <> '1min' "
+        "and (b.exchange, b.symbol, b.trade_date) = (s.exchange, s.symbol, s.trade_date)"
+    ).rowcount
+    if not bars.is_empty():
+        ensure_partitions_of(conn, "multi_resolution_bars", bars["trade_date"])
+        copy_frame(conn, table("multi_resolution_bars"), bars)
+    return removed

@@ -30,8 +30,10 @@ TRADE_HISTORY = dg.AssetKey([GROUP, "trade_history"])
 OPTION_FILES = dg.AssetKey([GROUP, "option_files"])
 OPTION_CHAIN_SNAPSHOTS = dg.AssetKey([GROUP, "option_chain_snapshots"])
 ML_FEATURES = dg.AssetKey([GROUP, "ml_features"])
+INTRADAY_FILES = dg.AssetKey([GROUP, "intraday_files"])
+MULTI_RESOLUTION_BARS = dg.AssetKey([GROUP, "multi_resolution_bars"])
 # The group's observed source files (their version is their contents).
-SOURCES = [VIX_FILES, TRADE_FILES, OPTION_FILES]
+SOURCES = [VIX_FILES, TRADE_FILES, OPTION_FILES, INTRADAY_FILES]
 CHAIN_QUOTES_VALID = "chain_quotes_valid"
 STRIKES_ON_GRID = "strikes_on_grid"
 CHAIN_FRESH_IN_SESSION = "chain_fresh_in_session"
