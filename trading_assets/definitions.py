@@ -23,7 +23,7 @@ from trading_assets.defs.partitions import REBUILD_TAG, monthly_partitions
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.stage1.datasets import build_dataset_assets, read_dataset_specs
 from trading_assets.defs.stage1.spool import build_spool_assets, build_spool_automation
-from trading_assets.defs.trading.assets import build_trading_assets
+from trading_assets.defs.trading.assets import build_partitions_ahead, build_trading_assets
 from trading_assets.defs.trading.intraday import build_intraday_assets, build_intraday_sensor
 
 DEFINITIONS_MODULE = "trading_assets.definitions"
@@ -43,6 +43,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     market = dg.AssetSelection.assets(*market_assets)
     clean_logs, clean_logs_daily = build_clean_logs(settings)
     spool_sensor, spool_nightly = build_spool_automation(settings)
+    partitions_ahead, partitions_daily = build_partitions_ahead(settings)
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
@@ -68,6 +69,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_catalog_schedule(settings),
             clean_logs_daily,
             spool_nightly,
+            partitions_daily,
             dg.ScheduleDefinition(
                 name="validate_daily",
                 job_name=VALIDATE_JOB,
@@ -97,7 +99,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultSensorStatus.RUNNING,
             ),
         ],
-        jobs=[*build_jobs(), clean_logs],
+        jobs=[*build_jobs(), clean_logs, partitions_ahead],
         resources={"warehouse": warehouse},
         # Steps share one process: on two cores a subprocess per step costs more than it saves.
         executor=dg.in_process_executor,

@@ -742,3 +742,20 @@ def test_bar_checks_fail_outside_the_session_on_disordered_ohlc_and_unread_files
     assert not results[intraday_assets.BARS_IN_SESSION].passed
     assert not results[intraday_assets.BARS_OHLC_ORDERED].passed
     assert not results[intraday_assets.FILES_CAUGHT_UP].passed
+
+
+def test_partitions_of_the_coming_days_are_made_ahead(platform: Platform, conn: psycopg.Connection) -> None:
+    job = platform.defs.resolve_job_def(trading.PARTITIONS_AHEAD_JOB)
+    assert job.execute_in_process(instance=platform.instance, resources=platform.defs.resources).success
+    today = datetime.now(UTC).date()
+    names = {
+        name
+        for (name,) in conn.execute(
+            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+            "join pg_class p on p.oid = i.inhparent where p.relname in "
+            "('option_chain_snapshots', 'ml_features', 'multi_resolution_bars')"
+        )
+    }
+    assert len(names) == 3 * (trading.DAYS_AHEAD + 1)
+    assert f"ml_features_p{(today + timedelta(days=trading.DAYS_AHEAD)):%Y%m%d}" in names
+    assert job.execute_in_process(instance=platform.instance, resources=platform.defs.resources).success  # idempotent

@@ -185,3 +185,9 @@ def replace_rolled(conn: psycopg.Connection, bars: pl.DataFrame) -> int:
         ensure_partitions_of(conn, "multi_resolution_bars", bars["trade_date"])
         copy_frame(conn, table("multi_resolution_bars"), bars)
     return removed
+
+
+def partitions_ahead(conn: psycopg.Connection, first: date, last: date) -> int:
+    """Create the partitions of first..last of every day-partitioned trading table; returns how many."""
+    names = [n for (n,) in conn.execute("select table_name from trading.partitioning where unit = 'day' order by 1")]
+    return sum(ensure_partitions(conn, name, first, last) for name in names)

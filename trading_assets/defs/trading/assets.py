@@ -615,3 +615,32 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
         option_chain_snapshots,
         ml_features,
     ]
+
+
+PARTITIONS_AHEAD_JOB = "trading_partitions_ahead"
+DAYS_AHEAD = 7
+
+
+def build_partitions_ahead(settings: Settings) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
+    """A daily job creating the coming days' partitions of the day-partitioned tables, so that a session's first
+    writes never wait on DDL (and a failure to create them shows days before it matters)."""
+
+    @dg.op(description=f"create the partitions of the next {DAYS_AHEAD} days of every day-partitioned trading table")
+    def create_partitions_ahead(context: dg.OpExecutionContext, warehouse: Warehouse) -> None:
+        today = datetime.now(UTC).date()
+        with warehouse.transaction() as conn:
+            made = trading_store.partitions_ahead(conn, today, today + timedelta(days=DAYS_AHEAD))
+        context.log.info(f"created {made} partition(s) for {today}..{today + timedelta(days=DAYS_AHEAD)}")
+
+    @dg.job(name=PARTITIONS_AHEAD_JOB, description="Create the coming days' partitions of the trading tables.")
+    def partitions_ahead() -> None:
+        create_partitions_ahead()
+
+    schedule = dg.ScheduleDefinition(
+        name="trading_partitions_daily",
+        job=partitions_ahead,
+        cron_schedule="5 0 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    return partitions_ahead, schedule
