@@ -8,7 +8,9 @@
    rebuild of every EMA family through Dagster against its limit;
 4. a one-day incremental refresh of every bar and EMA family with one and with three years of history;
 5. the symbol catalog: deriving 10,000 symbols x 50 versions, as-of lookups, the bars-to-symbol join;
-6. a hostile 200 MB price file of one row repeated: read time and peak memory of its refusal.
+6. a hostile 200 MB price file of one row repeated: read time and peak memory of its refusal;
+7. intraday: one session of minute files for 200 instruments ingested and rolled through Dagster, and a year of
+   one instrument's minutes rolled to every resolution against polars' group_by_dynamic.
 
 Each stage runs in its own process so that its peak memory is its own.
 """
@@ -28,6 +30,7 @@ def run_stage(stage: list[str]) -> None:
     from bench.bad_input import repeated_rows
     from bench.catalog import catalog_at_scale
     from bench.compute import compute_throughput
+    from bench.intraday import ingest_day, roll_year
     from bench.pipeline import full_rebuild, shared_files_rebuild
 
     name, *numbers = stage
@@ -49,6 +52,10 @@ def run_stage(stage: list[str]) -> None:
         catalog_at_scale(*map(int, numbers))
     elif name == "bad-input":
         repeated_rows(int(numbers[0]))
+    elif name == "intraday-ingest":
+        ingest_day(int(numbers[0]))
+    elif name == "intraday-roll":
+        roll_year()
     else:
         raise SystemExit(f"unknown bench stage {name!r}")
 
@@ -77,6 +84,8 @@ def main() -> None:
         ["refresh", args.refresh_assets, 3],
         ["catalog", 10_000, 50, args.large_assets, args.days],
         ["bad-input", 200],
+        ["intraday-ingest", 200],
+        ["intraday-roll"],
     ]
     for stage in stages:
         if stage[0] == "refresh" and stage[2] == 1:
