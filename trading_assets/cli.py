@@ -350,6 +350,8 @@ SAMPLE_SYMBOLS_EFFECTIVE = "2010-01-01T00:00:00+00:00"
 
 
 def _demo(settings: Settings) -> int:
+    from psycopg import sql
+
     from trading_assets.defs import jobs
     from trading_assets.defs.catalog.assets import CATALOG_OP
     from trading_assets.defs.market.assets import PriceFileSpec, price_span
@@ -404,6 +406,9 @@ def _demo(settings: Settings) -> int:
         tags=range_tags(*key_range_for_dates(partitions, *span)),
     )
     run("stage1 spool replay (the spool folder)", jobs.SPOOL_JOB)
+    # The trading group: bundled option chains, minutes and paper trades landed as a user would drop them.
+    shutil.copytree(SAMPLE_DATA_DIR / "trading", settings.landing / "trading", dirs_exist_ok=True)
+    run("trading tables (options, intraday, VIX, macro, trades)", jobs.TRADING_JOB, tags=range_tags(keys[0], keys[-1]))
     checked = run_job(jobs.VALIDATE_JOB)
     _print_summary("validate (all asset checks)", checked, time.perf_counter() - started)
 
@@ -420,6 +425,20 @@ def _demo(settings: Settings) -> int:
             "select alignment_source, count(*), count(distinct (asset_id, tf, period)) "
             "from market.ema_multi_tf_u group by 1 order by 1"
         ).fetchall()
+        trading_rows = [
+            (
+                table,
+                conn.execute(sql.SQL("select count(*) from trading.{}").format(sql.Identifier(table))).fetchone()[0],
+            )
+            for table in (
+                "option_chain_snapshots",
+                "ml_features",
+                "multi_resolution_bars",
+                "vix_term_structure",
+                "macro_signals",
+                "trade_history",
+            )
+        ]
         linked = conn.execute(
             "select asset_symbol, symbol, count(*), min(tick_size) from catalog.price_bars_1d_with_symbol "
             "group by 1, 2 order by 1"
@@ -431,6 +450,8 @@ def _demo(settings: Settings) -> int:
         print(f"market.ema_multi_tf_u [{source}]: {total} EMA rows in {series_count} asset x tf x period series")
     for asset, symbol, days, tick in linked:
         print(f"catalog.price_bars_1d_with_symbol: {asset} -> {symbol}, {days} daily bars, tick size {tick}")
+    for table, count in trading_rows:
+        print(f"trading.{table}: {count} rows")
     print(
         f"\ndemo finished in {time.perf_counter() - started:.1f}s. Open the UI with `make ui` (http://127.0.0.1:3000)."
     )

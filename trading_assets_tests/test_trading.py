@@ -695,6 +695,9 @@ def test_appended_minute_file_resumes_from_its_checkpoint_and_equals_one_read(
     second = platform.materialize(trading.MULTI_RESOLUTION_BARS, partition_range=month)
     meta = second.get_asset_materialization_events()[0].materialization.metadata
     assert meta["minutes_written"].value == len(lines) - cut
+    # Nothing new: the run reads nothing, writes nothing and succeeds.
+    third = platform.materialize(trading.MULTI_RESOLUTION_BARS, partition_range=month)
+    assert third.get_asset_materialization_events()[0].materialization.metadata["minutes_written"].value == 0
     incremental = _stored_bars(conn)
     # The same file read at once into a fresh table gives the same rows.
     conn.execute("truncate trading.multi_resolution_bars, trading.intraday_files")

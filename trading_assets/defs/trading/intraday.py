@@ -104,7 +104,7 @@ def ingest(conn: psycopg.Connection, paths: list[Path], start: date | None, end:
     checkpoints = trading_store.file_checkpoints(conn)
     chunks = {p.name: minute_files.read_minutes(p, *checkpoints.get(p.name, (0, 0))) for p in paths}
     new = pl.concat([pl.DataFrame(schema=minute_files.ROW_SCHEMA), *(c.rows for c in chunks.values())])
-    rows = pl.DataFrame(schema=intraday.BAR_SCHEMA)
+    rows = pl.DataFrame(schema={**intraday.BAR_SCHEMA, "source_file": pl.String, "source_line": pl.Int32})
     if not new.is_empty():
         days = (new["ts"].min().date() - timedelta(days=7), new["ts"].max().date() + timedelta(days=7))
         calendar = intraday.sessions(new["exchange"].unique().to_list(), *days)
