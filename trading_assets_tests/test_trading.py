@@ -400,6 +400,9 @@ def test_features_of_a_hand_worked_chain() -> None:
     # the nearer by |strike/100 - 1.05|, tie broken by the lower strike: 100, IV 0.20).
     no_delta = options.features(chain.with_columns(delta=pl.lit(None, pl.Float64)), NO_HISTORY).row(0, named=True)
     assert (no_delta["iv_skew"], no_delta["skew_method"]) == (pytest.approx(0.05), "strikes 95%/105%")
+    # A later snapshot whose open interest did not change is a snapshot all the same, with its features.
+    again = pl.concat([chain, chain.with_columns(ts=pl.col("ts") + pl.duration(minutes=30))])
+    assert options.features(again, NO_HISTORY).height == 2
     payload = json.loads(options.with_payload(options.features(chain, NO_HISTORY))["features"][0])
     assert payload["max_pain"] == 110.0 and payload["pcr_oi"] == pytest.approx(2.5)
 
