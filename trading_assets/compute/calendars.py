@@ -24,6 +24,14 @@ EXCHANGE_CALENDARS = {"US": "XNYS", "NSE": "XBOM"}
 EXCHANGE_ZONES = {"US": "America/New_York", "NSE": "Asia/Kolkata"}
 
 
+def exchange_date(ts: pl.Expr, exchange: pl.Expr) -> pl.Expr:
+    """The date of instant `ts` in the time zone of `exchange` (a key of EXCHANGE_ZONES)."""
+    expr = pl.lit(None, pl.Date)
+    for name, zone in EXCHANGE_ZONES.items():
+        expr = pl.when(exchange == name).then(ts.dt.convert_time_zone(zone).dt.date()).otherwise(expr)
+    return expr
+
+
 @dataclass(frozen=True)
 class Timeframe:
     """A bar timeframe parsed from its label: `7D`, `1W_CAL_ISO`, `3M_CAL`, `1M_CAL_ANCHOR`, `2W_CAL_ANCHOR_US`."""

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-from trading_assets.compute.calendars import EXCHANGE_CALENDARS, EXCHANGE_ZONES
+from trading_assets.compute.calendars import EXCHANGE_CALENDARS, exchange_date
 
 RESOLUTION_MINUTES = {"1min": 1, "5min": 5, "15min": 15, "1h": 60}
 DAILY = "1D"
@@ -80,18 +80,11 @@ def sessions(exchanges: list[str], first: date, last: date) -> pl.DataFrame:
     return pl.concat([pl.DataFrame(schema=SESSION_SCHEMA), *(f.cast(SESSION_SCHEMA) for f in frames)])
 
 
-def _local_date(ts: pl.Expr, exchange: pl.Expr) -> pl.Expr:
-    expr = pl.lit(None, pl.Date)
-    for name, zone in EXCHANGE_ZONES.items():
-        expr = pl.when(exchange == name).then(ts.dt.convert_time_zone(zone).dt.date()).otherwise(expr)
-    return expr
-
-
 def minute_rows(minutes: pl.DataFrame, calendar: pl.DataFrame) -> pl.DataFrame:
     """The minutes as 1min rows (BAR_SCHEMA) on their session's date (a minute of a day without a session goes
     with the next session), `in_session` when it starts at or after the open and ends by the close."""
     placed = (
-        minutes.with_columns(local_date=_local_date(pl.col("ts"), pl.col("exchange")))
+        minutes.with_columns(local_date=exchange_date(pl.col("ts"), pl.col("exchange")))
         .sort("local_date")
         .join_asof(
             calendar.sort("trade_date").with_columns(key=pl.col("trade_date")),

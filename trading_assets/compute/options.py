@@ -21,7 +21,7 @@ from functools import cache
 
 import polars as pl
 
-from trading_assets.compute.calendars import EXCHANGE_CALENDARS, EXCHANGE_ZONES, session_table
+from trading_assets.compute.calendars import EXCHANGE_CALENDARS, exchange_date, session_table
 
 SNAPSHOT = ["ts", "exchange", "underlying"]
 KEY = [*SNAPSHOT, "expiry", "strike", "option_type"]
@@ -67,14 +67,6 @@ FEATURE_SCHEMA = {
     "oi_change_pct_long": pl.Float64,
     "complete": pl.Boolean,
 }
-
-
-def trade_date(ts: pl.Expr, exchange: pl.Expr) -> pl.Expr:
-    """The snapshot's date in its exchange's time zone."""
-    expr = pl.lit(None, pl.Date)
-    for name, zone in EXCHANGE_ZONES.items():
-        expr = pl.when(exchange == name).then(ts.dt.convert_time_zone(zone).dt.date()).otherwise(expr)
-    return expr
 
 
 def reject_quotes(quotes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -126,7 +118,7 @@ def parity_underlying(quotes: pl.DataFrame) -> pl.DataFrame:
 def snapshot_rows(quotes: pl.DataFrame) -> pl.DataFrame:
     """Quotes with trade_date, moneyness (underlying / strike), time to expiry in seconds and the spread."""
     return parity_underlying(quotes).with_columns(
-        trade_date=trade_date(pl.col("ts"), pl.col("exchange")),
+        trade_date=exchange_date(pl.col("ts"), pl.col("exchange")),
         moneyness=pl.col("underlying_price") / pl.col("strike"),
         time_to_expiry_seconds=(pl.col("expires_at") - pl.col("ts")).dt.total_seconds(),
         spread=pl.col("ask") - pl.col("bid"),

@@ -44,12 +44,11 @@ TRADES_NEVER_DELETED = "trades_never_deleted"
 TRADE_FILES_RECORDED = "trade_files_recorded"
 VIX_FRONT_LIVE = "vix_front_not_expired"
 VIX_CURVE_SANE = "vix_curve_sane"
-# VX settles after the close; a trading day's curve lands by the next morning.
-CURVE_FOLLOWS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2))
 MACRO_KNOWN_WHEN_USED = "macro_values_known_when_used"
 MACRO_SLOPES_MATCH = "macro_slopes_match_yields"
-# Signals follow the series: a day's yields land by the next morning.
-SIGNALS_FOLLOW = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2))
+# A trading day's rows land by the next morning (VX settles after the close, yields are published the day after):
+# a long weekend apart at most.
+LANDS_DAILY = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2))
 
 
 def macro_checks(conn: psycopg.Connection) -> list[dg.AssetCheckResult]:
@@ -131,6 +130,16 @@ def files_version(paths: list[Path]) -> dg.DataVersion:
     for path in paths:
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return dg.DataVersion(digest.hexdigest())
+
+
+def file_source(key: dg.AssetKey, folder: Path, pattern: str, description: str) -> dg.SourceAsset:
+    """The files matching `pattern` in `folder`, observed: their version is their names and contents."""
+
+    @dg.observable_source_asset(key=key, group_name=GROUP, kinds={"file"}, description=f"{description} in {folder}.")
+    def observed() -> dg.DataVersion:
+        return files_version(sorted(folder.glob(pattern)))
+
+    return observed
 
 
 def vix_checks(conn: psycopg.Connection) -> list[dg.AssetCheckResult]:
@@ -299,7 +308,7 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
         MACRO_SIGNALS,
         deps=macro_deps,
         partitions=partitions,
-        freshness=SIGNALS_FOLLOW,
+        freshness=LANDS_DAILY,
         automation=FOLLOW_PARENTS,
         checks=[
             dg.AssetCheckSpec(
@@ -352,21 +361,19 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
 
     folder = vix_folder(settings)
 
-    @dg.observable_source_asset(
-        key=VIX_FILES,
-        group_name=GROUP,
-        kinds={"file"},
-        description=f"VX contract files (CFE_*_VX.csv), VIX spot files (DATE, VIX, SP500) and India VIX files "
-        f"(india_vix*.csv: DATE, VIX, NIFTY) in {folder}: their version is their contents.",
+    vix_source_files = file_source(
+        VIX_FILES,
+        folder,
+        "*.csv",
+        "VX contract files (CFE_*_VX.csv), VIX spot files (DATE, VIX, SP500) and India VIX files "
+        "(india_vix*.csv: DATE, VIX, NIFTY)",
     )
-    def vix_source_files() -> dg.DataVersion:
-        return files_version(sorted(folder.glob("*.csv")))
 
     @trading_table_asset(
         VIX_TERM_STRUCTURE,
         deps=[VIX_FILES],
         partitions=partitions,
-        freshness=CURVE_FOLLOWS,
+        freshness=LANDS_DAILY,
         checks=[
             dg.AssetCheckSpec(
                 VIX_FRONT_LIVE,
@@ -422,15 +429,9 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
 
     trades = trade_folder(settings)
 
-    @dg.observable_source_asset(
-        key=TRADE_FILES,
-        group_name=GROUP,
-        kinds={"file"},
-        description=f"Paper-trade files in {trades} (*.csv: {', '.join(trade_files.COLUMNS)}): their version is "
-        "their contents.",
+    trade_source_files = file_source(
+        TRADE_FILES, trades, "*.csv", f"Paper-trade files (*.csv: {', '.join(trade_files.COLUMNS)})"
     )
-    def trade_source_files() -> dg.DataVersion:
-        return files_version(sorted(trades.glob("*.csv")))
 
     @trading_table_asset(
         TRADE_HISTORY,
@@ -485,22 +486,20 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
 
     option_landing = option_folder(settings)
 
-    @dg.observable_source_asset(
-        key=OPTION_FILES,
-        group_name=GROUP,
-        kinds={"file"},
-        description=f"Option-chain files in {option_landing}: lean/<root>/<YYYYMMDD>.csv (Lean universes) and "
-        "nse/<YYYY-MM-DDTHH-MM>/option-chain-ED-<UNDERLYING>-<DD-Mon-YYYY>.csv (NSE exports, the folder naming "
-        "the snapshot's Asia/Kolkata time): their version is their contents.",
+    option_source_files = file_source(
+        OPTION_FILES,
+        option_landing,
+        "*/*/*.csv",
+        "Option-chain files: lean/<root>/<YYYYMMDD>.csv (Lean universes) and nse/<YYYY-MM-DDTHH-MM>/"
+        "option-chain-ED-<UNDERLYING>-<DD-Mon-YYYY>.csv (NSE exports, the folder naming the snapshot's "
+        "Asia/Kolkata time)",
     )
-    def option_source_files() -> dg.DataVersion:
-        return files_version(sorted(option_landing.glob("*/*/*.csv")))
 
     @trading_table_asset(
         OPTION_CHAIN_SNAPSHOTS,
         deps=[OPTION_FILES],
         partitions=partitions,
-        freshness=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2)),
+        freshness=LANDS_DAILY,
         checks=[
             dg.AssetCheckSpec(
                 CHAIN_QUOTES_VALID,
@@ -551,7 +550,7 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
         ML_FEATURES,
         deps=[dg.AssetDep(OPTION_CHAIN_SNAPSHOTS, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))],
         partitions=partitions,
-        freshness=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2)),
+        freshness=LANDS_DAILY,
         automation=FOLLOW_PARENTS,
         checks=[
             dg.AssetCheckSpec(

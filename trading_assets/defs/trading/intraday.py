@@ -17,10 +17,10 @@ from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, ran
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import table_metadata
 from trading_assets.defs.trading.assets import (
-    GROUP,
     INTRADAY_FILES,
+    LANDS_DAILY,
     MULTI_RESOLUTION_BARS,
-    files_version,
+    file_source,
     finish,
     trading_table_asset,
 )
@@ -156,21 +156,18 @@ def roll_sessions(conn: psycopg.Connection, sessions: pl.DataFrame) -> tuple[int
 def build_intraday_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinition) -> list:
     folder = intraday_folder(settings)
 
-    @dg.observable_source_asset(
-        key=INTRADAY_FILES,
-        group_name=GROUP,
-        kinds={"file"},
-        description=f"Minute-bar files in {folder} (lean_equity_<usa|india>_<symbol>_1m_trade.csv or "
-        "<US|NSE>_<SYMBOL>.csv), read incrementally: their version is their contents.",
+    intraday_source_files = file_source(
+        INTRADAY_FILES,
+        folder,
+        "*.csv",
+        "Minute-bar files (lean_equity_<usa|india>_<symbol>_1m_trade.csv or <US|NSE>_<SYMBOL>.csv), read incrementally",
     )
-    def intraday_source_files() -> dg.DataVersion:
-        return files_version(sorted(folder.glob("*.csv")))
 
     @trading_table_asset(
         MULTI_RESOLUTION_BARS,
         deps=[INTRADAY_FILES],
         partitions=partitions,
-        freshness=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=4), warn_window=timedelta(days=2)),
+        freshness=LANDS_DAILY,
         checks=[
             dg.AssetCheckSpec(
                 BARS_IN_SESSION,
