@@ -561,6 +561,31 @@ def _ui(settings: Settings, port: int) -> int:
             instance.wipe_daemon_heartbeats()
 
 
+def _archive(settings: Settings, args: argparse.Namespace) -> int:
+    """List the archived partitions, or put one back (its checksum checked first)."""
+    from trading_assets.io import retention
+    from trading_assets.io.postgres import connect
+    from trading_assets.orchestration import prepare_environment
+
+    url = prepare_environment(settings)
+    with connect(url) as conn:
+        if args.action == "list":
+            for row in conn.execute(
+                "select table_name, partition_name, range_start, range_end, rows, file, reattached_at "
+                "from ops.retention_archives order by 1, 3"
+            ):
+                table, name, start, end, rows, file, back = row
+                state = f"re-attached {back:%Y-%m-%d}" if back else "dropped"
+                print(f"{table} {name} [{start}, {end}) {rows} rows {state} {settings.archive_dir / file}")
+            return 0
+        if not args.table or not args.partition:
+            raise ConfigError("archive attach needs TABLE PARTITION (see `trading-assets archive list`)")
+        restored = retention.reattach(conn, settings.archive_dir, args.table, args.partition)
+        conn.commit()
+    print(f"{args.table} {args.partition}: {restored} rows re-attached; retention keeps it from now on")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trading-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -568,6 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="the PostgreSQL server and its schema")
     db.add_argument("action", choices=["up", "url", "stop", "migrate", "backup"])
     db.add_argument("--schema", default="stage1", help="backup: the schema whose tables are backed up")
+
+    archive = commands.add_parser("archive", help="partitions retention archived")
+    archive.add_argument("action", choices=["list", "attach"])
+    archive.add_argument("table", nargs="?", help="attach: schema.table")
+    archive.add_argument("partition", nargs="?", help="attach: the partition's name (see `archive list`)")
 
     load = commands.add_parser("load", help="load input files through Dagster")
     load_kinds = load.add_subparsers(dest="kind", required=True)
@@ -689,6 +719,8 @@ def _main(argv: Sequence[str] | None) -> int:
         settings = Settings.from_env()
         if args.command == "db":
             return _cmd_db(args, settings)
+        if args.command == "archive":
+            return _archive(settings, args)
         if args.command == "load":
             if args.kind == "prices":
                 return _load_prices(settings, args)

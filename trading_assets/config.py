@@ -78,6 +78,8 @@ class Settings:
     series_backup_days: int = 30
     # A repeat of the same condition within this many minutes is recorded as grouped, not sent again.
     alert_quiet_minutes: int = 360
+    # Days of history per table before its partitions are archived and dropped (config/retention.toml).
+    retention_config: Path = PROJECT_ROOT / "config" / "retention.toml"
     # How often the intraday sensor looks for minute files that grew (seconds).
     intraday_sensor_seconds: int = 30
     # What a plausible price row is, and the share of unusable rows that refuses a whole file.
@@ -90,6 +92,10 @@ class Settings:
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.home / "archive"
 
     @property
     def logs_dir(self) -> Path:
@@ -156,6 +162,7 @@ class Settings:
             start_date=start_date,
             series_config=path_setting("TRADING_ASSETS_SERIES_CONFIG", PROJECT_ROOT / "config" / "dim_series.csv"),
             questdb_ilp=env.get("TRADING_ASSETS_QUESTDB_ILP") or None,
+            retention_config=path_setting("TRADING_ASSETS_RETENTION", PROJECT_ROOT / "config" / "retention.toml"),
             stage1_datasets_config=path_setting(
                 "TRADING_ASSETS_STAGE1_DATASETS", PROJECT_ROOT / "config" / "stage1_datasets.toml"
             ),

@@ -18,6 +18,7 @@ from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
 from trading_assets.defs.ops.alerts import build_alert_sensors
+from trading_assets.defs.ops.maintenance import build_retention
 from trading_assets.defs.ops.run_log import build_clean_logs
 from trading_assets.defs.partitions import REBUILD_TAG, monthly_partitions
 from trading_assets.defs.resources import Warehouse
@@ -44,6 +45,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     clean_logs, clean_logs_daily = build_clean_logs(settings)
     spool_sensor, spool_nightly = build_spool_automation(settings)
     partitions_ahead, partitions_daily = build_partitions_ahead(settings)
+    retention_asset, retention_daily = build_retention(settings)
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
@@ -54,6 +56,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_dataset_assets(settings, read_dataset_specs(settings.stage1_datasets_config), partitions),
             *build_trading_assets(settings, partitions),
             *build_intraday_assets(settings, partitions),
+            retention_asset,
         ],
         asset_checks=[
             *SERIES_CHECKS,
@@ -70,6 +73,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             clean_logs_daily,
             spool_nightly,
             partitions_daily,
+            retention_daily,
             dg.ScheduleDefinition(
                 name="validate_daily",
                 job_name=VALIDATE_JOB,

@@ -131,6 +131,22 @@ EXPECTED_GRAPH = {
         WINDOW,
         ["macro_slopes_match_yields", "macro_values_known_when_used"],
     ),
+    "ops/retention": (
+        sorted(
+            f"trading/{t}"
+            for t in (
+                "macro_signals",
+                "ml_features",
+                "multi_resolution_bars",
+                "option_chain_snapshots",
+                "trade_history",
+                "vix_term_structure",
+            )
+        ),
+        "",
+        "",
+        ["archives_verified", "permanent_tables_intact", "retention_respected"],
+    ),
     "trading/intraday_files": ([], "", "", []),
     "trading/multi_resolution_bars": (
         ["trading/intraday_files"],

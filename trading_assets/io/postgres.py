@@ -110,6 +110,14 @@ def _binary_stream(pgconn: psycopg.pq.abc.PGconn, copy: psycopg.Copy) -> bytearr
     return stream
 
 
+def read_typed(conn: psycopg.Connection, query: sql.Composable) -> pl.DataFrame:
+    """`query`'s rows typed as the database types its columns (the binary read when this module decodes them all)."""
+    names, types = column_types(conn, query)
+    if all(t.supported for t in types):
+        return read_frame(conn, query, schema={n: t.polars for n, t in zip(names, types, strict=True)})
+    return read_frame(conn, query)
+
+
 def read_frame(
     conn: psycopg.Connection,
     query: sql.Composable | str,

@@ -6,6 +6,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from trading_assets.io import retention
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame, scratch_table
 
 REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
@@ -35,6 +36,7 @@ def replace_window(conn: psycopg.Connection, name: str, rows: pl.DataFrame, firs
     if first is not None:
         window = sql.SQL("trade_date >= {} and ").format(sql.Literal(first)) + window
     removed = conn.execute(sql.SQL("delete from {} where ").format(table(name)) + window).rowcount
+    rows = retention.without_dropped(conn, f"trading.{name}", rows)
     if not rows.is_empty():
         ensure_partitions_of(conn, name, rows["trade_date"])
         copy_frame(conn, table(name), rows)
@@ -132,6 +134,7 @@ def save_checkpoints(conn: psycopg.Connection, checkpoints: dict[str, tuple[int,
 
 def upsert_minutes(conn: psycopg.Connection, rows: pl.DataFrame) -> int:
     """Store 1min rows; a minute sent again replaces the stored one (a correction from its source)."""
+    rows = retention.without_dropped(conn, "trading.multi_resolution_bars", rows)
     if rows.is_empty():
         return 0
     ensure_partitions_of(conn, "multi_resolution_bars", rows["trade_date"])
@@ -181,6 +184,7 @@ def replace_rolled(conn: psycopg.Connection, bars: pl.DataFrame) -> int:
         "delete from trading.multi_resolution_bars b using rolled_sessions s where b.resolution <> '1min' "
         "and (b.exchange, b.symbol, b.trade_date) = (s.exchange, s.symbol, s.trade_date)"
     ).rowcount
+    bars = retention.without_dropped(conn, "trading.multi_resolution_bars", bars)
     if not bars.is_empty():
         ensure_partitions_of(conn, "multi_resolution_bars", bars["trade_date"])
         copy_frame(conn, table("multi_resolution_bars"), bars)

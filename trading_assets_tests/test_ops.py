@@ -1,0 +1,146 @@
+"""Operations as assets: retention archives then drops partitions, never resurrects them, re-attaches on request,
+and its checks fail on the states they exist for."""
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import psycopg
+import pytest
+
+from trading_assets.config import ConfigError
+from trading_assets.defs.ops import maintenance
+from trading_assets.io import retention, trading_store
+from trading_assets_tests.conftest import Platform
+
+TODAY = datetime.now(UTC).date()
+OLD = [date(2024, 1, 2), date(2024, 1, 3), date(2024, 2, 1)]
+RECENT = [TODAY - timedelta(days=3)]
+
+
+def _vix_rows(days: list[date]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "trade_date": days,
+            "exchange": "CFE",
+            "source": "vx_futures",
+            "vix_spot": [12.5 + i for i in range(len(days))],
+            "curve": [[13.0, 14.0]] * len(days),
+        }
+    )
+
+
+def _load(conn: psycopg.Connection, days: list[date]) -> None:
+    with conn.transaction():
+        trading_store.replace_window(conn, "vix_term_structure", _vix_rows(days), None, TODAY + timedelta(days=1))
+
+
+def test_retention_archives_then_drops_only_expired_partitions_and_a_second_run_drops_nothing(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    _load(conn, OLD + RECENT)
+    before = conn.execute("select * from trading.vix_term_structure order by trade_date").fetchall()
+    result = platform.materialize(maintenance.RETENTION)
+    assert result.success
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        maintenance.RETENTION_RESPECTED: True,
+        maintenance.ARCHIVES_VERIFIED: True,
+        maintenance.PERMANENT_TABLES_INTACT: True,
+    }
+    left = conn.execute("select trade_date from trading.vix_term_structure order by 1").fetchall()
+    assert [d for (d,) in left] == RECENT
+    archives = conn.execute(
+        "select partition_name, rows, file, sha256 from ops.retention_archives order by partition_name"
+    ).fetchall()
+    assert [(a[0], a[1]) for a in archives] == [("vix_term_structure_p202401", 2), ("vix_term_structure_p202402", 1)]
+    folder = platform.settings.archive_dir
+    manifest = {e["partition"]: e for e in json.loads((folder / "manifest.json").read_text())}
+    for name, rows, file, sha in archives:
+        assert manifest[name]["sha256"] == sha == retention.file_sha256(folder / file)
+        assert manifest[name]["rows"] == rows
+    # The archive holds exactly the rows that were dropped, readable with polars.
+    archived = pl.concat([pl.read_parquet(folder / a[2]) for a in archives]).sort("trade_date")
+    assert archived["trade_date"].to_list() == OLD
+    assert archived["vix_spot"].to_list() == [r[3] for r in before[:3]]
+    logged = conn.execute("select count(*) from ops.maintenance_log where task = 'retention'").fetchone()[0]
+    assert logged == 2
+    platform.materialize(maintenance.RETENTION)
+    assert conn.execute("select count(*) from ops.retention_archives").fetchone()[0] == 2
+    assert [d for (d,) in conn.execute("select trade_date from trading.vix_term_structure order by 1")] == RECENT
+
+
+def test_a_rerun_never_resurrects_dropped_rows_until_the_archive_is_reattached(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    _load(conn, OLD + RECENT)
+    original = conn.execute(
+        "select * from trading.vix_term_structure where trade_date < '2024-02-01' order by 1"
+    ).fetchall()
+    platform.materialize(maintenance.RETENTION)
+    _load(conn, OLD + RECENT)  # a backfill over the old months
+    assert conn.execute("select count(*) from trading.vix_term_structure").fetchone()[0] == 1
+    with conn.transaction():
+        restored = retention.reattach(
+            conn, platform.settings.archive_dir, "trading.vix_term_structure", "vix_term_structure_p202401"
+        )
+    assert restored == 2
+    back = conn.execute(
+        "select * from trading.vix_term_structure where trade_date < '2024-02-01' order by 1"
+    ).fetchall()
+    assert back == original
+    # Re-attached on purpose: retention keeps it, and a rerun of its month writes there again.
+    platform.materialize(maintenance.RETENTION)
+    assert (
+        conn.execute("select count(*) from trading.vix_term_structure where trade_date < '2024-02-01'").fetchone()[0]
+        == 2
+    )
+
+
+def test_a_tampered_archive_is_refused_on_reattach(platform: Platform, conn: psycopg.Connection) -> None:
+    _load(conn, OLD)
+    platform.materialize(maintenance.RETENTION)
+    file = conn.execute("select file from ops.retention_archives where partition_name like '%202401'").fetchone()[0]
+    path = platform.settings.archive_dir / file
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ConfigError, match="differs from the recorded"), conn.transaction():
+        retention.reattach(
+            conn, platform.settings.archive_dir, "trading.vix_term_structure", "vix_term_structure_p202401"
+        )
+    assert not conn.execute("select count(*) from trading.vix_term_structure").fetchone()[0]
+
+
+def test_retention_checks_fail_on_overdue_unverified_and_shrunk(platform: Platform, conn: psycopg.Connection) -> None:
+    _load(conn, OLD)
+    policies = retention.read_policies(platform.settings.retention_config)
+    archive_dir: Path = platform.settings.archive_dir
+    now = datetime.now(UTC)
+    with conn.transaction():
+        first = {r.check_name: r for r in maintenance.retention_checks(conn, policies, archive_dir, now)}
+    assert not first[maintenance.RETENTION_RESPECTED].passed  # not applied yet: January and February are overdue
+    platform.materialize(maintenance.RETENTION)
+    (archive_dir / conn.execute("select file from ops.retention_archives limit 1").fetchone()[0]).unlink()
+    conn.execute(
+        "insert into trading.trade_history (order_id, symbol, side, qty, price, strategy, submitted_at, filled_at, "
+        "trade_date, source_file, source_line) values ('X1', 'SPY', 'buy', 1, 1, 's', now(), now(), current_date, "
+        "'f', 2)"
+    )
+    with conn.transaction():
+        maintenance.retention_checks(conn, policies, archive_dir, now)  # records the permanent table's rows
+    conn.execute("alter table trading.trade_history disable trigger trade_history_no_delete")
+    conn.execute("delete from trading.trade_history")
+    with conn.transaction():
+        results = {r.check_name: r for r in maintenance.retention_checks(conn, policies, archive_dir, now)}
+    assert results[maintenance.RETENTION_RESPECTED].passed
+    assert not results[maintenance.ARCHIVES_VERIFIED].passed
+    assert "missing" in str(results[maintenance.ARCHIVES_VERIFIED].metadata["unverified"].value)
+    assert not results[maintenance.PERMANENT_TABLES_INTACT].passed
+
+
+def test_retention_config_is_checked(tmp_path: Path, conn: psycopg.Connection) -> None:
+    bad = tmp_path / "retention.toml"
+    bad.write_text('[tables]\n"trading.ml_features" = -3\n')
+    with pytest.raises(ConfigError, match="positive number of days"):
+        retention.read_policies(bad)
+    with pytest.raises(ConfigError, match="not range-partitioned"):
+        retention.partitions_of(conn, "trading.trade_history")
