@@ -147,6 +147,7 @@ EXPECTED_GRAPH = {
         "",
         ["archives_verified", "permanent_tables_intact", "retention_respected"],
     ),
+    "ops/table_sizes": ([], "", "", ["database_size_thresholds"]),
     "trading/intraday_files": ([], "", "", []),
     "trading/multi_resolution_bars": (
         ["trading/intraday_files"],

@@ -37,6 +37,7 @@ MULTI = [f for f in BAR_KEYS if f != "1d"]
 
 # Checks seen failing by other tests (check name -> the tests, as module::function).
 ELSEWHERE = {
+    "database_size_thresholds": ["test_ops::test_size_thresholds_warn_then_fail_with_the_projected_date"],
     **{
         name: ["test_ops::test_retention_checks_fail_on_overdue_unverified_and_shrunk"]
         for name in ("retention_respected", "archives_verified", "permanent_tables_intact")

@@ -9,6 +9,7 @@ import polars as pl
 import psycopg
 import pytest
 
+from trading_assets.compute import capacity
 from trading_assets.config import ConfigError
 from trading_assets.defs.ops import maintenance
 from trading_assets.io import retention, trading_store
@@ -144,3 +145,37 @@ def test_retention_config_is_checked(tmp_path: Path, conn: psycopg.Connection) -
         retention.read_policies(bad)
     with pytest.raises(ConfigError, match="not range-partitioned"):
         retention.partitions_of(conn, "trading.trade_history")
+
+
+def test_table_sizes_recorded_with_a_plot_and_the_threshold_check(platform: Platform, conn: psycopg.Connection) -> None:
+    _load(conn, OLD + RECENT)
+    result = platform.materialize(maintenance.TABLE_SIZES)
+    assert result.success
+    rows = dict(
+        conn.execute(
+            "select table_name, total_bytes from ops.table_size_history where database_name = current_database()"
+        ).fetchall()
+    )
+    # Partitions are summed into their table; the database itself is a row too.
+    assert rows["trading.vix_term_structure"] > 0 and "trading.vix_term_structure_p202401" not in rows
+    assert rows["(database)"] > rows["trading.vix_term_structure"]
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["plot"].value.startswith("![largest tables](data:image/png;base64,iVBOR")
+    assert Path(metadata["plot_file"].value).read_bytes()[:4] == b"\x89PNG"
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["next_threshold_gb"].value == 3
+
+
+def test_size_thresholds_warn_then_fail_with_the_projected_date() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    history = pl.DataFrame(
+        {"measured_at": [now - timedelta(days=10), now], "bytes": [int(7.0 * capacity.GIB), int(9.0 * capacity.GIB)]}
+    )
+    growth = capacity.growth_per_day(history)
+    assert growth == pytest.approx(0.2 * capacity.GIB)
+    warned = maintenance.size_check(int(9.0 * capacity.GIB), growth, now)
+    assert not warned.passed and warned.severity.value == "WARN"
+    assert warned.metadata["next_threshold_gb"].value == 15
+    assert warned.metadata["next_threshold_reached"].value == "2026-01-31"  # 6 GB at 0.2 GB a day
+    failed = maintenance.size_check(int(16 * capacity.GIB), growth, now)
+    assert not failed.passed and failed.severity.value == "ERROR"

@@ -1,16 +1,22 @@
-"""Operations as assets: retention (archive, then drop partitions), each with its schedule, its record in
-ops.maintenance_log and checks that say whether it did its job."""
+"""Operations as assets: retention (archive, then drop partitions) and table sizes, each with its schedule, its
+record in ops and checks that say whether it did its job."""
 
+import base64
 import json
+import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import psycopg
 
+from trading_assets.compute import capacity
 from trading_assets.config import Settings
 from trading_assets.defs.resources import Warehouse
 from trading_assets.io import retention
+from trading_assets.io.postgres import copy_frame, read_frame
 
 GROUP = "ops"
 RETENTION = dg.AssetKey([GROUP, "retention"])
@@ -149,3 +155,147 @@ def build_retention(settings: Settings) -> tuple[dg.AssetsDefinition, dg.Schedul
         description="Archive and drop the partitions past their retention (after the day's loads, before backup).",
     )
     return retention_asset, schedule
+
+
+TABLE_SIZES = dg.AssetKey([GROUP, "table_sizes"])
+SIZE_THRESHOLDS = "database_size_thresholds"
+_TOP_TABLES = 8
+SIZE_SCHEMA = {"database_name": pl.String, "table_name": pl.String, "total_bytes": pl.Int64, "data_bytes": pl.Int64}
+
+
+def measure_sizes(conn: psycopg.Connection, dagster_database: str | None) -> pl.DataFrame:
+    """Total and data bytes of every table of the platform's database (a partitioned table with its partitions),
+    and the size of each database: rows of ops.table_size_history, measured now."""
+    tables = read_frame(
+        conn,
+        """
+        select current_database() as database_name, n.nspname || '.' || c.relname as table_name,
+               sum(pg_total_relation_size(t.relid))::bigint as total_bytes,
+               sum(pg_relation_size(t.relid))::bigint as data_bytes
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        cross join lateral pg_partition_tree(c.oid) t
+        where c.relkind in ('r', 'p') and not c.relispartition
+          and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_%'
+        group by 1, 2
+        """,
+        schema=SIZE_SCHEMA,
+    )
+    databases = [d for d in (conn.info.dbname, dagster_database) if d]
+    totals = read_frame(
+        conn,
+        "select d as database_name, '(database)' as table_name, pg_database_size(d) as total_bytes, "
+        "pg_database_size(d) as data_bytes from unnest(%s::text[]) d where exists "
+        "(select from pg_database where datname = d)",
+        (databases,),
+    ).cast(SIZE_SCHEMA)
+    return pl.concat([tables, totals]).with_columns(measured_at=pl.lit(datetime.now(UTC)).dt.cast_time_unit("us"))
+
+
+def size_plot(history: pl.DataFrame, path: Path) -> Path:
+    """A PNG of the largest tables' total size over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = history.filter(pl.col("table_name") != "(database)")
+    latest = tables.filter(pl.col("measured_at") == pl.col("measured_at").max())
+    top = latest.sort("total_bytes", descending=True).head(_TOP_TABLES)["table_name"].to_list()
+    figure, axes = plt.subplots(figsize=(9, 4.5), dpi=90)
+    for name in top:
+        series = tables.filter(pl.col("table_name") == name).sort("measured_at")
+        axes.plot(series["measured_at"].to_list(), (series["total_bytes"] / 1024**2).to_list(), marker=".", label=name)
+    axes.set_ylabel("MiB (with indexes and TOAST)")
+    axes.set_title(f"largest {len(top)} tables")
+    axes.legend(fontsize=7, loc="upper left")
+    figure.autofmt_xdate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def size_check(database_bytes: int, growth: float | None, now: datetime) -> dg.AssetCheckResult:
+    """The guide's storage thresholds: WARN from 8 GB, ERROR from 15 GB, with the date the next is reached."""
+    gib = database_bytes / capacity.GIB
+    threshold, reached = capacity.next_threshold(database_bytes, growth, now)
+    severity = dg.AssetCheckSeverity.ERROR if gib >= capacity.ERROR_AT_GB else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        check_name=SIZE_THRESHOLDS,
+        asset_key=TABLE_SIZES,
+        passed=gib < capacity.WARN_AT_GB,
+        severity=severity,
+        metadata={
+            "database_gib": round(gib, 3),
+            "growth_mib_per_day": round((growth or 0) / 1024**2, 3),
+            "next_threshold_gb": threshold if threshold is not None else -1,
+            "next_threshold_reached": reached.date().isoformat() if reached else "not growing",
+        },
+    )
+
+
+def build_table_sizes(settings: Settings) -> tuple[dg.AssetsDefinition, dg.ScheduleDefinition]:
+    @dg.asset(
+        key=TABLE_SIZES,
+        group_name=GROUP,
+        kinds={"postgres"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                SIZE_THRESHOLDS,
+                asset=TABLE_SIZES,
+                description="the platform database stays under the guide's thresholds: WARN from 8 GB, ERROR from "
+                "15 GB (3/8/15/25 GB), with the projected date of reaching the next",
+            )
+        ],
+        description="Sizes of every table (total and data; partitions summed into their table), of the platform "
+        "and Dagster instance databases and the free disk, appended to ops.table_size_history on every run; the "
+        "metadata plots the largest tables over time.",
+    )
+    def table_sizes(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        now = datetime.now(UTC)
+        dagster_url = os.environ.get("DAGSTER_PG_URL", "")
+        dagster_database = dagster_url.rsplit("/", 1)[-1].split("?", 1)[0] or None
+        with warehouse.transaction() as conn:
+            measured = measure_sizes(conn, dagster_database)
+            copy_frame(conn, psycopg.sql.SQL("ops.table_size_history"), measured)
+            history = read_frame(
+                conn,
+                "select measured_at, database_name, table_name, total_bytes, data_bytes from ops.table_size_history "
+                "where database_name = current_database() and measured_at > now() - interval '400 days'",
+                schema={"measured_at": pl.Datetime("us", "UTC"), **SIZE_SCHEMA},
+            )
+        database = history.filter(pl.col("table_name") == "(database)").select("measured_at", bytes="total_bytes")
+        size = int(database.sort("measured_at")["bytes"][-1])
+        growth = capacity.growth_per_day(database)
+        plot = size_plot(history, settings.home / "reports" / "table_sizes.png")
+        free = shutil.disk_usage(settings.home)
+        top = measured.filter(pl.col("table_name") != "(database)").sort("total_bytes", descending=True).head(10)
+        image = base64.b64encode(plot.read_bytes()).decode()
+        return dg.MaterializeResult(
+            metadata={
+                "database_bytes": size,
+                "free_disk_bytes": free.free,
+                "tables_measured": measured.height,
+                "largest_tables": dg.MetadataValue.md(
+                    "\n".join(
+                        f"- {r['table_name']}: {r['total_bytes'] / 1024**2:,.1f} MiB" for r in top.iter_rows(named=True)
+                    )
+                ),
+                "plot": dg.MetadataValue.md(f"![largest tables](data:image/png;base64,{image})"),
+                "plot_file": dg.MetadataValue.path(str(plot)),
+                "projected_3_6_12_months_bytes": dg.MetadataValue.json(
+                    [capacity.projected(size, growth, m) for m in (3, 6, 12)]
+                ),
+            },
+            check_results=[size_check(size, growth, now)],
+        )
+
+    schedule = dg.ScheduleDefinition(
+        name="table_sizes_daily",
+        target=dg.AssetSelection.assets(TABLE_SIZES),
+        cron_schedule="45 5 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Measure every table and database (the guide's table-size query and df -h, kept as history).",
+    )
+    return table_sizes, schedule
