@@ -561,6 +561,29 @@ def _ui(settings: Settings, port: int) -> int:
             instance.wipe_daemon_heartbeats()
 
 
+def _backup(settings: Settings) -> int:
+    from trading_assets.defs.jobs import BACKUP_JOB
+    from trading_assets.orchestration import prepare_environment, run_job
+
+    prepare_environment(settings)
+    summary = run_job(BACKUP_JOB, progress=sys.stderr)
+    _print_summary("backup", summary, 0.0)
+    return 0 if summary.success and not summary.failed_error_checks else 1
+
+
+def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    """Restore a backup into a new database; exit 1 when a table's row count differs from the dump's."""
+    from trading_assets.io import dumps
+    from trading_assets.orchestration import prepare_environment
+
+    url = prepare_environment(settings)
+    differences = dumps.restore(url, args.path.resolve(), args.into)
+    for table, (expected, restored) in differences.items():
+        print(f"{table}: {expected} rows at dump time, {restored} restored")
+    print(f"restored {args.path} into {args.into}: " + ("row counts differ" if differences else "every table matches"))
+    return 1 if differences else 0
+
+
 def _archive(settings: Settings, args: argparse.Namespace) -> int:
     """List the archived partitions, or put one back (its checksum checked first)."""
     from trading_assets.io import retention
@@ -593,6 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="the PostgreSQL server and its schema")
     db.add_argument("action", choices=["up", "url", "stop", "migrate", "backup"])
     db.add_argument("--schema", default="stage1", help="backup: the schema whose tables are backed up")
+
+    commands.add_parser("backup", help="pg_dump the platform and Dagster databases, rotate (job ops_backup)")
+    restore = commands.add_parser("restore", help="restore a backup into a new database and compare row counts")
+    restore.add_argument("path", type=Path, help="a backup folder (<time>_<rotation>.dump)")
+    restore.add_argument("--into", required=True, help="the new database to restore into")
 
     archive = commands.add_parser("archive", help="partitions retention archived")
     archive.add_argument("action", choices=["list", "attach"])
@@ -721,6 +749,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return _cmd_db(args, settings)
         if args.command == "archive":
             return _archive(settings, args)
+        if args.command == "backup":
+            return _backup(settings)
+        if args.command == "restore":
+            return _restore(settings, args)
         if args.command == "load":
             if args.kind == "prices":
                 return _load_prices(settings, args)

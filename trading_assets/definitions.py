@@ -18,7 +18,7 @@ from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
 from trading_assets.defs.ops.alerts import build_alert_sensors
-from trading_assets.defs.ops.maintenance import build_retention, build_table_sizes
+from trading_assets.defs.ops.maintenance import build_backups, build_retention, build_table_sizes
 from trading_assets.defs.ops.run_log import build_clean_logs
 from trading_assets.defs.partitions import REBUILD_TAG, monthly_partitions
 from trading_assets.defs.resources import Warehouse
@@ -47,6 +47,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_ahead, partitions_daily = build_partitions_ahead(settings)
     retention_asset, retention_daily = build_retention(settings)
     table_sizes, table_sizes_daily = build_table_sizes(settings)
+    backup_assets, backup_schedules = build_backups(settings)
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
@@ -59,6 +60,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_intraday_assets(settings, partitions),
             retention_asset,
             table_sizes,
+            *backup_assets,
         ],
         asset_checks=[
             *SERIES_CHECKS,
@@ -77,6 +79,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             partitions_daily,
             retention_daily,
             table_sizes_daily,
+            *backup_schedules,
             dg.ScheduleDefinition(
                 name="validate_daily",
                 job_name=VALIDATE_JOB,

@@ -148,6 +148,8 @@ EXPECTED_GRAPH = {
         ["archives_verified", "permanent_tables_intact", "retention_respected"],
     ),
     "ops/table_sizes": ([], "", "", ["database_size_thresholds"]),
+    "ops/backup": ([], "", "", ["backup_recent"]),
+    "ops/restore_test": (["ops/backup"], "", "", ["restore_test_passed"]),
     "trading/intraday_files": ([], "", "", []),
     "trading/multi_resolution_bars": (
         ["trading/intraday_files"],

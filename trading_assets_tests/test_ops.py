@@ -12,7 +12,7 @@ import pytest
 from trading_assets.compute import capacity
 from trading_assets.config import ConfigError
 from trading_assets.defs.ops import maintenance
-from trading_assets.io import retention, trading_store
+from trading_assets.io import dumps, retention, trading_store
 from trading_assets_tests.conftest import Platform
 
 TODAY = datetime.now(UTC).date()
@@ -179,3 +179,70 @@ def test_size_thresholds_warn_then_fail_with_the_projected_date() -> None:
     assert warned.metadata["next_threshold_reached"].value == "2026-01-31"  # 6 GB at 0.2 GB a day
     failed = maintenance.size_check(int(16 * capacity.GIB), growth, now)
     assert not failed.passed and failed.severity.value == "ERROR"
+
+
+def test_backup_dumps_with_checksum_and_counts_then_the_restore_test_compares(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    _load(conn, OLD + RECENT)
+    result = platform.materialize(maintenance.BACKUP)
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    path, rotation, sha, counts = conn.execute(
+        "select path, rotation, sha256, table_rows from ops.backup_log where kind = 'platform'"
+    ).fetchone()
+    folder = Path(path)
+    assert folder.name.endswith("_monthly.dump") and rotation == "monthly"  # the first of its month
+    assert dumps.tree_sha256(folder) == sha
+    assert counts["trading.vix_term_structure"] == 4
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.rglob("*") if p.is_file()} == {"0o600"}
+    assert not list(folder.parent.glob("*.partial"))
+    restored = platform.materialize(maintenance.RESTORE_TEST)
+    assert [e.passed for e in restored.get_asset_check_evaluations()] == [True]
+    assert conn.execute("select restore_passed from ops.backup_log").fetchone()[0] is True
+    assert not conn.execute("select datname from pg_database where datname like 'restore_test_%'").fetchall()
+    # A dump whose tables do not come back as they were fails the restore test.
+    counts_file = folder / "row_counts.json"
+    counts_file.write_text(json.dumps({**counts, "trading.vix_term_structure": 5}))
+    failed = platform.materialize(maintenance.RESTORE_TEST)
+    assert [e.passed for e in failed.get_asset_check_evaluations()] == [False]
+
+
+def test_a_killed_backup_leaves_no_partial_and_the_rotation_intact(
+    platform: Platform, conn: psycopg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "dumps"
+    first = dumps.dump(database_url, folder, [])
+    killer = tmp_path / "pg_dump"
+    killer.write_text('#!/bin/sh\nfor a in "$@"; do case "$a" in --file=*) mkdir -p "${a#--file=}"; '
+                      'echo half > "${a#--file=}/toc.dat";; esac; done\nkill -9 $$\n')  # fmt: skip
+    killer.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"pg_dump of \S+ failed"):
+        dumps.dump(database_url, folder, [first.started_at], pg_dump=str(killer))
+    kept = sorted(p.name for p in first.path.parent.iterdir())
+    assert kept == [first.path.name] and dumps.tree_sha256(first.path) == first.sha256
+
+
+def test_rotation_keeps_seven_daily_four_weekly_and_every_monthly() -> None:
+    start = datetime(2026, 1, 1, 4, tzinfo=UTC)
+    made: list[datetime] = []
+    backups = []
+    for day in range(70):
+        moment = start + timedelta(days=day)
+        backups.append((Path(f"/b/{day}"), dumps.rotation_of(moment, made), moment))
+        made.append(moment)
+    removed = set(dumps.expired_dumps(backups))
+    kept = [(r, t.date().isoformat()) for p, r, t in backups if p not in removed]
+    assert [t for r, t in kept if r == "monthly"] == ["2026-01-01", "2026-02-01", "2026-03-01"]
+    assert len([1 for r, _ in kept if r == "weekly"]) == 4
+    assert [t for r, t in kept if r == "daily"][-1] == "2026-03-11" and len([1 for r, _ in kept if r == "daily"]) == 7
+
+
+def test_backup_recent_fails_when_the_last_backup_is_old(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "insert into ops.backup_log (kind, database_name, path, started_at, finished_at, bytes, sha256, table_rows, "
+        "rotation) values ('platform', 'x', '/nowhere', now() - interval '30 hours', now() - interval '30 hours', 1, "
+        "'s', '{}', 'daily')"
+    )
+    with conn.transaction():
+        (check,) = maintenance.backup_checks(conn, datetime.now(UTC))
+    assert not check.passed

@@ -21,6 +21,7 @@ from trading_assets.defs.metadata.assets import (
 )
 from trading_assets.defs.metadata.checks import SERIES_CHECKS, model_col_valid
 from trading_assets.defs.metadata.series_import import series_import_job
+from trading_assets.defs.ops.maintenance import BACKUP
 from trading_assets.defs.stage1.spool import GROUP as STAGE1_GROUP
 from trading_assets.defs.stage1.spool import SPOOL_FILES, SPOOL_JOB, SPOOL_REPLAY
 from trading_assets.defs.trading.assets import GROUP as TRADING_GROUP
@@ -42,6 +43,7 @@ OBSERVE_SERIES_JOB = "observe_core_energy"
 SERIES_IMPORT_JOB = series_import_job.name
 STAGE1_DATASETS_JOB = "stage1_datasets"
 TRADING_JOB = "trading_tables"
+BACKUP_JOB = "ops_backup"
 # Runs writing the market tables carry this tag; the run queue lets one of them run at a time.
 MARKET_WRITER = {"trading_assets/writes": "market"}
 
@@ -102,6 +104,10 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition | dg.JobDefinition]:
         dg.define_asset_job(
             TRADING_JOB, selection=dg.AssetSelection.groups(TRADING_GROUP) - dg.AssetSelection.assets(*TRADING_SOURCES),
             description="The trading tables (options, intraday, VIX, macro, trades) over the partitions asked.",
+        ),
+        dg.define_asset_job(
+            BACKUP_JOB, selection=dg.AssetSelection.assets(BACKUP),
+            description="Back up the platform and Dagster instance databases (pg_dump) and rotate the backups.",
         ),
         dg.define_asset_job(
             INTRADAY_JOB, selection=dg.AssetSelection.assets(MULTI_RESOLUTION_BARS),

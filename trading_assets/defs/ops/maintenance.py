@@ -13,9 +13,9 @@ import polars as pl
 import psycopg
 
 from trading_assets.compute import capacity
-from trading_assets.config import Settings
+from trading_assets.config import ConfigError, Settings
 from trading_assets.defs.resources import Warehouse
-from trading_assets.io import retention
+from trading_assets.io import dumps, retention
 from trading_assets.io.postgres import copy_frame, read_frame
 
 GROUP = "ops"
@@ -299,3 +299,170 @@ def build_table_sizes(settings: Settings) -> tuple[dg.AssetsDefinition, dg.Sched
         description="Measure every table and database (the guide's table-size query and df -h, kept as history).",
     )
     return table_sizes, schedule
+
+
+BACKUP = dg.AssetKey([GROUP, "backup"])
+RESTORE_TEST = dg.AssetKey([GROUP, "restore_test"])
+BACKUP_RECENT = "backup_recent"
+RESTORE_PASSED = "restore_test_passed"
+BACKUP_MAX_AGE = timedelta(hours=26)
+
+
+def dagster_url() -> str | None:
+    """The Dagster instance database's URL (DAGSTER_PG_URL, in psycopg's form)."""
+    url = os.environ.get("DAGSTER_PG_URL")
+    return url.replace("postgresql+psycopg2://", "postgresql://", 1) if url else None
+
+
+def record_dump(conn: psycopg.Connection, kind: str, made: dumps.Dump) -> None:
+    conn.execute(
+        "insert into ops.backup_log (kind, database_name, path, started_at, finished_at, bytes, sha256, table_rows, "
+        "rotation) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (kind, made.database, str(made.path), made.started_at, made.finished_at, made.bytes, made.sha256,
+         json.dumps(made.table_rows), made.rotation),
+    )  # fmt: skip
+
+
+def rotate(conn: psycopg.Connection) -> list[str]:
+    """Remove the dumps past the rotation (7 daily, 4 weekly, every monthly) of each database; returns them."""
+    removed = []
+    for (database,) in conn.execute("select distinct database_name from ops.backup_log").fetchall():
+        kept = conn.execute(
+            "select path, rotation, started_at from ops.backup_log where database_name = %s and removed_at is null",
+            (database,),
+        ).fetchall()
+        for path in dumps.expired_dumps([(Path(p), r, t) for p, r, t in kept]):
+            shutil.rmtree(path, ignore_errors=True)
+            conn.execute("update ops.backup_log set removed_at = now() where path = %s", (str(path),))
+            removed.append(str(path))
+    return removed
+
+
+def backup_checks(conn: psycopg.Connection, now: datetime) -> list[dg.AssetCheckResult]:
+    last = conn.execute(
+        "select max(finished_at) from ops.backup_log where kind = 'platform' and removed_at is null"
+    ).fetchone()[0]
+    return [
+        dg.AssetCheckResult(
+            check_name=BACKUP_RECENT,
+            asset_key=BACKUP,
+            passed=last is not None and now - last < BACKUP_MAX_AGE,
+            metadata={"last_backup": str(last), "max_age_hours": BACKUP_MAX_AGE.total_seconds() / 3600},
+        )
+    ]
+
+
+def build_backups(settings: Settings) -> tuple[list[dg.AssetsDefinition], list[dg.ScheduleDefinition]]:
+    folder = settings.backup_dir / "dumps"
+
+    @dg.asset(
+        key=BACKUP,
+        group_name=GROUP,
+        kinds={"postgres"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                BACKUP_RECENT, asset=BACKUP, description="the newest platform backup is younger than 26 hours"
+            )
+        ],
+        description=f"pg_dump of the platform database and, separately, of the Dagster instance database into "
+        f"{folder} (directory format, {dumps.PARALLEL_JOBS} jobs, compression {dumps.COMPRESSION}, the pg_dump of "
+        "the server's version, files 0600, a checksum, written under a temporary name and renamed), row counts "
+        "taken in the dump's own snapshot, rotation 7 daily + 4 weekly + every monthly, ops.backup_log.",
+    )
+    def backup(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        url = warehouse.url
+        made = []
+        with warehouse.transaction() as conn:
+            for kind, target in (("platform", url), ("dagster", dagster_url())):
+                if target is None:
+                    continue
+                previous = [t for (t,) in conn.execute(
+                    "select started_at from ops.backup_log where kind = %s", (kind,)
+                )]  # fmt: skip
+                dumped = dumps.dump(target, folder, previous)
+                record_dump(conn, kind, dumped)
+                made.append(dumped)
+            removed = rotate(conn)
+            checks = backup_checks(conn, datetime.now(UTC))
+        context.log.info(f"backups: {', '.join(str(d.path) for d in made)}; rotated out {len(removed)}")
+        return dg.MaterializeResult(
+            metadata={
+                "backups": dg.MetadataValue.json(
+                    [{"path": str(d.path), "bytes": d.bytes, "rotation": d.rotation, "sha256": d.sha256} for d in made]
+                ),
+                "removed": dg.MetadataValue.json(removed),
+            },
+            check_results=checks,
+        )
+
+    @dg.asset(
+        key=RESTORE_TEST,
+        group_name=GROUP,
+        deps=[BACKUP],
+        kinds={"postgres"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                RESTORE_PASSED,
+                asset=RESTORE_TEST,
+                description="the newest platform backup restores and every table has the rows it had at dump time",
+            )
+        ],
+        description="Restore the newest platform backup into a scratch database, compare every table's row count "
+        "with the counts taken at dump time, record the outcome in ops.backup_log, drop the scratch database.",
+    )
+    def restore_test(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        url = warehouse.url
+        with warehouse.transaction() as conn:
+            found = conn.execute(
+                "select backup_id, path from ops.backup_log where kind = 'platform' and removed_at is null "
+                "order by finished_at desc limit 1"
+            ).fetchone()
+        if found is None:
+            raise ConfigError("no platform backup to restore: run ops/backup first")
+        backup_id, path = found
+        scratch = f"restore_test_{datetime.now(UTC):%Y%m%d%H%M%S}"
+        try:
+            differences = dumps.restore(url, Path(path), scratch)
+        finally:
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    psycopg.sql.SQL("drop database if exists {} with (force)").format(psycopg.sql.Identifier(scratch))
+                )
+        with warehouse.transaction() as conn:
+            conn.execute(
+                "update ops.backup_log set restore_checked_at = now(), restore_passed = %s where backup_id = %s",
+                (not differences, backup_id),
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "backup": path,
+                "tables_differing": dg.MetadataValue.json({t: list(v) for t, v in differences.items()}),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=RESTORE_PASSED,
+                    passed=not differences,
+                    metadata={"differences": len(differences)},
+                )
+            ],
+        )
+
+    schedules = [
+        dg.ScheduleDefinition(
+            name="backup_daily",
+            target=dg.AssetSelection.assets(BACKUP),
+            cron_schedule="0 4 * * *",
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="The guide's 04:00 backup, with rotation (it replaces pg_dump | gzip and find -mtime +7).",
+        ),
+        dg.ScheduleDefinition(
+            name="restore_test_monthly",
+            target=dg.AssetSelection.assets(RESTORE_TEST),
+            cron_schedule="0 6 1 * *",
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Monthly (the 1st, 06:00 UTC): restore the newest backup and compare it table by table.",
+        ),
+    ]
+    return [backup, restore_test], schedules
