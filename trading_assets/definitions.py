@@ -18,7 +18,12 @@ from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
 from trading_assets.defs.ops.alerts import build_alert_sensors
-from trading_assets.defs.ops.maintenance import build_backups, build_retention, build_table_sizes
+from trading_assets.defs.ops.maintenance import (
+    build_backups,
+    build_retention,
+    build_table_sizes,
+    build_vacuum_reindex,
+)
 from trading_assets.defs.ops.run_log import build_clean_logs
 from trading_assets.defs.partitions import REBUILD_TAG, monthly_partitions
 from trading_assets.defs.resources import Warehouse
@@ -48,6 +53,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     retention_asset, retention_daily = build_retention(settings)
     table_sizes, table_sizes_daily = build_table_sizes(settings)
     backup_assets, backup_schedules = build_backups(settings)
+    upkeep_assets, upkeep_schedules = build_vacuum_reindex()
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
@@ -61,6 +67,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             retention_asset,
             table_sizes,
             *backup_assets,
+            *upkeep_assets,
         ],
         asset_checks=[
             *SERIES_CHECKS,
@@ -80,6 +87,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             retention_daily,
             table_sizes_daily,
             *backup_schedules,
+            *upkeep_schedules,
             dg.ScheduleDefinition(
                 name="validate_daily",
                 job_name=VALIDATE_JOB,

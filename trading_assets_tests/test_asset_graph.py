@@ -149,6 +149,8 @@ EXPECTED_GRAPH = {
     ),
     "ops/table_sizes": ([], "", "", ["database_size_thresholds"]),
     "ops/backup": ([], "", "", ["backup_recent"]),
+    "ops/reindex": ([], "", "", []),
+    "ops/vacuum_analyze": ([], "", "", []),
     "ops/restore_test": (["ops/backup"], "", "", ["restore_test_passed"]),
     "trading/intraday_files": ([], "", "", []),
     "trading/multi_resolution_bars": (

@@ -246,3 +246,33 @@ def test_backup_recent_fails_when_the_last_backup_is_old(conn: psycopg.Connectio
     with conn.transaction():
         (check,) = maintenance.backup_checks(conn, datetime.now(UTC))
     assert not check.passed
+
+
+def test_vacuum_and_reindex_record_their_work_and_rebuild_only_bloated_indexes(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    conn.execute("create table ops.scratch_bloat (id integer primary key, pad text)")
+    conn.execute("insert into ops.scratch_bloat select g, repeat('x', 50) from generate_series(1, 60000) g")
+    conn.execute("delete from ops.scratch_bloat where id % 10 <> 0")
+    # The server publishes a session's table statistics within a second; this test cannot wait that long.
+    conn.execute("select pg_stat_force_next_flush()")
+    conn.execute("select 1")
+    vacuumed = platform.materialize(maintenance.VACUUM)
+    assert vacuumed.success
+    logged = conn.execute(
+        "select bytes_before, bytes_after from ops.maintenance_log where task = 'vacuum_analyze' "
+        "and target = 'ops.scratch_bloat'"
+    ).fetchone()
+    # VACUUM makes dead rows' space reusable; the file keeps its size (plus its free-space and visibility maps).
+    assert logged is not None and logged[0] > 0 and logged[1] > 0
+    with conn.transaction():
+        bloat = {index: share for index, share, _ in maintenance.index_bloat(conn)}
+    assert bloat["ops.scratch_bloat_pkey"] > maintenance.BLOAT_THRESHOLD
+    rebuilt = platform.materialize(maintenance.REINDEX)
+    work = rebuilt.get_asset_materialization_events()[0].materialization.metadata["work"].value
+    mine = [w for w in work if w["index"] == "ops.scratch_bloat_pkey"]
+    assert mine and mine[0]["bytes_after"] < mine[0]["bytes_before"] / 3
+    # Rebuilt, it is no longer bloated: the next month leaves it alone.
+    again = platform.materialize(maintenance.REINDEX)
+    later = again.get_asset_materialization_events()[0].materialization.metadata["work"].value
+    assert not [w for w in later if w["index"] == "ops.scratch_bloat_pkey"]

@@ -466,3 +466,165 @@ def build_backups(settings: Settings) -> tuple[list[dg.AssetsDefinition], list[d
         ),
     ]
     return [backup, restore_test], schedules
+
+
+VACUUM = dg.AssetKey([GROUP, "vacuum_analyze"])
+REINDEX = dg.AssetKey([GROUP, "reindex"])
+# An index whose leaf pages are less than this full is rebuilt: a fresh b-tree is 90% full (fillfactor).
+BLOAT_THRESHOLD = 0.30
+HOT_SCHEMAS = ("trading", "market", "core_energy", "catalog", "stage1", "ops")
+
+
+def log_task(
+    conn: psycopg.Connection, task: str, target: str, started: datetime, before: int, after: int, **detail: object
+) -> None:
+    conn.execute(
+        "insert into ops.maintenance_log (task, target, started_at, finished_at, bytes_before, bytes_after, outcome, "
+        "detail) values (%s, %s, %s, now(), %s, %s, 'done', %s)",
+        (task, target, started, before, after, json.dumps(detail)),
+    )
+
+
+def hot_tables(conn: psycopg.Connection) -> list[str]:
+    """Tables of the platform's schemas with rows changed since they were last analysed (leaf partitions and
+    plain tables: VACUUM works on what holds rows)."""
+    return [
+        f"{schema}.{name}"
+        for schema, name in conn.execute(
+            "select schemaname, relname from pg_stat_user_tables where schemaname = any(%s) "
+            "and (n_dead_tup > 0 or n_mod_since_analyze > 0) order by 1, 2",
+            (list(HOT_SCHEMAS),),
+        )
+    ]
+
+
+def vacuum_analyze(url: str, tables: list[str]) -> list[dict]:
+    """VACUUM (ANALYZE) each table (outside a transaction, as VACUUM must run); what each took and freed."""
+    done = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in tables:
+            started = datetime.now(UTC)
+            name = psycopg.sql.Identifier(*table.split(".", 1))
+            (before,) = conn.execute("select pg_total_relation_size(%s::regclass)", (table,)).fetchone()
+            conn.execute(psycopg.sql.SQL("vacuum (analyze) {}").format(name))
+            (after,) = conn.execute("select pg_total_relation_size(%s::regclass)", (table,)).fetchone()
+            log_task(conn, "vacuum_analyze", table, started, before, after)
+            done.append({"table": table, "bytes_before": before, "bytes_after": after,
+                         "seconds": round((datetime.now(UTC) - started).total_seconds(), 3)})  # fmt: skip
+    return done
+
+
+def index_bloat(conn: psycopg.Connection) -> list[tuple[str, float, str]]:
+    """(index, share of its size that is bloat, how measured) for the b-tree indexes of the platform's tables:
+    pgstattuple's leaf density where the extension is there, else the size estimated from row count and key
+    widths (the statistics of ANALYZE) against the actual size."""
+    indexes = conn.execute(
+        "select n.nspname || '.' || c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "join pg_am a on a.oid = c.relam where c.relkind = 'i' and a.amname = 'btree' and n.nspname = any(%s) "
+        "and pg_relation_size(c.oid) > 65536",
+        (list(HOT_SCHEMAS),),
+    ).fetchall()
+    has_pgstattuple = conn.execute("select 1 from pg_extension where extname = 'pgstattuple'").fetchone() is not None
+    measured = []
+    for (index,) in indexes:
+        if has_pgstattuple:
+            (density,) = conn.execute("select avg_leaf_density from pgstatindex(%s)", (index,)).fetchone()
+            measured.append((index, max(0.0, 1 - (density or 0) / 90), "pgstattuple"))
+            continue
+        (ideal, actual) = conn.execute(
+            """
+            -- an entry: its 8-byte header and key rounded up to 8 bytes, plus a 4-byte line pointer; a leaf page
+            -- holds 8192 less its 24-byte header and 16-byte special space, 90%% full; plus the meta page
+            select ceil(greatest(c.reltuples, 0) * (ceil((8 + coalesce(sum(s.avg_width), 8)) / 8.0) * 8 + 4)
+                        / ((8192 - 24 - 16) * 0.9)) + 1,
+                   pg_relation_size(c.oid) / 8192.0
+            from pg_class c join pg_index i on i.indexrelid = c.oid
+            join pg_class t on t.oid = i.indrelid join pg_namespace n on n.oid = t.relnamespace
+            left join pg_attribute a on a.attrelid = t.oid and a.attnum = any(i.indkey)
+            left join pg_stats s on s.schemaname = n.nspname and s.tablename = t.relname and s.attname = a.attname
+            where c.oid = %s::regclass group by c.reltuples, c.oid
+            """,
+            (index,),
+        ).fetchone()
+        measured.append((index, max(0.0, 1 - float(ideal) / float(actual)) if actual else 0.0, "estimate"))
+    return measured
+
+
+def reindex(url: str, threshold: float) -> list[dict]:
+    """REINDEX CONCURRENTLY the indexes whose bloat exceeds `threshold` (writes go on meanwhile)."""
+    done = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("select 1 from pg_available_extensions where name = 'pgstattuple'").fetchone():
+            conn.execute("create extension if not exists pgstattuple")
+        for index, bloat, method in index_bloat(conn):
+            if bloat <= threshold:
+                continue
+            started = datetime.now(UTC)
+            (before,) = conn.execute("select pg_relation_size(%s::regclass)", (index,)).fetchone()
+            conn.execute(
+                psycopg.sql.SQL("reindex index concurrently {}").format(psycopg.sql.Identifier(*index.split(".", 1)))
+            )
+            (after,) = conn.execute("select pg_relation_size(%s::regclass)", (index,)).fetchone()
+            log_task(conn, "reindex", index, started, before, after, bloat=round(bloat, 3), measured_by=method)
+            done.append({"index": index, "bloat": round(bloat, 3), "bytes_before": before, "bytes_after": after})
+    return done
+
+
+def build_vacuum_reindex() -> tuple[list[dg.AssetsDefinition], list[dg.ScheduleDefinition]]:
+    @dg.asset(
+        key=VACUUM,
+        group_name=GROUP,
+        kinds={"postgres"},
+        description="VACUUM (ANALYZE) of every table of the platform's schemas changed since its last analysis, "
+        "each recorded in ops.maintenance_log with its duration and bytes before and after.",
+    )
+    def vacuum_asset(warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.transaction() as conn:
+            tables = hot_tables(conn)
+        done = vacuum_analyze(warehouse.url, tables)
+        return dg.MaterializeResult(
+            metadata={
+                "tables": len(done),
+                "bytes_freed": sum(d["bytes_before"] - d["bytes_after"] for d in done),
+                "work": dg.MetadataValue.json(done[:100]),
+            }
+        )
+
+    @dg.asset(
+        key=REINDEX,
+        group_name=GROUP,
+        kinds={"postgres"},
+        description=f"REINDEX INDEX CONCURRENTLY of the b-tree indexes whose measured bloat exceeds "
+        f"{BLOAT_THRESHOLD:.0%} (pgstattuple's leaf density against a fresh index's 90%, or, without the "
+        "extension, the size estimated from row count and key widths against the actual size), each in "
+        "ops.maintenance_log.",
+    )
+    def reindex_asset(warehouse: Warehouse) -> dg.MaterializeResult:
+        done = reindex(warehouse.url, BLOAT_THRESHOLD)
+        return dg.MaterializeResult(
+            metadata={
+                "indexes_rebuilt": len(done),
+                "bytes_freed": sum(d["bytes_before"] - d["bytes_after"] for d in done),
+                "work": dg.MetadataValue.json(done),
+            }
+        )
+
+    schedules = [
+        dg.ScheduleDefinition(
+            name="vacuum_weekly",
+            target=dg.AssetSelection.assets(VACUUM),
+            cron_schedule="0 3 * * 0",
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Weekly (Sunday 03:00 UTC): VACUUM (ANALYZE) of the tables that changed.",
+        ),
+        dg.ScheduleDefinition(
+            name="reindex_monthly",
+            target=dg.AssetSelection.assets(REINDEX),
+            cron_schedule="0 3 1 * *",
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Monthly (the 1st, 03:00 UTC): rebuild the indexes whose bloat was measured too high.",
+        ),
+    ]
+    return [vacuum_asset, reindex_asset], schedules
