@@ -80,6 +80,8 @@ class Settings:
     alert_quiet_minutes: int = 360
     # Days of history per table before its partitions are archived and dropped (config/retention.toml).
     retention_config: Path = PROJECT_ROOT / "config" / "retention.toml"
+    # Dagster runs (and their event logs) older than this many days are purged by a daily schedule.
+    run_history_days: int = 90
     # How often the intraday sensor looks for minute files that grew (seconds).
     intraday_sensor_seconds: int = 30
     # What a plausible price row is, and the share of unusable rows that refuses a whole file.
@@ -137,6 +139,12 @@ class Settings:
                 f"TRADING_ASSETS_INTRADAY_SENSOR_SECONDS={intraday_text!r} must be a positive whole number of seconds"
             )
 
+        history_text = env.get("TRADING_ASSETS_RUN_HISTORY_DAYS") or "90"
+        if not history_text.isdigit() or int(history_text) < 1:
+            raise ConfigError(
+                f"TRADING_ASSETS_RUN_HISTORY_DAYS={history_text!r} must be a positive whole number of days"
+            )
+
         share_text = (env.get("TRADING_ASSETS_CATALOG_MIN_LISTING_SHARE") or "0.5").strip()
         try:
             min_listing_share = float(share_text)
@@ -180,6 +188,7 @@ class Settings:
             telegram_api_url=env.get("TRADING_ASSETS_TELEGRAM_API_URL") or "https://api.telegram.org",
             alert_quiet_minutes=int(quiet_text),
             intraday_sensor_seconds=int(intraday_text),
+            run_history_days=int(history_text),
             price_bounds=bounds,
         )
 

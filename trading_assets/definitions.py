@@ -18,6 +18,7 @@ from trading_assets.defs.metadata.assets import build_series_assets
 from trading_assets.defs.metadata.automation import build_series_automation
 from trading_assets.defs.metadata.checks import SERIES_CHECKS
 from trading_assets.defs.ops.alerts import build_alert_sensors
+from trading_assets.defs.ops.calendar import build_calendar
 from trading_assets.defs.ops.maintenance import (
     build_backups,
     build_retention,
@@ -54,6 +55,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     table_sizes, table_sizes_daily = build_table_sizes(settings)
     backup_assets, backup_schedules = build_backups(settings)
     upkeep_assets, upkeep_schedules = build_vacuum_reindex()
+    calendar_assets, calendar_schedules, calendar_jobs = build_calendar(settings)
     return dg.Definitions(
         assets=[
             *build_series_assets(settings, partitions),
@@ -68,6 +70,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             table_sizes,
             *backup_assets,
             *upkeep_assets,
+            *calendar_assets,
         ],
         asset_checks=[
             *SERIES_CHECKS,
@@ -88,6 +91,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             table_sizes_daily,
             *backup_schedules,
             *upkeep_schedules,
+            *calendar_schedules,
             dg.ScheduleDefinition(
                 name="validate_daily",
                 job_name=VALIDATE_JOB,
@@ -117,7 +121,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 default_status=dg.DefaultSensorStatus.RUNNING,
             ),
         ],
-        jobs=[*build_jobs(), clean_logs, partitions_ahead],
+        jobs=[*build_jobs(), clean_logs, partitions_ahead, *calendar_jobs],
         resources={"warehouse": warehouse},
         # Steps share one process: on two cores a subprocess per step costs more than it saves.
         executor=dg.in_process_executor,

@@ -11,7 +11,7 @@ import pytest
 
 from trading_assets.compute import capacity
 from trading_assets.config import ConfigError
-from trading_assets.defs.ops import maintenance
+from trading_assets.defs.ops import calendar, maintenance
 from trading_assets.io import dumps, retention, trading_store
 from trading_assets_tests.conftest import Platform
 
@@ -276,3 +276,42 @@ def test_vacuum_and_reindex_record_their_work_and_rebuild_only_bloated_indexes(
     again = platform.materialize(maintenance.REINDEX)
     later = again.get_asset_materialization_events()[0].materialization.metadata["work"].value
     assert not [w for w in later if w["index"] == "ops.scratch_bloat_pkey"]
+
+
+def test_old_runs_are_purged_with_their_events(platform: Platform) -> None:
+    platform.materialize(maintenance.TABLE_SIZES)
+    platform.materialize(maintenance.TABLE_SIZES)
+    assert platform.instance.get_runs_count() == 2
+    assert calendar.purge_runs(platform.instance, datetime.now(UTC) - timedelta(days=1)) == 0
+    assert calendar.purge_runs(platform.instance, datetime.now(UTC) + timedelta(seconds=1)) == 2
+    assert platform.instance.get_runs_count() == 0
+
+
+def test_weekly_digest_lists_failed_runs_alerts_and_the_last_backup(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    platform.materialize(maintenance.RESTORE_TEST, raise_on_error=False)  # no backup yet: the run fails
+    conn.execute(
+        "insert into ops.alerts (severity, title, source, channel, status) values "
+        "('ERROR', 'check trading/vix_term_structure:vix_front_not_expired failed', 'check sensor', 'log', 'logged')"
+    )
+    with conn.transaction():
+        digest = calendar.week_digest(platform.instance, conn, datetime.now(UTC) - timedelta(days=7))
+    assert digest.severity == "WARNING"
+    assert "Failed runs: 1" in digest.body and "vix_front_not_expired failed x1" in digest.body
+    assert "Last backup: never" in digest.body
+
+
+def test_capacity_report_projects_each_table() -> None:
+    now = datetime(2026, 4, 1, tzinfo=UTC)
+    history = pl.DataFrame(
+        {
+            "measured_at": [now - timedelta(days=30), now] * 2,
+            "table_name": ["a", "a", "b", "b"],
+            "total_bytes": [100, 130, 50, 50],
+        }
+    )
+    report = {r["table_name"]: r for r in calendar.growth_report(history, now).iter_rows(named=True)}
+    assert report["a"]["growth_per_month"] == 30  # 30 bytes in 30 days, 30.44 days a month, rounded down
+    assert report["a"]["in_12_months"] == 130 + int(1 * 30.44 * 12)
+    assert report["b"]["in_3_months"] == 50

@@ -456,14 +456,6 @@ def build_backups(settings: Settings) -> tuple[list[dg.AssetsDefinition], list[d
             default_status=dg.DefaultScheduleStatus.RUNNING,
             description="The guide's 04:00 backup, with rotation (it replaces pg_dump | gzip and find -mtime +7).",
         ),
-        dg.ScheduleDefinition(
-            name="restore_test_monthly",
-            target=dg.AssetSelection.assets(RESTORE_TEST),
-            cron_schedule="0 6 1 * *",
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description="Monthly (the 1st, 06:00 UTC): restore the newest backup and compare it table by table.",
-        ),
     ]
     return [backup, restore_test], schedules
 
@@ -617,14 +609,6 @@ def build_vacuum_reindex() -> tuple[list[dg.AssetsDefinition], list[dg.ScheduleD
             execution_timezone="UTC",
             default_status=dg.DefaultScheduleStatus.RUNNING,
             description="Weekly (Sunday 03:00 UTC): VACUUM (ANALYZE) of the tables that changed.",
-        ),
-        dg.ScheduleDefinition(
-            name="reindex_monthly",
-            target=dg.AssetSelection.assets(REINDEX),
-            cron_schedule="0 3 1 * *",
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description="Monthly (the 1st, 03:00 UTC): rebuild the indexes whose bloat was measured too high.",
         ),
     ]
     return [vacuum_asset, reindex_asset], schedules
