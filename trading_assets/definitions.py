@@ -21,6 +21,7 @@ from trading_assets.defs.ops.alerts import build_alert_sensors
 from trading_assets.defs.ops.calendar import build_calendar
 from trading_assets.defs.ops.maintenance import (
     build_backups,
+    build_compression_report,
     build_retention,
     build_table_sizes,
     build_vacuum_reindex,
@@ -70,6 +71,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             table_sizes,
             *backup_assets,
             *upkeep_assets,
+            build_compression_report(),
             *calendar_assets,
         ],
         asset_checks=[

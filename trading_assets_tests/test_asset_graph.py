@@ -150,6 +150,7 @@ EXPECTED_GRAPH = {
     "ops/table_sizes": ([], "", "", ["database_size_thresholds"]),
     "ops/backup": ([], "", "", ["backup_recent"]),
     "ops/capacity_report": (["ops/table_sizes"], "", "", []),
+    "ops/compression_report": (["ops/retention"], "", "", []),
     "ops/reindex": ([], "", "", []),
     "ops/vacuum_analyze": ([], "", "", []),
     "ops/restore_test": (["ops/backup"], "", "", ["restore_test_passed"]),

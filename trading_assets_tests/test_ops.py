@@ -66,6 +66,12 @@ def test_retention_archives_then_drops_only_expired_partitions_and_a_second_run_
     assert archived["vix_spot"].to_list() == [r[3] for r in before[:3]]
     logged = conn.execute("select count(*) from ops.maintenance_log where task = 'retention'").fetchone()[0]
     assert logged == 2
+    report = platform.materialize(maintenance.COMPRESSION_REPORT).get_asset_materialization_events()[0]
+    assert "trading.vix_term_structure" in report.materialization.metadata["report"].value
+    (before_bytes, after_bytes) = conn.execute(
+        "select sum(db_bytes), sum(file_bytes) from ops.retention_archives"
+    ).fetchone()
+    assert before_bytes > after_bytes > 0  # two tiny partitions: 8 kB pages and indexes against a few kB of parquet
     platform.materialize(maintenance.RETENTION)
     assert conn.execute("select count(*) from ops.retention_archives").fetchone()[0] == 2
     assert [d for (d,) in conn.execute("select trade_date from trading.vix_term_structure order by 1")] == RECENT
@@ -315,3 +321,18 @@ def test_capacity_report_projects_each_table() -> None:
     assert report["a"]["growth_per_month"] == 30  # 30 bytes in 30 days, 30.44 days a month, rounded down
     assert report["a"]["in_12_months"] == 130 + int(1 * 30.44 * 12)
     assert report["b"]["in_3_months"] == 50
+
+
+def test_toast_compression_is_lz4_where_the_server_has_it(conn: psycopg.Connection) -> None:
+    (detail,) = conn.execute("select detail from ops.maintenance_log where task = 'compression'").fetchone()
+    try:
+        conn.execute("set default_toast_compression = lz4")
+        supported = True
+    except psycopg.errors.InvalidParameterValue:
+        supported = False
+    assert detail["lz4"] is supported
+    (method,) = conn.execute(
+        "select attcompression from pg_attribute where attrelid = 'trading.ml_features'::regclass "
+        "and attname = 'features'"
+    ).fetchone()
+    assert method == ("l" if supported else "")

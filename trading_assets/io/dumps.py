@@ -38,8 +38,10 @@ class Dump:
     table_rows: dict[str, int]
 
 
-def _major(version_text: str) -> int:
-    return int(re.search(r"(\d+)", version_text).group(1))
+def _major(version_text: str) -> int | None:
+    """12 of 'pg_dump (PostgreSQL) 12.3' or 'pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)'."""
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", version_text)
+    return int(match.group(1)) if match else None
 
 
 def client_tool(url: str, name: str) -> str:
@@ -58,7 +60,7 @@ def client_tool(url: str, name: str) -> str:
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             version = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=False).stdout
-            if version and _major(version.split(")")[-1]) == server:
+            if _major(version) == server:
                 return candidate
     raise ConfigError(f"no {name} of PostgreSQL {server} found (looked at {', '.join(c for c in candidates if c)})")
 

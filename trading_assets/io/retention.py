@@ -150,18 +150,24 @@ def apply_policy(conn: psycopg.Connection, policy: Policy, folder: Path, today: 
         if partition.name in held:
             continue
         started = datetime.now(UTC)
+        schema_name = policy.table.split(".", 1)[0]
+        (db_bytes,) = conn.execute(
+            "select pg_total_relation_size(%s::regclass)", (f"{schema_name}.{partition.name}",)
+        ).fetchone()
         entry = archive_partition(conn, policy.table, partition, folder)
         drop_partition(conn, policy.table, partition)
         conn.execute(
-            "insert into ops.retention_archives (table_name, partition_name, range_start, range_end, rows, file, "
-            "sha256) values (%s, %s, %s, %s, %s, %s, %s)",
+            "insert into ops.retention_archives (table_name, partition_name, range_start, range_end, rows, db_bytes, "
+            "file, file_bytes, sha256) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 policy.table,
                 partition.name,
                 partition.start,
                 partition.end,
                 entry["rows"],
+                db_bytes,
                 entry["file"],
+                (folder / entry["file"]).stat().st_size,
                 entry["sha256"],
             ),
         )

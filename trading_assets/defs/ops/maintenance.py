@@ -612,3 +612,55 @@ def build_vacuum_reindex() -> tuple[list[dg.AssetsDefinition], list[dg.ScheduleD
         ),
     ]
     return [vacuum_asset, reindex_asset], schedules
+
+
+COMPRESSION_REPORT = dg.AssetKey([GROUP, "compression_report"])
+
+
+def compression_rows(conn: psycopg.Connection) -> pl.DataFrame:
+    """Per table with archives: the bytes its dropped partitions took in the database and in their zstd
+    parquet archives, and the ratio (the guide's chunk-compression report, for the archive path)."""
+    return read_frame(
+        conn,
+        "select table_name, count(*)::bigint as partitions, sum(rows)::bigint as rows, "
+        "sum(db_bytes)::bigint as before_bytes, sum(file_bytes)::bigint as after_bytes, "
+        "round(sum(db_bytes)::numeric / greatest(sum(file_bytes), 1), 2)::float8 as ratio "
+        "from ops.retention_archives group by 1 order by 1",
+        schema={
+            "table_name": pl.String,
+            "partitions": pl.Int64,
+            "rows": pl.Int64,
+            "before_bytes": pl.Int64,
+            "after_bytes": pl.Int64,
+            "ratio": pl.Float64,
+        },
+    )
+
+
+def build_compression_report() -> dg.AssetsDefinition:
+    @dg.asset(
+        key=COMPRESSION_REPORT,
+        group_name=GROUP,
+        deps=[RETENTION],
+        kinds={"postgres", "parquet"},
+        description="Before/after bytes of compressed cold data per table: the database bytes of the partitions "
+        "retention archived against their zstd parquet files, and how TOAST compression is set (lz4 where the "
+        "server has it; TimescaleDB's availability as detected at migrate time).",
+    )
+    def compression_report(warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.transaction() as conn:
+            rows = compression_rows(conn)
+            toast = conn.execute(
+                "select detail from ops.maintenance_log where task = 'compression' order by log_id desc limit 1"
+            ).fetchone()
+        return dg.MaterializeResult(
+            metadata={
+                "report": dg.MetadataValue.md(
+                    rows.to_pandas().to_markdown(index=False) if rows.height else "no archives"
+                ),
+                "toast": dg.MetadataValue.json(toast[0] if toast else {}),
+                "bytes_saved": int((rows["before_bytes"] - rows["after_bytes"]).sum()) if rows.height else 0,
+            }
+        )
+
+    return compression_report
