@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -80,6 +81,8 @@ class Settings:
     alert_quiet_minutes: int = 360
     # Days of history per table before its partitions are archived and dropped (config/retention.toml).
     retention_config: Path = PROJECT_ROOT / "config" / "retention.toml"
+    # Folders backed up beside the databases as tar archives with the same rotation: (name, path) pairs.
+    backup_folders: tuple[tuple[str, Path], ...] = ()
     # Dagster runs (and their event logs) older than this many days are purged by a daily schedule.
     run_history_days: int = 90
     # How often the intraday sensor looks for minute files that grew (seconds).
@@ -139,6 +142,18 @@ class Settings:
                 f"TRADING_ASSETS_INTRADAY_SENSOR_SECONDS={intraday_text!r} must be a positive whole number of seconds"
             )
 
+        backup_folders = []
+        for entry in filter(None, (e.strip() for e in (env.get("TRADING_ASSETS_BACKUP_FOLDERS") or "").split(","))):
+            name, sep, folder_text = entry.partition("=")
+            if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", name.strip()) or not folder_text.strip():
+                raise ConfigError(
+                    f"TRADING_ASSETS_BACKUP_FOLDERS entry {entry!r} must be name=path (name in lower snake_case)"
+                )
+            folder = Path(folder_text.strip()).expanduser().resolve()
+            if not folder.is_dir():
+                raise ConfigError(f"TRADING_ASSETS_BACKUP_FOLDERS: {folder} (for {name}) is not a folder")
+            backup_folders.append((name.strip(), folder))
+
         history_text = env.get("TRADING_ASSETS_RUN_HISTORY_DAYS") or "90"
         if not history_text.isdigit() or int(history_text) < 1:
             raise ConfigError(
@@ -189,6 +204,7 @@ class Settings:
             alert_quiet_minutes=int(quiet_text),
             intraday_sensor_seconds=int(intraday_text),
             run_history_days=int(history_text),
+            backup_folders=tuple(backup_folders),
             price_bounds=bounds,
         )
 

@@ -1,7 +1,10 @@
 """Operations as assets: retention archives then drops partitions, never resurrects them, re-attaches on request,
 and its checks fail on the states they exist for."""
 
+import dataclasses
 import json
+import subprocess
+import tarfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -336,3 +339,73 @@ def test_toast_compression_is_lz4_where_the_server_has_it(conn: psycopg.Connecti
         "and attname = 'features'"
     ).fetchone()
     assert method == ("l" if supported else "")
+
+
+def test_configured_folders_are_archived_beside_the_databases(platform: Platform, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    (models / "v1").mkdir(parents=True)
+    (models / "v1" / "weights.bin").write_bytes(b"\x00" * 1000)
+    (models / "notes.txt").write_text("trained on 2024-01\n")
+    configured = Platform(
+        dataclasses.replace(platform.settings, backup_folders=(("models", models),)), platform.instance
+    )
+    assert configured.materialize(maintenance.BACKUP).success
+    with psycopg.connect(configured.settings.database_url) as conn:
+        path, counts = conn.execute(
+            "select path, table_rows from ops.backup_log where kind = 'folder:models'"
+        ).fetchone()
+    with tarfile.open(path) as tar:
+        assert sorted(tar.getnames()) == ["notes.txt", "v1", "v1/weights.bin"]
+    assert counts == {"files": 2} and oct(Path(path).stat().st_mode & 0o777) == "0o600"
+
+
+def test_backup_folders_config_is_checked(tmp_path: Path) -> None:
+    from trading_assets.config import Settings
+
+    with pytest.raises(ConfigError, match="must be name=path"):
+        Settings.from_env({"TRADING_ASSETS_HOME": str(tmp_path), "TRADING_ASSETS_BACKUP_FOLDERS": "Models"})
+    with pytest.raises(ConfigError, match="is not a folder"):
+        Settings.from_env({"TRADING_ASSETS_HOME": str(tmp_path), "TRADING_ASSETS_BACKUP_FOLDERS": f"m={tmp_path}/no"})
+
+
+def test_a_connection_lost_mid_retention_fails_the_run_cleanly_and_the_next_run_succeeds(
+    platform: Platform, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a server restart does to a run: its session ends mid-transaction. Nothing is dropped, the next run
+    archives and drops as if the first had not happened."""
+    _load(conn, OLD)
+    original = retention.archive_partition
+
+    def archive_then_lose_the_session(run_conn: psycopg.Connection, *args: object) -> dict:
+        entry = original(run_conn, *args)
+        conn.execute("select pg_terminate_backend(%s)", (run_conn.info.backend_pid,))
+        return entry
+
+    monkeypatch.setattr(retention, "archive_partition", archive_then_lose_the_session)
+    failed = platform.materialize(maintenance.RETENTION, raise_on_error=False)
+    assert not failed.success and not failed.get_asset_materialization_events()
+    assert conn.execute("select count(*) from trading.vix_term_structure").fetchone()[0] == 3
+    assert conn.execute("select count(*) from ops.retention_archives").fetchone()[0] == 0
+    monkeypatch.setattr(retention, "archive_partition", original)
+    assert platform.materialize(maintenance.RETENTION).success
+    assert conn.execute("select count(*) from trading.vix_term_structure").fetchone()[0] == 0
+    assert conn.execute("select count(*) from ops.retention_archives").fetchone()[0] == 2
+
+
+def test_a_backup_folder_without_space_fails_clearly_and_keeps_the_old_backups(
+    database_url: str, tmp_path: Path
+) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=False).returncode:
+        pytest.skip("mounting a small tmpfs needs privileges this machine does not give")
+    try:
+        folder = small / "dumps"
+        (folder / "keep").mkdir(parents=True)
+        (folder / "keep" / "old.dump").write_bytes(b"x" * 1000)
+        with pytest.raises(RuntimeError, match="No space left on device"):
+            dumps.dump(database_url, folder, [])
+        assert (folder / "keep" / "old.dump").read_bytes() == b"x" * 1000
+        assert not list(folder.rglob("*.partial"))
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -147,6 +147,32 @@ def dump(url: str, folder: Path, previous: list[datetime], pg_dump: str | None =
     return Dump(target, database, rotation, started, datetime.now(UTC), size, checksum, counts)
 
 
+def archive_folder(source: Path, folder: Path, name: str, previous: list[datetime]) -> Dump:
+    """A gzip (level 1) tar of `source` as `folder`/<name>/<time>_<rotation>.tar.gz, written under a temporary
+    name and renamed, 0600, with its checksum and its file count."""
+    import tarfile
+
+    started = datetime.now(UTC)
+    rotation = rotation_of(started, previous)
+    target = folder / name / f"{started:%Y%m%dT%H%M%SZ}_{rotation}.tar.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o700)
+    partial = target.with_name(target.name + ".partial")
+    files = 0
+    try:
+        with tarfile.open(partial, "w:gz", compresslevel=1) as tar:
+            for path in sorted(source.rglob("*")):
+                tar.add(path, arcname=path.relative_to(source).as_posix(), recursive=False)
+                files += path.is_file()
+        os.chmod(partial, 0o600)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.rename(target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    return Dump(target, name, rotation, started, datetime.now(UTC), target.stat().st_size, digest, {"files": files})
+
+
 def expired_dumps(dumps: list[tuple[Path, str, datetime]]) -> list[Path]:
     """The dumps (path, rotation, time) past the rotation: 7 daily, 4 weekly, every monthly."""
     removed = []

@@ -332,7 +332,10 @@ def rotate(conn: psycopg.Connection) -> list[str]:
             (database,),
         ).fetchall()
         for path in dumps.expired_dumps([(Path(p), r, t) for p, r, t in kept]):
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             conn.execute("update ops.backup_log set removed_at = now() where path = %s", (str(path),))
             removed.append(str(path))
     return removed
@@ -364,7 +367,8 @@ def build_backups(settings: Settings) -> tuple[list[dg.AssetsDefinition], list[d
                 BACKUP_RECENT, asset=BACKUP, description="the newest platform backup is younger than 26 hours"
             )
         ],
-        description=f"pg_dump of the platform database and, separately, of the Dagster instance database into "
+        description=f"pg_dump of the platform database and, separately, of the Dagster instance database (and a tar "
+        "of each folder of TRADING_ASSETS_BACKUP_FOLDERS, such as models and trade logs) into "
         f"{folder} (directory format, {dumps.PARALLEL_JOBS} jobs, compression {dumps.COMPRESSION}, the pg_dump of "
         "the server's version, files 0600, a checksum, written under a temporary name and renamed), row counts "
         "taken in the dump's own snapshot, rotation 7 daily + 4 weekly + every monthly, ops.backup_log.",
@@ -382,6 +386,13 @@ def build_backups(settings: Settings) -> tuple[list[dg.AssetsDefinition], list[d
                 dumped = dumps.dump(target, folder, previous)
                 record_dump(conn, kind, dumped)
                 made.append(dumped)
+            for name, source in settings.backup_folders:
+                previous = [t for (t,) in conn.execute(
+                    "select started_at from ops.backup_log where kind = %s", (f"folder:{name}",)
+                )]  # fmt: skip
+                archived = dumps.archive_folder(source, folder, name, previous)
+                record_dump(conn, f"folder:{name}", archived)
+                made.append(archived)
             removed = rotate(conn)
             checks = backup_checks(conn, datetime.now(UTC))
         context.log.info(f"backups: {', '.join(str(d.path) for d in made)}; rotated out {len(removed)}")
