@@ -409,3 +409,22 @@ def test_a_backup_folder_without_space_fails_clearly_and_keeps_the_old_backups(
         assert not list(folder.rglob("*.partial"))
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_the_maintenance_calendar_is_scheduled_with_its_checklists(platform: Platform) -> None:
+    schedules = {s.name: s for s in platform.defs.schedules}
+    expected = {
+        "retention_daily": "30 1 * * *",
+        "table_sizes_daily": "45 5 * * *",
+        "backup_daily": "0 4 * * *",
+        "vacuum_weekly": "0 3 * * 0",
+        "weekly_digest_sunday": "0 8 * * 0",
+        "monthly_checklist": "0 2 1 * *",
+        "capacity_quarterly": "0 7 1 1,4,7,10 *",
+        "purge_run_history_daily": "30 0 * * *",
+        "trading_partitions_daily": "5 0 * * *",
+    }
+    assert {name: schedules[name].cron_schedule for name in expected} == expected
+    assert schedules["weekly_digest_sunday"].description == calendar.WEEKLY_CHECKLIST
+    assert schedules["monthly_checklist"].description == calendar.MONTHLY_CHECKLIST
+    assert schedules["capacity_quarterly"].description == calendar.QUARTERLY_CHECKLIST

@@ -10,7 +10,7 @@ from dagster._core.storage.dagster_run import RunsFilter
 
 from trading_assets.compute import capacity
 from trading_assets.config import Settings
-from trading_assets.defs.ops.maintenance import GROUP
+from trading_assets.defs.ops.maintenance import GROUP, utc_schedule
 from trading_assets.defs.resources import Warehouse
 from trading_assets.io.alerts import Alert, send_alert
 from trading_assets.io.postgres import read_frame
@@ -142,36 +142,24 @@ def build_calendar(settings: Settings) -> tuple[list, list[dg.ScheduleDefinition
         )
 
     schedules = [
-        dg.ScheduleDefinition(
-            name="purge_run_history_daily",
+        utc_schedule(
+            "purge_run_history_daily",
+            "30 0 * * *",
+            f"Purge Dagster runs and event logs older than {settings.run_history_days} days.",
             job=purge_run_history,
-            cron_schedule="30 0 * * *",
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
         ),
-        dg.ScheduleDefinition(
-            name="weekly_digest_sunday",
-            job=weekly_digest,
-            cron_schedule="0 8 * * 0",
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=WEEKLY_CHECKLIST,
-        ),
-        dg.ScheduleDefinition(
-            name="monthly_checklist",
+        utc_schedule("weekly_digest_sunday", "0 8 * * 0", WEEKLY_CHECKLIST, job=weekly_digest),
+        utc_schedule(
+            "monthly_checklist",
+            "0 2 1 * *",
+            MONTHLY_CHECKLIST,
             target=dg.AssetSelection.assets(dg.AssetKey([GROUP, "reindex"]), dg.AssetKey([GROUP, "restore_test"])),
-            cron_schedule="0 2 1 * *",
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=MONTHLY_CHECKLIST,
         ),
-        dg.ScheduleDefinition(
-            name="capacity_quarterly",
+        utc_schedule(
+            "capacity_quarterly",
+            "0 7 1 1,4,7,10 *",
+            QUARTERLY_CHECKLIST,
             target=dg.AssetSelection.assets(CAPACITY_REPORT),
-            cron_schedule="0 7 1 1,4,7,10 *",
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=QUARTERLY_CHECKLIST,
         ),
     ]
     return [capacity_report], schedules, [purge_run_history, weekly_digest]

@@ -25,6 +25,25 @@ ARCHIVES_VERIFIED = "archives_verified"
 PERMANENT_TABLES_INTACT = "permanent_tables_intact"
 
 
+def utc_schedule(
+    name: str,
+    cron: str,
+    description: str,
+    *,
+    target: dg.AssetSelection | None = None,
+    job: dg.JobDefinition | None = None,
+) -> dg.ScheduleDefinition:
+    """A schedule of the maintenance calendar: UTC, running from the start."""
+    return dg.ScheduleDefinition(
+        name=name,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+        **({"job": job} if job is not None else {"target": target}),
+    )
+
+
 def table_key(table: str) -> dg.AssetKey:
     """The asset of a table: its schema is its group."""
     return dg.AssetKey(table.split(".", 1))
@@ -146,13 +165,11 @@ def build_retention(settings: Settings) -> tuple[dg.AssetsDefinition, dg.Schedul
             check_results=checks,
         )
 
-    schedule = dg.ScheduleDefinition(
-        name="retention_daily",
+    schedule = utc_schedule(
+        "retention_daily",
+        "30 1 * * *",
+        "Archive and drop the partitions past their retention (after the day's loads, before backup).",
         target=dg.AssetSelection.assets(RETENTION),
-        cron_schedule="30 1 * * *",
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Archive and drop the partitions past their retention (after the day's loads, before backup).",
     )
     return retention_asset, schedule
 
@@ -290,13 +307,11 @@ def build_table_sizes(settings: Settings) -> tuple[dg.AssetsDefinition, dg.Sched
             check_results=[size_check(size, growth, now)],
         )
 
-    schedule = dg.ScheduleDefinition(
-        name="table_sizes_daily",
+    schedule = utc_schedule(
+        "table_sizes_daily",
+        "45 5 * * *",
+        "Measure every table and database (the guide's table-size query and df -h, kept as history).",
         target=dg.AssetSelection.assets(TABLE_SIZES),
-        cron_schedule="45 5 * * *",
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Measure every table and database (the guide's table-size query and df -h, kept as history).",
     )
     return table_sizes, schedule
 
@@ -459,13 +474,11 @@ def build_backups(settings: Settings) -> tuple[list[dg.AssetsDefinition], list[d
         )
 
     schedules = [
-        dg.ScheduleDefinition(
-            name="backup_daily",
+        utc_schedule(
+            "backup_daily",
+            "0 4 * * *",
+            "The guide's 04:00 backup, with rotation (it replaces pg_dump | gzip and find -mtime +7).",
             target=dg.AssetSelection.assets(BACKUP),
-            cron_schedule="0 4 * * *",
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description="The guide's 04:00 backup, with rotation (it replaces pg_dump | gzip and find -mtime +7).",
         ),
     ]
     return [backup, restore_test], schedules
@@ -613,13 +626,11 @@ def build_vacuum_reindex() -> tuple[list[dg.AssetsDefinition], list[dg.ScheduleD
         )
 
     schedules = [
-        dg.ScheduleDefinition(
-            name="vacuum_weekly",
+        utc_schedule(
+            "vacuum_weekly",
+            "0 3 * * 0",
+            "Weekly (Sunday 03:00 UTC): VACUUM (ANALYZE) of the tables that changed.",
             target=dg.AssetSelection.assets(VACUUM),
-            cron_schedule="0 3 * * 0",
-            execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description="Weekly (Sunday 03:00 UTC): VACUUM (ANALYZE) of the tables that changed.",
         ),
     ]
     return [vacuum_asset, reindex_asset], schedules
