@@ -52,6 +52,16 @@ def test_retention_archives_then_drops_only_expired_partitions_and_a_second_run_
         maintenance.ARCHIVES_VERIFIED: True,
         maintenance.PERMANENT_TABLES_INTACT: True,
     }
+    observed = [
+        e.asset_observation_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert sorted(o.metadata["retention_archived"].value for o in observed) == [
+        "[2024-01-01, 2024-02-01)",
+        "[2024-02-01, 2024-03-01)",
+    ]
+    assert {o.asset_key.to_user_string() for o in observed} == {"trading/vix_term_structure"}
     left = conn.execute("select trade_date from trading.vix_term_structure order by 1").fetchall()
     assert [d for (d,) in left] == RECENT
     archives = conn.execute(
