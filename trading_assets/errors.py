@@ -32,6 +32,11 @@ class InputError(ValueError):
         super().__init__(f"{len(self.problems)} input problems:\n{shown}{tail}")
 
 
+def input_error(file: object, reason: str, line: int = 0) -> InputError:
+    """The error of one problem of `file` (a path or a name)."""
+    return InputError([Problem(str(file), line, reason)])
+
+
 def raise_if_any(problems: list[Problem]) -> None:
     if problems:
         raise InputError(problems)

@@ -20,6 +20,7 @@ from trading_assets.config import PROJECT_ROOT
 from trading_assets.defs.metadata.assets import DIM_SERIES, FACT_SERIES_VALUE
 from trading_assets.defs.trading import assets as trading
 from trading_assets.defs.trading import intraday as intraday_assets
+from trading_assets.errors import InputError
 from trading_assets.sources import minute_files, option_files, vix_files
 from trading_assets_tests.conftest import Platform
 
@@ -765,3 +766,36 @@ def test_partitions_of_the_coming_days_are_made_ahead(platform: Platform, conn: 
     assert len(names) == 3 * (trading.DAYS_AHEAD + 1)
     assert f"ml_features_p{(today + timedelta(days=trading.DAYS_AHEAD)):%Y%m%d}" in names
     assert job.execute_in_process(instance=platform.instance, resources=platform.defs.resources).success  # idempotent
+
+
+def test_two_spot_files_disagreeing_on_a_date_are_refused_by_name(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("DATE,VIX,SP500\n2020-01-02,12.5,3257.85\n2020-01-03,14.0,3234.85\n")
+    second.write_text("DATE,VIX,SP500\n2020-01-03,14.0,3234.85\n2020-01-06,13.9,3246.28\n")
+    frames = [vix_files.read_spot(p, "SP500")[0] for p in (first, second)]
+    assert vix_files.merged_spot([first, second], frames)["trade_date"].to_list() == [
+        date(2020, 1, 2),
+        date(2020, 1, 3),
+        date(2020, 1, 6),
+    ]
+    second.write_text("DATE,VIX,SP500\n2020-01-03,14.2,3234.85\n")
+    frames = [vix_files.read_spot(p, "SP500")[0] for p in (first, second)]
+    with pytest.raises(InputError, match=r"a\.csv, b\.csv: 2020-01-03 is given different VIX"):
+        vix_files.merged_spot([first, second], frames)
+
+
+def test_a_malformed_landed_file_fails_the_run_naming_the_file_line_and_reason(
+    platform: Platform, conn: psycopg.Connection
+) -> None:
+    folder = intraday_assets.intraday_folder(platform.settings)
+    folder.mkdir(parents=True)
+    (folder / "US_XYZ.csv").write_text("time,o,h,l,c,v\n2024-01-02T14:30:00Z,1,1,1,1,1\n")
+    result = platform.materialize(
+        trading.MULTI_RESOLUTION_BARS, partition_range=("2024-01-01", "2024-01-01"), raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else ""
+    message += failure.step_failure_data.error.message
+    assert "US_XYZ.csv, line 1: 'time,o,h,l,c,v' is not the header ts,open,high,low,close,volume" in message
+    assert conn.execute("select count(*) from trading.intraday_files").fetchone()[0] == 0

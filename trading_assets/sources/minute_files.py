@@ -17,7 +17,7 @@ import polars as pl
 
 from trading_assets.compute.calendars import EXCHANGE_ZONES
 from trading_assets.compute.intraday import MINUTE_SCHEMA
-from trading_assets.errors import InputError
+from trading_assets.errors import input_error
 
 _LEAN = re.compile(r"^lean_equity_(usa|india)_([a-z0-9]+)_1m_trade\.csv$")
 _GENERIC = re.compile(r"^(US|NSE)_([A-Za-z0-9.&-]+)\.csv$")
@@ -41,7 +41,7 @@ def instrument(path: Path) -> tuple[str, str, bool]:
         return _LEAN_MARKETS[match.group(1)], match.group(2).upper(), True
     if match := _GENERIC.match(path.name):
         return match.group(1), match.group(2), False
-    raise InputError(f"{path}: name it lean_equity_<usa|india>_<symbol>_1m_trade.csv or <US|NSE>_<SYMBOL>.csv")
+    raise input_error(path, "name it lean_equity_<usa|india>_<symbol>_1m_trade.csv or <US|NSE>_<SYMBOL>.csv")
 
 
 def read_minutes(path: Path, offset: int, lines_before: int) -> MinuteChunk:
@@ -50,7 +50,7 @@ def read_minutes(path: Path, offset: int, lines_before: int) -> MinuteChunk:
     with path.open("rb") as handle:
         size = handle.seek(0, io.SEEK_END)
         if size < offset:
-            raise InputError(f"{path}: {size} bytes, {offset} were read before: the file was replaced, not appended")
+            raise input_error(path, f"{size} bytes, {offset} were read before: the file was replaced, not appended")
         handle.seek(offset)
         data = handle.read()
     end = data.rfind(b"\n") + 1
@@ -61,7 +61,7 @@ def read_minutes(path: Path, offset: int, lines_before: int) -> MinuteChunk:
         first = data.split(b"\n", 1)[0].decode(errors="replace").strip()
         expected = "date,time_ms,open,high,low,close,volume" if lean else "ts,open,high,low,close,volume"
         if not first.startswith(expected):
-            raise InputError(f"{path}: line 1 is {first[:80]!r}, expected {expected}...")
+            raise input_error(path, f"{first[:80]!r} is not the header {expected}...", 1)
         names = first.split(",")
         data = data.split(b"\n", 1)[1] if b"\n" in data else b""
     else:

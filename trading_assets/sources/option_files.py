@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from trading_assets.errors import InputError
+from trading_assets.errors import input_error
 
 NEW_YORK, KOLKATA = ZoneInfo("America/New_York"), ZoneInfo("Asia/Kolkata")
 # When an option stops trading on its expiry date, in its exchange's time: US equity and PM-settled index options
@@ -79,11 +79,11 @@ def read_lean_universe(path: Path) -> pl.DataFrame:
     """QUOTE_SCHEMA rows of a Lean option universe file (an end-of-day chain at that date's close)."""
     lines = path.read_text().splitlines()
     if not lines or lines[0].strip() != _LEAN_HEADER or len(lines) < 2:
-        raise InputError(f"{path}: not a Lean option universe (first line {lines[0][:60] if lines else ''!r})")
+        raise input_error(path, f"not a Lean option universe (first line {lines[0][:60] if lines else ''!r})")
     try:
         day = datetime.strptime(path.stem, "%Y%m%d").date()
     except ValueError as exc:
-        raise InputError(f"{path}: the file name is not the chain's date (YYYYMMDD.csv)") from exc
+        raise input_error(path, "the file name is not the chain's date (YYYYMMDD.csv)") from exc
     underlying_close = float(lines[1].split(",")[6])
     root = lean_root(path)
     frame = pl.read_csv(
@@ -127,11 +127,11 @@ def nse_snapshot(path: Path) -> tuple[str, date, datetime]:
     """(underlying, expiry, snapshot instant) of an NSE export from its file and folder names."""
     match = _NSE_NAME.match(path.name)
     if not match:
-        raise InputError(f"{path}: not named option-chain-ED-<UNDERLYING>-<DD-Mon-YYYY>.csv")
+        raise input_error(path, "not named option-chain-ED-<UNDERLYING>-<DD-Mon-YYYY>.csv")
     try:
         taken = datetime.strptime(path.parent.name, "%Y-%m-%dT%H-%M").replace(tzinfo=KOLKATA)
     except ValueError as exc:
-        raise InputError(f"{path}: its folder must name the snapshot's Asia/Kolkata time (YYYY-MM-DDTHH-MM)") from exc
+        raise input_error(path, "its folder must name the snapshot's Asia/Kolkata time (YYYY-MM-DDTHH-MM)") from exc
     return match.group(1), datetime.strptime(match.group(2), "%d-%b-%Y").date(), taken
 
 
@@ -141,7 +141,7 @@ def read_nse_chain(path: Path) -> pl.DataFrame:
     underlying, expiry, taken = nse_snapshot(path)
     lines = path.read_text().splitlines()
     if len(lines) < 2 or not lines[1].startswith(",OI,CHNG IN OI,VOLUME,IV,LTP"):
-        raise InputError(f"{path}: second line is not the NSE option-chain header (,OI,CHNG IN OI,VOLUME,IV,LTP...)")
+        raise input_error(path, "second line is not the NSE option-chain header (,OI,CHNG IN OI,VOLUME,IV,LTP...)")
     names = ["lead", *(f"c_{c}" for c in _NSE_CALLS), "strike", *(f"p_{c}" for c in _NSE_PUTS), "trail"]
     frame = pl.read_csv(path, skip_rows=2, has_header=False, new_columns=names, infer_schema_length=0)
     frame = frame.with_row_index("source_line", offset=3).with_columns(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import polars as pl
 
-from trading_assets.errors import InputError
+from trading_assets.errors import input_error
 
 COLUMNS = ["order_id", "symbol", "side", "qty", "price", "fees", "strategy", "submitted_at", "filled_at"]
 TRADE_SCHEMA = {
@@ -43,7 +43,7 @@ def read_trades(paths: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
         frame = pl.read_csv(path, infer_schema=False).with_columns(pl.all().fill_null(""))
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
-            raise InputError(f"{path}: missing column {', '.join(missing)} (expected {', '.join(COLUMNS)})")
+            raise input_error(path, f"missing column {', '.join(missing)} (expected {', '.join(COLUMNS)})")
         parsed = frame.with_row_index("source_line", offset=2).with_columns(
             raw=pl.concat_str([pl.col(c) for c in COLUMNS], separator=","),
             qty_value=pl.col("qty").cast(pl.Float64, strict=False),

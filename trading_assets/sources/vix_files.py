@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from trading_assets.errors import InputError
+from trading_assets.errors import input_error
 
 CONTRACT_SCHEMA = {
     "trade_date": pl.Date,
@@ -50,7 +50,7 @@ def read_contracts(paths: list[Path]) -> ContractRead:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         header_at = next((i for i, line in enumerate(lines[:5]) if line.startswith(CONTRACT_HEADER)), None)
         if header_at is None:
-            raise InputError(f"{path}: no '{CONTRACT_HEADER}...' header in its first lines: not a CFE VX file")
+            raise input_error(path, f"no '{CONTRACT_HEADER}...' header in its first lines: not a CFE VX file")
         for number, line in enumerate(lines[header_at + 1 :], start=header_at + 2):
             if not line.strip():
                 continue
@@ -90,7 +90,7 @@ def read_spot(path: Path, index_column: str) -> tuple[pl.DataFrame, pl.DataFrame
     frame = pl.read_csv(path, infer_schema=False)
     missing = [c for c in ("DATE", "VIX", index_column) if c not in frame.columns]
     if missing:
-        raise InputError(f"{path}: no column {', '.join(missing)} (columns: {', '.join(frame.columns)})")
+        raise input_error(path, f"no column {', '.join(missing)} (columns: {', '.join(frame.columns)})")
     parsed = frame.with_row_index("source_line", offset=2).select(
         "source_line",
         trade_date=pl.col("DATE").str.to_date("%Y-%m-%d", strict=False),
@@ -111,5 +111,21 @@ def read_spot(path: Path, index_column: str) -> tuple[pl.DataFrame, pl.DataFrame
     good = parsed.join(bad.select("source_line"), on="source_line", how="anti")
     twice = good.filter(pl.col("trade_date").is_duplicated())
     if not twice.is_empty():
-        raise InputError(f"{path}: line {twice['source_line'][1]}: date {twice['trade_date'][0]} is listed twice")
+        raise input_error(path, f"date {twice['trade_date'][0]} is listed twice", twice["source_line"][1])
     return good.select(list(SPOT_SCHEMA)), rejects
+
+
+def merged_spot(paths: list[Path], frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The spot rows of several files as one; a date two files give different values is refused (which one is
+    right is the user's call), the same values twice are one row."""
+    tagged = pl.concat(
+        [pl.DataFrame(schema={**SPOT_SCHEMA, "file": pl.String})]
+        + [f.with_columns(file=pl.lit(p.name)) for p, f in zip(paths, frames, strict=True)]
+    )
+    merged = tagged.unique(["trade_date", "vix", "index_close"], keep="first", maintain_order=True)
+    clash = merged.filter(pl.col("trade_date").is_duplicated()).sort("trade_date")
+    if not clash.is_empty():
+        day = clash["trade_date"][0]
+        files = ", ".join(clash.filter(pl.col("trade_date") == day)["file"].to_list())
+        raise input_error(files, f"{day} is given different VIX or index closes; keep one file's value")
+    return merged.drop("file").sort("trade_date")

@@ -402,13 +402,11 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
         spot_paths = [p for p in paths if p not in contract_paths and p not in india_paths]
         contracts = vix_files.read_contracts(contract_paths)
         spots = [vix_files.read_spot(p, "SP500") for p in spot_paths]
+        spot = vix_files.merged_spot(spot_paths, [s for s, _ in spots])
         india = [vix_files.read_spot(p, "NIFTY") for p in india_paths]
-        spot = pl.concat([pl.DataFrame(schema=vix_files.SPOT_SCHEMA), *(s for s, _ in spots)])
         frames = []
         if not contracts.rows.is_empty():
-            frames.append(
-                vix.term_structure(contracts.rows, spot.unique("trade_date", keep="last"), window.start, window.end)
-            )
+            frames.append(vix.term_structure(contracts.rows, spot, window.start, window.end))
         frames += [vix.india_vix_fallback(s, window.start, window.end) for s, _ in india]
         rows = pl.concat(frames) if frames else pl.DataFrame(schema=vix.TERM_SCHEMA)
         rejects = pl.concat([contracts.rejects, *(r for _, r in spots + india)])
