@@ -10,6 +10,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -561,6 +562,28 @@ def _ui(settings: Settings, port: int) -> int:
             instance.wipe_daemon_heartbeats()
 
 
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    """One run of a named job of the code location, over the months of --start..--end when it is partitioned."""
+    from trading_assets.definitions import build_definitions
+    from trading_assets.defs.partitions import key_range_for_dates, monthly_partitions, range_tags
+    from trading_assets.orchestration import prepare_environment, run_job
+
+    prepare_environment(settings)
+    jobs = {job.name for job in build_definitions(settings).jobs}
+    if args.job not in jobs:
+        raise ConfigError(f"no job {args.job!r}; the code location's jobs: {', '.join(sorted(jobs))}")
+    tags = {}
+    if args.start or args.end:
+        partitions = monthly_partitions(settings)
+        first = date.fromisoformat(args.start) if args.start else settings.start_date
+        last = date.fromisoformat(args.end) if args.end else datetime.now(UTC).date()
+        tags = range_tags(*key_range_for_dates(partitions, first, last))
+    started = time.perf_counter()
+    summary = run_job(args.job, tags=tags, progress=sys.stderr)
+    _print_summary(f"run {args.job}", summary, time.perf_counter() - started)
+    return 0 if summary.success and not summary.failed_error_checks else 1
+
+
 def _backup(settings: Settings) -> int:
     from trading_assets.defs.jobs import BACKUP_JOB
     from trading_assets.orchestration import prepare_environment, run_job
@@ -617,6 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["up", "url", "stop", "migrate", "backup"])
     db.add_argument("--schema", default="stage1", help="backup: the schema whose tables are backed up")
 
+    run = commands.add_parser("run", help="one run of a named job (trading_tables, trading_intraday, ...)")
+    run.add_argument("job", help="the job's name, as the UI lists it")
+    run.add_argument("--start", help="first date (ISO) of the months a partitioned job runs over")
+    run.add_argument("--end", help="last date (ISO); default today")
     commands.add_parser("backup", help="pg_dump the platform and Dagster databases, rotate (job ops_backup)")
     restore = commands.add_parser("restore", help="restore a backup into a new database and compare row counts")
     restore.add_argument("path", type=Path, help="a backup folder (<time>_<rotation>.dump)")
@@ -751,6 +778,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _archive(settings, args)
         if args.command == "backup":
             return _backup(settings)
+        if args.command == "run":
+            return _run(settings, args)
         if args.command == "restore":
             return _restore(settings, args)
         if args.command == "load":

@@ -14,9 +14,10 @@ import polars as pl
 import psycopg
 import pytest
 
+from trading_assets.cli import main
 from trading_assets.compute import intraday, macro, options, vix
 from trading_assets.compute.calendars import session_table
-from trading_assets.config import PROJECT_ROOT
+from trading_assets.config import PROJECT_ROOT, Settings
 from trading_assets.defs.metadata.assets import DIM_SERIES, FACT_SERIES_VALUE
 from trading_assets.defs.trading import assets as trading
 from trading_assets.defs.trading import intraday as intraday_assets
@@ -799,3 +800,16 @@ def test_a_malformed_landed_file_fails_the_run_naming_the_file_line_and_reason(
     message += failure.step_failure_data.error.message
     assert "US_XYZ.csv, line 1: 'time,o,h,l,c,v' is not the header ts,open,high,low,close,volume" in message
     assert conn.execute("select count(*) from trading.intraday_files").fetchone()[0] == 0
+
+
+def test_cli_runs_a_named_job_over_the_months_asked(
+    cli_env: Settings, conn: psycopg.Connection, capsys: pytest.CaptureFixture
+) -> None:
+    folder = trading.trade_folder(cli_env)
+    folder.mkdir(parents=True)
+    (folder / "day1.csv").write_text(TRADES)
+    assert main(["run", "trading_tables", "--start", "2024-01-01", "--end", "2024-01-31"]) == 0
+    assert "== run trading_tables: succeeded" in capsys.readouterr().out
+    assert conn.execute("select count(*) from trading.trade_history").fetchone()[0] == 2  # January's (A7 is February's)
+    assert main(["run", "no_such_job"]) == 2
+    assert "no job 'no_such_job'" in capsys.readouterr().err
