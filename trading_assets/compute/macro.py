@@ -12,6 +12,8 @@ from datetime import date
 
 import polars as pl
 
+from trading_assets.compute.validation import rows_in_window
+
 DAILY_SERIES = {"DGS10": "dgs10", "DGS2": "dgs2", "DGS3MO": "dgs3mo"}
 MONTHLY_SERIES = {"CPIAUCSL": "cpi", "UNRATE": "unrate"}
 RELEASE_DAY = {"CPIAUCSL": 20, "UNRATE": 10}
@@ -65,11 +67,7 @@ def macro_signals(observations: pl.DataFrame, first: date | None, end: date) -> 
     for code in DAILY_SERIES:
         if code not in daily.columns:
             daily = daily.with_columns(pl.lit(None, pl.Float64).alias(code))
-    daily = daily.rename(DAILY_SERIES).filter(
-        pl.col("dgs10").is_not_null(),
-        pl.col("trade_date") < end,
-        *([pl.col("trade_date") >= first] if first else []),
-    )
+    daily = rows_in_window(daily.rename(DAILY_SERIES).filter(pl.col("dgs10").is_not_null()), "trade_date", first, end)
     signals = daily.sort("trade_date").with_columns(
         slope_10y_2y=pl.col("dgs10") - pl.col("dgs2"), slope_10y_3m=pl.col("dgs10") - pl.col("dgs3mo")
     )

@@ -15,6 +15,7 @@ from functools import cache
 import polars as pl
 
 from trading_assets.compute.calendars import session_table
+from trading_assets.compute.validation import rows_in_window
 
 CURVE_POINTS = 8
 VOL_WINDOWS = (5, 20)
@@ -92,7 +93,7 @@ def term_structure(contracts: pl.DataFrame, spot: pl.DataFrame, first: date | No
         {"contract_month": months, "expiry": [vx_expiry(m) for m in months]},
         schema={"contract_month": pl.Date, "expiry": pl.Date},
     )
-    in_window = contracts.filter(pl.col("trade_date") < end, *([pl.col("trade_date") >= first] if first else []))
+    in_window = rows_in_window(contracts, "trade_date", first, end)
     curve = (
         in_window.join(expiries, on="contract_month")
         .filter(pl.col("expiry") > pl.col("trade_date"))
@@ -137,8 +138,7 @@ def india_vix_fallback(spot: pl.DataFrame, first: date | None, end: date, calend
         )
     )
     rows = (
-        grid.drop_nulls("vix")
-        .filter(pl.col("trade_date") < end, *([pl.col("trade_date") >= first] if first else []))
+        rows_in_window(grid.drop_nulls("vix"), "trade_date", first, end)
         .join(realized_vol(spot, calendar), on="trade_date", how="left")
         .with_columns(next_price=pl.coalesce("ma_5", "ma_20", "vix"))
     )

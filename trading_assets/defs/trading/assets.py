@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute import macro, options, vix
+from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.metadata.assets import FACT_SERIES_VALUE, FOLLOW_PARENTS
 from trading_assets.defs.partitions import run_window
@@ -459,9 +460,7 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
         window = run_window(context)
         paths = sorted(trades.glob("*.csv"))
         landed, rejects = trade_files.read_trades(paths)
-        in_window = landed.filter(
-            pl.col("trade_date") < window.end, *([pl.col("trade_date") >= window.start] if window.start else [])
-        )
+        in_window = rows_in_window(landed, "trade_date", window.start, window.end)
         with warehouse.transaction() as conn:
             inserted, conflicts = trading_store.record_trades(conn, in_window)
             trading_store.replace_rejects(
@@ -526,9 +525,7 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
         started = time.perf_counter()
         window = run_window(context)
         quotes, rejects = options.reject_quotes(read_option_quotes(option_landing))
-        rows = options.snapshot_rows(quotes).filter(
-            pl.col("trade_date") < window.end, *([pl.col("trade_date") >= window.start] if window.start else [])
-        )
+        rows = rows_in_window(options.snapshot_rows(quotes), "trade_date", window.start, window.end)
         with warehouse.transaction() as conn:
             removed = trading_store.replace_window(conn, "option_chain_snapshots", rows, window.start, window.end)
             files = sorted({*quotes["source_file"].unique().to_list(), *rejects["source_file"].unique().to_list()})

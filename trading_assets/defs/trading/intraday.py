@@ -12,6 +12,7 @@ import polars as pl
 import psycopg
 
 from trading_assets.compute import intraday
+from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, range_tags, recomputes_window, run_window
 from trading_assets.defs.resources import Warehouse
@@ -38,10 +39,6 @@ ROLLED = [name for name in intraday.RESOLUTION_MINUTES if name != "1min"] + [int
 
 def intraday_folder(settings: Settings) -> Path:
     return settings.landing / "trading" / "intraday"
-
-
-def _window_filter(frame: pl.DataFrame, start: date | None, end: date) -> pl.Expr:
-    return (pl.col("trade_date") < end) & (pl.col("trade_date") >= start if start else pl.lit(True))
 
 
 def bar_checks(conn: psycopg.Connection, waiting: dict[str, int]) -> list[dg.AssetCheckResult]:
@@ -109,7 +106,7 @@ def ingest(conn: psycopg.Connection, paths: list[Path], start: date | None, end:
         days = (new["ts"].min().date() - timedelta(days=7), new["ts"].max().date() + timedelta(days=7))
         calendar = intraday.sessions(new["exchange"].unique().to_list(), *days)
         rows = intraday.minute_rows(new, calendar)
-    in_window = rows.filter(pl.col("trade_date") < end, *([pl.col("trade_date") >= start] if start else []))
+    in_window = rows_in_window(rows, "trade_date", start, end)
     kept = in_window.group_by("source_file").len()
     kept_by_file = dict(kept.iter_rows())
     waiting = {n: c.rows.height - kept_by_file.get(n, 0) for n, c in chunks.items()}
