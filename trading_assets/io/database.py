@@ -23,6 +23,15 @@ _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
 
 
+def embedded_bin_dir() -> Path:
+    """The folder of the embedded server's own client tools (pg_dump, pg_restore of its version)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # see _embedded_server
+        import pgserver
+
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
 def _embedded_server(pgdata: Path):
     # pgserver resolves a runtime folder through platformdirs at import and warns when XDG_RUNTIME_DIR is unset.
     with warnings.catch_warnings():

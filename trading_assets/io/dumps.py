@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from trading_assets.config import ConfigError
+from trading_assets.io.database import embedded_bin_dir
 from trading_assets.io.postgres import connect
 
 DAILY, WEEKLY, MONTHLY = "daily", "weekly", "monthly"
@@ -50,10 +51,8 @@ def client_tool(url: str, name: str) -> str:
     one writes archives an older server's tools cannot read)."""
     with connect(url, autocommit=True) as conn:
         server = int(conn.execute("show server_version_num").fetchone()[0]) // 10_000
-    import pgserver
-
     candidates = [
-        str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name),
+        str(embedded_bin_dir() / name),
         *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")),
         shutil.which(name) or "",
     ]
