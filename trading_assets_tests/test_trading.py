@@ -813,3 +813,25 @@ def test_cli_runs_a_named_job_over_the_months_asked(
     assert conn.execute("select count(*) from trading.trade_history").fetchone()[0] == 2  # January's (A7 is February's)
     assert main(["run", "no_such_job"]) == 2
     assert "no job 'no_such_job'" in capsys.readouterr().err
+
+
+def test_a_commit_that_fails_records_no_materialization(platform: Platform, conn: psycopg.Connection) -> None:
+    """The materialization is reported after the commit: a write refused at commit time (here a deferred
+    constraint trigger) leaves the run failed and the partition not marked done."""
+    conn.execute(
+        "create function public.refuse_at_commit() returns trigger language plpgsql as "
+        "$$ begin raise exception 'refused at commit'; end $$"
+    )
+    conn.execute(
+        "create constraint trigger refuse_at_commit after insert on trading.trade_history "
+        "deferrable initially deferred for each row execute function public.refuse_at_commit()"
+    )
+    _land_trades(platform, "day1.csv", TRADES)
+    result = platform.materialize(
+        trading.TRADE_HISTORY, partition_range=("2024-01-01", "2024-01-01"), raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "refused at commit" in str(failure.step_failure_data.error.to_string())
+    assert not result.get_asset_materialization_events()
+    assert conn.execute("select count(*) from trading.trade_history").fetchone()[0] == 0

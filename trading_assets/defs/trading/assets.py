@@ -2,7 +2,6 @@
 
 import hashlib
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -111,14 +110,16 @@ def trading_table_asset(
     )
 
 
-def finish(conn: psycopg.Connection, checks: list[dg.AssetCheckResult], blocking: set[str], metadata: dict) -> Iterator:
-    """The run's outcome: its checks alone (its writes rolled back) when a blocking one failed, else the
-    materialization with them."""
+def finish(
+    conn: psycopg.Connection, checks: list[dg.AssetCheckResult], blocking: set[str], metadata: dict
+) -> list[dg.AssetCheckResult | dg.MaterializeResult]:
+    """The run's outcome, to be yielded once its transaction has ended (a materialization reported before the
+    commit would stand even if the commit failed): its checks alone, its writes rolled back, when a blocking
+    one failed; else the materialization with them."""
     if any(not c.passed and c.check_name in blocking for c in checks):
         conn.rollback()
-        yield from checks
-        return
-    yield dg.MaterializeResult(metadata=metadata, check_results=checks)
+        return list(checks)
+    return [dg.MaterializeResult(metadata=metadata, check_results=checks)]
 
 
 def vix_folder(settings: Settings) -> Path:
@@ -358,7 +359,8 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
                 "preview": preview(signals.tail(5)),
                 "seconds": round(time.perf_counter() - started, 3),
             }
-            yield from finish(conn, macro_checks(conn), {MACRO_KNOWN_WHEN_USED, MACRO_SLOPES_MATCH}, metadata)
+            outcome = finish(conn, macro_checks(conn), {MACRO_KNOWN_WHEN_USED, MACRO_SLOPES_MATCH}, metadata)
+        yield from outcome
 
     folder = vix_folder(settings)
 
@@ -424,7 +426,8 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
                 "preview": preview(rows.drop("curve").tail(5)),
                 "seconds": round(time.perf_counter() - started, 3),
             }
-            yield from finish(conn, vix_checks(conn), {VIX_FRONT_LIVE}, metadata)
+            outcome = finish(conn, vix_checks(conn), {VIX_FRONT_LIVE}, metadata)
+        yield from outcome
 
     trades = trade_folder(settings)
 
@@ -479,7 +482,8 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
                 "files": len(paths),
                 "seconds": round(time.perf_counter() - started, 3),
             }
-            yield from finish(conn, trade_checks(conn, waiting), {TRADES_NEVER_DELETED}, metadata)
+            outcome = finish(conn, trade_checks(conn, waiting), {TRADES_NEVER_DELETED}, metadata)
+        yield from outcome
 
     option_landing = option_folder(settings)
 
@@ -539,7 +543,8 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
                 "seconds": round(time.perf_counter() - started, 3),
             }
             checks = chain_checks(conn, datetime.now(UTC))
-            yield from finish(conn, checks, {CHAIN_QUOTES_VALID}, metadata)
+            outcome = finish(conn, checks, {CHAIN_QUOTES_VALID}, metadata)
+        yield from outcome
 
     @trading_table_asset(
         ML_FEATURES,
@@ -597,7 +602,8 @@ def build_trading_assets(settings: Settings, partitions: dg.MonthlyPartitionsDef
                 "preview": preview(rows.drop("features").tail(5)),
                 "seconds": round(time.perf_counter() - started, 3),
             }
-            yield from finish(conn, features_checks(conn), set(), metadata)
+            outcome = finish(conn, features_checks(conn), set(), metadata)
+        yield from outcome
 
     return [
         macro_signals,

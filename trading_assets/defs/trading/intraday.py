@@ -208,7 +208,8 @@ def build_intraday_assets(settings: Settings, partitions: dg.MonthlyPartitionsDe
                 "rejected_lines": done["rejected_lines"],
                 "seconds": round(time.perf_counter() - started, 3),
             }
-            yield from finish(conn, bar_checks(conn, done["waiting"]), {BARS_IN_SESSION, BARS_OHLC_ORDERED}, metadata)
+            outcome = finish(conn, bar_checks(conn, done["waiting"]), {BARS_IN_SESSION, BARS_OHLC_ORDERED}, metadata)
+        yield from outcome
 
     return [intraday_source_files, multi_resolution_bars]
 
