@@ -44,7 +44,6 @@ FEATURE_INPUT_SCHEMA = {
     "underlying_price": pl.Float64,
     "time_to_expiry_seconds": pl.Int64,
 }
-REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
 FEATURE_SCHEMA = {
     "trade_date": pl.Date,
     "ts": pl.Datetime("us", "UTC"),

@@ -21,6 +21,10 @@ def duplicate_problems(frame: pl.DataFrame, key: list[str], label: str) -> list[
     ]
 
 
+# A row of an input file refused, with its file, its line and why (the trading tables' rejects).
+REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
+
+
 def rows_in_window(frame: pl.DataFrame, column: str, start: date | None, end: date) -> pl.DataFrame:
     """Rows with `start <= column < end`; no start means everything before `end`."""
     condition = pl.col(column) < end

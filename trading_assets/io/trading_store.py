@@ -6,10 +6,9 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from trading_assets.compute.validation import REJECT_SCHEMA
 from trading_assets.io import retention
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame, scratch_table
-
-REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
 
 
 def table(name: str) -> sql.Composed:
@@ -47,9 +46,7 @@ def replace_rejects(conn: psycopg.Connection, name: str, files: list[str], rejec
     """The rejects of trading.`name` from `files` become `rejects` (REJECT_SCHEMA): a file read again replaces
     its own."""
     conn.execute("delete from trading.rejects where table_name = %s and source_file = any(%s)", (name, files))
-    if not rejects.is_empty():
-        frame = rejects.unique(["source_file", "source_line", "reason"]).with_columns(table_name=pl.lit(name))
-        copy_frame(conn, sql.SQL("trading.rejects"), frame)
+    add_rejects(conn, name, rejects)
 
 
 def add_rejects(conn: psycopg.Connection, name: str, rejects: pl.DataFrame) -> None:
@@ -64,17 +61,6 @@ def add_rejects(conn: psycopg.Connection, name: str, rejects: pl.DataFrame) -> N
         "insert into trading.rejects (table_name, source_file, source_line, reason, raw) "
         "select %s, source_file, source_line, reason, raw from incoming_rejects on conflict do nothing",
         (name,),
-    )
-
-
-def rejects_of(conn: psycopg.Connection, name: str) -> pl.DataFrame:
-    return read_frame(
-        conn,
-        sql.SQL(
-            "select source_file, source_line, reason, raw from trading.rejects where table_name = {} "
-            "order by source_file, source_line"
-        ).format(sql.Literal(name)),
-        schema=REJECT_SCHEMA,
     )
 
 

@@ -17,6 +17,7 @@ import polars as pl
 
 from trading_assets.compute.calendars import EXCHANGE_ZONES
 from trading_assets.compute.intraday import MINUTE_SCHEMA
+from trading_assets.compute.validation import REJECT_SCHEMA
 from trading_assets.errors import input_error
 
 _LEAN = re.compile(r"^lean_equity_(usa|india)_([a-z0-9]+)_1m_trade\.csv$")
@@ -24,7 +25,6 @@ _GENERIC = re.compile(r"^(US|NSE)_([A-Za-z0-9.&-]+)\.csv$")
 _LEAN_MARKETS = {"usa": "US", "india": "NSE"}
 LEAN_PRICE_SCALE = 10_000
 ROW_SCHEMA = {**MINUTE_SCHEMA, "source_file": pl.String, "source_line": pl.Int32}
-REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import polars as pl
 
+from trading_assets.compute.validation import REJECT_SCHEMA
 from trading_assets.errors import input_error
 
 COLUMNS = ["order_id", "symbol", "side", "qty", "price", "fees", "strategy", "submitted_at", "filled_at"]
@@ -22,7 +23,6 @@ TRADE_SCHEMA = {
     "source_file": pl.String,
     "source_line": pl.Int32,
 }
-REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
 
 
 def _instant(column: str) -> pl.Expr:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from trading_assets.compute.validation import REJECT_SCHEMA
 from trading_assets.errors import input_error
 
 CONTRACT_SCHEMA = {
@@ -19,7 +20,6 @@ CONTRACT_SCHEMA = {
     "source_line": pl.Int32,
 }
 SPOT_SCHEMA = {"trade_date": pl.Date, "vix": pl.Float64, "index_close": pl.Float64}
-REJECT_SCHEMA = {"source_file": pl.String, "source_line": pl.Int32, "reason": pl.String, "raw": pl.String}
 CONTRACT_HEADER = "Trade Date,Futures,"
 # Before this date CFE quoted VX at ten times the index (the "old VX" contract).
 RESCALED_FROM = date(2007, 3, 26)

@@ -12,7 +12,7 @@ import polars as pl
 import psycopg
 
 from trading_assets.compute import intraday
-from trading_assets.compute.validation import rows_in_window
+from trading_assets.compute.validation import REJECT_SCHEMA, rows_in_window
 from trading_assets.config import Settings
 from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, range_tags, recomputes_window, run_window
 from trading_assets.defs.resources import Warehouse
@@ -34,7 +34,6 @@ INTRADAY_JOB = "trading_intraday"
 BARS_IN_SESSION = "bars_within_session"
 BARS_OHLC_ORDERED = "bars_ohlc_ordered"
 FILES_CAUGHT_UP = "intraday_files_caught_up"
-ROLLED = [name for name in intraday.RESOLUTION_MINUTES if name != "1min"] + [intraday.DAILY]
 
 
 def intraday_folder(settings: Settings) -> Path:
@@ -113,7 +112,7 @@ def ingest(conn: psycopg.Connection, paths: list[Path], start: date | None, end:
     waiting = {n: w for n, w in waiting.items() if w}
     trading_store.save_checkpoints(conn, {n: (c.end_offset, c.end_line) for n, c in chunks.items() if n not in waiting})
     written = trading_store.upsert_minutes(conn, in_window)
-    rejects = pl.concat([pl.DataFrame(schema=minute_files.REJECT_SCHEMA), *(c.rejects for c in chunks.values())])
+    rejects = pl.concat([pl.DataFrame(schema=REJECT_SCHEMA), *(c.rejects for c in chunks.values())])
     trading_store.add_rejects(conn, "multi_resolution_bars", rejects)
     return {
         "minutes_written": written,
