@@ -10,11 +10,10 @@ exchange calendar, times sqrt(252) * 100; a window with a missing session has no
 
 import math
 from datetime import date, timedelta
-from functools import cache
 
 import polars as pl
 
-from trading_assets.compute.calendars import session_table
+from trading_assets.compute.calendars import last_session_before, session_table
 from trading_assets.compute.validation import rows_in_window
 
 CURVE_POINTS = 8
@@ -38,15 +37,10 @@ TERM_SCHEMA = {
 }
 
 
-@cache
-def _sessions(calendar: str, year: int) -> frozenset[date]:
-    return frozenset(session_table([calendar], date(year, 1, 1), date(year, 12, 31))["session_date"].to_list())
-
-
 def _on_or_before_session(day: date, calendar: str) -> date:
-    while day not in _sessions(calendar, day.year):
-        day -= timedelta(days=1)
-    return day
+    found = last_session_before(calendar, day + timedelta(days=1))
+    assert found is not None, f"{calendar} has no session in the month before {day}"
+    return found
 
 
 def vx_expiry(contract_month: date, calendar: str = "XNYS") -> date:

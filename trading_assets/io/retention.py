@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.config import ConfigError
+from trading_assets.io.maintenance_log import log_maintenance
 from trading_assets.io.postgres import copy_frame, read_typed
 
 PERMANENT = "permanent"
@@ -171,10 +172,8 @@ def apply_policy(conn: psycopg.Connection, policy: Policy, folder: Path, today: 
                 entry["sha256"],
             ),
         )
-        conn.execute(
-            "insert into ops.maintenance_log (task, target, started_at, finished_at, rows, outcome, detail) "
-            "values ('retention', %s, %s, now(), %s, 'done', %s)",
-            (f"{policy.table}.{partition.name}", started, entry["rows"], json.dumps(entry)),
+        log_maintenance(
+            conn, "retention", f"{policy.table}.{partition.name}", started, rows=entry["rows"], detail=entry
         )
         made.append(entry)
     return made

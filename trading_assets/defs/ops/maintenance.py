@@ -11,11 +11,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from trading_assets.compute import capacity
 from trading_assets.config import ConfigError, Settings
 from trading_assets.defs.resources import Warehouse
 from trading_assets.io import dumps, retention
+from trading_assets.io.maintenance_log import log_maintenance
 from trading_assets.io.postgres import copy_frame, read_frame
 
 GROUP = "ops"
@@ -81,17 +83,12 @@ def retention_checks(
             psycopg.sql.SQL("select count(*) from {}").format(psycopg.sql.Identifier(*policy.table.split(".", 1)))
         ).fetchone()[0]
         before = conn.execute(
-            "select max((detail ->> 'rows')::bigint) from ops.maintenance_log where task = 'permanent_rows' "
-            "and target = %s",
+            "select max(rows) from ops.maintenance_log where task = 'permanent_rows' and target = %s",
             (policy.table,),
         ).fetchone()[0]
         if before is not None and now_rows < before:
             shrunk.append(f"{policy.table}: {now_rows} rows, {before} before")
-        conn.execute(
-            "insert into ops.maintenance_log (task, target, started_at, finished_at, rows, outcome, detail) "
-            "values ('permanent_rows', %s, now(), now(), %s, 'done', %s)",
-            (policy.table, now_rows, json.dumps({"rows": now_rows})),
-        )
+        log_maintenance(conn, "permanent_rows", policy.table, datetime.now(UTC), rows=now_rows)
     return [
         dg.AssetCheckResult(
             check_name=RETENTION_RESPECTED,
@@ -282,8 +279,8 @@ def build_table_sizes(settings: Settings) -> tuple[dg.AssetsDefinition, dg.Sched
     )
     def table_sizes(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         now = datetime.now(UTC)
-        dagster_url = os.environ.get("DAGSTER_PG_URL", "")
-        dagster_database = dagster_url.rsplit("/", 1)[-1].split("?", 1)[0] or None
+        instance_url = dagster_url()
+        dagster_database = conninfo_to_dict(instance_url).get("dbname") if instance_url else None
         with warehouse.transaction() as conn:
             measured = measure_sizes(conn, dagster_database)
             copy_frame(conn, psycopg.sql.SQL("ops.table_size_history"), measured)
@@ -503,16 +500,6 @@ BLOAT_THRESHOLD = 0.30
 HOT_SCHEMAS = ("trading", "market", "core_energy", "catalog", "stage1", "ops")
 
 
-def log_task(
-    conn: psycopg.Connection, task: str, target: str, started: datetime, before: int, after: int, **detail: object
-) -> None:
-    conn.execute(
-        "insert into ops.maintenance_log (task, target, started_at, finished_at, bytes_before, bytes_after, outcome, "
-        "detail) values (%s, %s, %s, now(), %s, %s, 'done', %s)",
-        (task, target, started, before, after, json.dumps(detail)),
-    )
-
-
 def hot_tables(conn: psycopg.Connection) -> list[str]:
     """Tables of the platform's schemas with rows changed since they were last analysed (leaf partitions and
     plain tables: VACUUM works on what holds rows)."""
@@ -536,7 +523,7 @@ def vacuum_analyze(url: str, tables: list[str]) -> list[dict]:
             (before,) = conn.execute("select pg_total_relation_size(%s::regclass)", (table,)).fetchone()
             conn.execute(psycopg.sql.SQL("vacuum (analyze) {}").format(name))
             (after,) = conn.execute("select pg_total_relation_size(%s::regclass)", (table,)).fetchone()
-            log_task(conn, "vacuum_analyze", table, started, before, after)
+            log_maintenance(conn, "vacuum_analyze", table, started, bytes_before=before, bytes_after=after)
             done.append({"table": table, "bytes_before": before, "bytes_after": after,
                          "seconds": round((datetime.now(UTC) - started).total_seconds(), 3)})  # fmt: skip
     return done
@@ -593,7 +580,15 @@ def reindex(url: str, threshold: float) -> list[dict]:
                 psycopg.sql.SQL("reindex index concurrently {}").format(psycopg.sql.Identifier(*index.split(".", 1)))
             )
             (after,) = conn.execute("select pg_relation_size(%s::regclass)", (index,)).fetchone()
-            log_task(conn, "reindex", index, started, before, after, bloat=round(bloat, 3), measured_by=method)
+            log_maintenance(
+                conn,
+                "reindex",
+                index,
+                started,
+                bytes_before=before,
+                bytes_after=after,
+                detail={"bloat": round(bloat, 3), "measured_by": method},
+            )
             done.append({"index": index, "bloat": round(bloat, 3), "bytes_before": before, "bytes_after": after})
     return done
 
