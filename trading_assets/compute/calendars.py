@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
 import polars as pl
@@ -22,6 +22,20 @@ _LABEL = re.compile(r"^(\d+)(D|W|M|Y)(?:_CAL(_ANCHOR)?(?:_(ISO|US))?)?$")
 # calendar of its own there; BSE's (XBOM) keeps the same holidays and hours.
 EXCHANGE_CALENDARS = {"US": "XNYS", "NSE": "XBOM"}
 EXCHANGE_ZONES = {"US": "America/New_York", "NSE": "Asia/Kolkata"}
+
+
+@cache
+def exchange_calendar(exchange: str):
+    """The exchange_calendars calendar of `exchange` (a key of EXCHANGE_CALENDARS), built once."""
+    import exchange_calendars
+
+    return exchange_calendars.get_calendar(EXCHANGE_CALENDARS[exchange])
+
+
+def session_open(exchange: str, now: datetime) -> bool:
+    """Whether `exchange` is in session at `now` (aware)."""
+    minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+    return bool(exchange_calendar(exchange).is_open_on_minute(minute))
 
 
 def exchange_date(ts: pl.Expr, exchange: pl.Expr) -> pl.Expr:

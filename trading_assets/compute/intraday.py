@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-from trading_assets.compute.calendars import EXCHANGE_CALENDARS, exchange_date
+from trading_assets.compute.calendars import exchange_calendar, exchange_date
 
 RESOLUTION_MINUTES = {"1min": 1, "5min": 5, "15min": 15, "1h": 60}
 DAILY = "1D"
@@ -60,11 +60,9 @@ BAR_SCHEMA = {
 
 def sessions(exchanges: list[str], first: date, last: date) -> pl.DataFrame:
     """SESSION_SCHEMA: every session of each exchange from `first` to `last`, open and close in UTC."""
-    import exchange_calendars
-
     frames = []
     for exchange in sorted(set(exchanges)):
-        calendar = exchange_calendars.get_calendar(EXCHANGE_CALENDARS[exchange])
+        calendar = exchange_calendar(exchange)
         lo, hi = max(first, calendar.first_session.date()), min(last, calendar.last_session.date())
         schedule = calendar.schedule.loc[lo.isoformat() : hi.isoformat()]
         frames.append(

@@ -16,8 +16,7 @@ Features per (ts, exchange, underlying):
   most a minute earlier); null when no snapshot was taken then.
 """
 
-from datetime import UTC, datetime, timedelta
-from functools import cache
+from datetime import timedelta
 
 import polars as pl
 
@@ -285,15 +284,3 @@ def with_payload(rows: pl.DataFrame) -> pl.DataFrame:
         for c in values
     ]
     return rows.with_columns(features=pl.struct(cleaned).struct.json_encode())
-
-
-@cache
-def _calendar(exchange: str):  # exchange_calendars is imported lazily (slow import)
-    import exchange_calendars
-
-    return exchange_calendars.get_calendar(EXCHANGE_CALENDARS[exchange])
-
-
-def session_open(exchange: str, now: datetime) -> bool:
-    """Whether `exchange` (a key of EXCHANGE_CALENDARS) is in session at `now` (aware)."""
-    return bool(_calendar(exchange).is_open_on_minute(now.astimezone(UTC).replace(second=0, microsecond=0)))

@@ -1,5 +1,6 @@
 """Sensors that load files dropped into a landing folder, as one ranged run per batch of new files."""
 
+import hashlib
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -8,6 +9,14 @@ import dagster as dg
 
 from trading_assets.defs.partitions import key_range_for_dates, range_tags
 from trading_assets.errors import InputError
+
+
+def files_version(paths: list[Path]) -> dg.DataVersion:
+    """A version of a folder's files that changes when any file's name or contents do."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return dg.DataVersion(digest.hexdigest())
 
 
 def landing_sensor(

@@ -8,6 +8,7 @@ import psycopg
 from pydantic import Field
 
 from trading_assets.config import Settings
+from trading_assets.defs.landing import files_version
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview
 from trading_assets.io import stage1_store
@@ -57,8 +58,7 @@ def build_spool_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         description=f"The desktop client's spool files waiting in {folder} (*.sql): their version is their contents.",
     )
     def spool_files() -> dg.DataVersion:
-        digests = [f"{p.name}:{stage1_store.file_sha256(p.read_bytes())}" for p in sorted(folder.glob("*.sql"))]
-        return dg.DataVersion(stage1_store.file_sha256("\n".join(digests).encode()))
+        return files_version(sorted(folder.glob("*.sql")))
 
     @dg.asset(
         key=SPOOL_REPLAY,

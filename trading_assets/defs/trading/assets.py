@@ -1,6 +1,5 @@
 """The `trading` group: tables of the data maintenance guide built from files and from the platform's series."""
 
-import hashlib
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +10,10 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute import macro, options, vix
+from trading_assets.compute.calendars import session_open
 from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
+from trading_assets.defs.landing import files_version
 from trading_assets.defs.metadata.assets import FACT_SERIES_VALUE, FOLLOW_PARENTS
 from trading_assets.defs.partitions import run_window
 from trading_assets.defs.resources import Warehouse
@@ -124,14 +125,6 @@ def finish(
 
 def vix_folder(settings: Settings) -> Path:
     return settings.landing / "trading" / "vix"
-
-
-def files_version(paths: list[Path]) -> dg.DataVersion:
-    """A version of a folder's files that changes when any file's name or contents do."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return dg.DataVersion(digest.hexdigest())
 
 
 def file_source(key: dg.AssetKey, folder: Path, pattern: str, description: str) -> dg.SourceAsset:
@@ -248,7 +241,7 @@ def chain_checks(conn: psycopg.Connection, now: datetime) -> list[dg.AssetCheckR
     stale = [
         (exchange, str(last))
         for exchange, last in newest
-        if options.session_open(exchange, now) and now - last > SESSION_STALE_AFTER
+        if session_open(exchange, now) and now - last > SESSION_STALE_AFTER
     ]
     return [
         dg.AssetCheckResult(
