@@ -236,7 +236,7 @@ EXPECTED_GRAPH = {
         ["catalog/exchanges", "catalog/symbols", "market/dim_assets"],
         MONTHLY,
         CRON,
-        ["row_counts_exact"],
+        ["prices_not_crossed", "row_counts_exact"],
     ),
 }
 

@@ -37,6 +37,9 @@ MULTI = [f for f in BAR_KEYS if f != "1d"]
 
 # Checks seen failing by other tests (check name -> the tests, as module::function).
 ELSEWHERE = {
+    "prices_not_crossed": [
+        "test_market_bars::test_a_file_with_a_crossed_row_fails_the_blocking_check_and_stops_the_bars"
+    ],
     "backup_recent": ["test_ops::test_backup_recent_fails_when_the_last_backup_is_old"],
     "restore_test_passed": ["test_ops::test_backup_dumps_with_checksum_and_counts_then_the_restore_test_compares"],
     "database_size_thresholds": ["test_ops::test_size_thresholds_warn_then_fail_with_the_projected_date"],

@@ -127,6 +127,32 @@ def test_bad_rows_are_rejected_with_line_and_reason_and_good_rows_load(
     assert conn.execute("select count(*) from market.price_rejects").fetchone()[0] == 6
 
 
+def test_a_file_with_a_crossed_row_fails_the_blocking_check_and_stops_the_bars(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    crossed = _write(tmp_path / "x.csv", ["2024-01-02,10,11,9,10.5,100", "2024-01-03,10,8,12,10.5,100"])
+    month = ("2024-01-01", "2024-01-01")
+    daily = dg.AssetSelection.assets(PRICE_HISTORIES, BAR_KEYS["1d"]) - TABLE_CHECKS
+    files = {"market__price_histories": {"files": [{"path": str(crossed), "symbol": "XTEST"}]}}
+    result = platform.run(daily, partition_range=month, ops=files, raise_on_error=False)
+    assert not result.success
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "prices_not_crossed"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["crossed_rows"].value == 1
+    assert f"{crossed} |      3 | 2024-01-03   |      8 |    12 |" in check.metadata["rows"].value
+    # The file's rows are kept as loaded; nothing downstream of them was built.
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [PRICE_HISTORIES]
+    assert conn.execute("select count(*) from market.price_bars_1d").fetchone() == (0,)
+
+    # The corrected file passes the gate and the bars follow in the same run.
+    _write(crossed, ["2024-01-02,10,11,9,10.5,100", "2024-01-03,10,11,9,10.5,100"])
+    assert platform.run(daily, partition_range=month, ops=files).success
+    assert conn.execute("select high, low from market.price_bars_1d where trade_date = '2024-01-03'").fetchone() == (
+        11.0,
+        9.0,
+    )
+
+
 @needs_shared
 def test_day_by_day_build_equals_full_rebuild_on_real_data(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path

@@ -46,7 +46,8 @@ def preview(frame: pl.DataFrame, title: str = "rows") -> dg.MetadataValue:
     if frame.is_empty():
         return dg.MetadataValue.md(f"no {title}")
     shown = frame if frame.height <= 2 * _PREVIEW_ROWS else pl.concat([frame.head(3), frame.tail(3)])
-    return dg.MetadataValue.md(shown.to_pandas().to_markdown(index=False))
+    # Dates as written (pandas would show them as midnight timestamps).
+    return dg.MetadataValue.md(shown.with_columns(pl.col(pl.Date).cast(pl.String)).to_pandas().to_markdown(index=False))
 
 
 def report_partitions(context: dg.AssetExecutionContext, rows: pl.DataFrame, written: pl.DataFrame) -> None:

@@ -241,6 +241,16 @@ def _date_range(frame: pl.DataFrame) -> dict[str, str]:
     return {"first_date": str(frame["trade_date"].min()), "last_date": str(frame["trade_date"].max())}
 
 
+# The rows a load wrote, with where each came from.
+_LOADED_SCHEMA = {
+    "trade_date": pl.Date,
+    "asset_id": pl.Int64,
+    **dict.fromkeys(PRICES, pl.Float64),
+    "line": pl.Int64,
+    "source_file": pl.String,
+}
+
+
 def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, window: Window, bounds: PriceBounds) -> dict:
     asset_id, timezone, _ = market_store.ensure_asset(
         conn, spec.symbol, spec.timezone, spec.calendar, catalog_symbol=spec.catalog_symbol
@@ -272,7 +282,7 @@ def _load_file(conn: psycopg.Connection, spec: PriceFileSpec, window: Window, bo
         "unchanged": counts.unchanged,
         "rejects": market_store.record_load_rejects(conn, rejects),
         "repeated_rows": parsed.repeats,
-        "frame": acceptable.select("trade_date", "asset_id", *PRICES),
+        "frame": acceptable.select("trade_date", "asset_id", *PRICES, "line", source_file=pl.lit(spec.path)),
     }
 
 
@@ -311,6 +321,16 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         deps=[DIM_ASSETS, SYMBOLS, EXCHANGES],
         kinds={"postgres", "polars"},
         code_version=PRICES_CODE_VERSION,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "prices_not_crossed",
+                asset=PRICE_HISTORIES,
+                blocking=True,
+                description="No row this run loaded has its high below its low: such a file has swapped or corrupt "
+                "columns, so the bars and EMAs built on it wait (this run's and automation's) until a corrected "
+                "file is loaded. A high merely below the close is the daily bars' documented repair, not this.",
+            )
+        ],
         description="Daily prices as loaded (CSV in common spellings or Lean daily files), one row per asset and "
         "trading date in the asset's timezone (market.dim_assets; from the symbol catalog for linked assets). "
         "Loads register new assets. Changed values are revisions and queue the asset's bars from that date; "
@@ -318,7 +338,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
     )
     def price_histories(
         context: dg.AssetExecutionContext, config: PriceFilesConfig, warehouse: Warehouse
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         started = time.perf_counter()
         specs = config.files or [
             PriceFileSpec(path=str(p), symbol=symbol_of(p.stem))
@@ -328,25 +348,33 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         table = market_store.qualified("price_histories")
         with warehouse.transaction() as conn:
             results = [_load_file(conn, spec, window, settings.price_bounds) for spec in specs]
-            loaded = (
-                pl.concat([r.pop("frame") for r in results])
-                if results
-                else pl.DataFrame(schema={"trade_date": pl.Date, "asset_id": pl.Int64})
-            )
+            loaded = pl.concat([r.pop("frame") for r in results]) if results else pl.DataFrame(schema=_LOADED_SCHEMA)
             report_partitions(context, row_counts.rows_per_month(conn, table), row_counts.rows_by_month(loaded))
             described = table_metadata(conn, table, row_counts.table_rows(conn, table))
         totals = {key: sum(r[key] for r in results) for key in ("rows", "inserted", "revised", "unchanged", "rejects")}
         totals["repeated_rows"] = sum(r["repeated_rows"] for r in results)
-        return dg.MaterializeResult(
+        crossed = loaded.filter(pl.col("high") < pl.col("low"))
+        yield dg.MaterializeResult(
             metadata={
                 **described,
                 "files": len(specs),
                 "assets": len({s.symbol for s in specs}),
                 **{f"run_{key}": value for key, value in totals.items()},
                 **_date_range(loaded),
-                "preview": preview(loaded.sort("asset_id", "trade_date"), "rows loaded"),
+                "preview": preview(loaded.sort("asset_id", "trade_date").drop("line", "source_file"), "rows loaded"),
                 "seconds": round(time.perf_counter() - started, 3),
             }
+        )
+        yield dg.AssetCheckResult(
+            check_name="prices_not_crossed",
+            passed=crossed.is_empty(),
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "crossed_rows": crossed.height,
+                "rows": preview(
+                    crossed.select("source_file", "line", "trade_date", "high", "low"), "rows with high below low"
+                ),
+            },
         )
 
     @derived_series(
