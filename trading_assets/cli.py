@@ -536,30 +536,42 @@ def _clean_logs(settings: Settings) -> int:
     return _finished(settings, url, summary)
 
 
-def _ui(settings: Settings, port: int) -> int:
+def _ui(settings: Settings, args: argparse.Namespace) -> int:
     from trading_assets.orchestration import dagster_instance, prepare_environment
 
     prepare_environment(settings)
-    command = [
-        str(Path(sys.executable).with_name("dagster")),
-        "dev",
-        # The workspace names the code location as the CLI's runs do (trading_assets).
-        "-w",
-        str(PROJECT_ROOT / "workspace.yaml"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    print(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    # The workspace names the code location as the CLI's runs do (trading_assets).
+    serve = ["-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    if args.read_only:
+        # Browsing only: no daemon here (the deployment's own runs the schedules), nothing can be launched.
+        command = [str(Path(sys.executable).with_name("dagster-webserver")), *serve, "--read-only"]
+    else:
+        command = [str(Path(sys.executable).with_name("dagster")), "dev", *serve]
+    mode = " (read-only)" if args.read_only else ""
+    print(f"Dagster UI{mode} on http://{args.host}:{args.port} (Ctrl-C stops it)")
     try:
         return subprocess.call(command, env=os.environ.copy())
     except KeyboardInterrupt:
         return 130
     finally:
-        # The daemon is gone: the CLI's next runs must not wait in its queue.
-        with dagster_instance() as instance:
-            instance.wipe_daemon_heartbeats()
+        if not args.read_only:
+            # The daemon is gone: the CLI's next runs must not wait in its queue.
+            with dagster_instance() as instance:
+                instance.wipe_daemon_heartbeats()
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from trading_assets.defs.executors import run_celery_worker
+    from trading_assets.orchestration import prepare_environment
+
+    if settings.executor != "celery":
+        print(
+            f"note: TRADING_ASSETS_EXECUTOR is {settings.executor!r}; runs reach this worker only where it is celery",
+            file=sys.stderr,
+        )
+    prepare_environment(settings)
+    run_celery_worker(settings, args.name, args.concurrency)
+    return 0
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -735,6 +747,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("validate", help="run every asset check; exit 1 when an ERROR check fails")
     ui = commands.add_parser("ui", help="Dagster UI with the daemon (schedules, sensors, automation)")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument(
+        "--read-only", action="store_true", help="browse only: no launching, re-executing or toggling automation"
+    )
+    worker = commands.add_parser(
+        "worker", help="a Celery worker executing the steps of runs (with TRADING_ASSETS_EXECUTOR=celery)"
+    )
+    worker.add_argument("--name", default="trading-assets", help="the worker's name (default trading-assets)")
+    worker.add_argument("--concurrency", type=int, default=1, help="steps executed at once (default 1)")
     return parser
 
 
@@ -800,7 +821,9 @@ def _main(argv: Sequence[str] | None) -> int:
             return _validate(settings)
         if args.command == "clean-logs":
             return _clean_logs(settings)
-        return _ui(settings, args.port)
+        if args.command == "worker":
+            return _worker(settings, args)
+        return _ui(settings, args)
     except (InputError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -46,6 +46,11 @@ def parse_catalog_sources(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(sources)
 
 
+EXECUTORS = ("in_process", "multiprocess", "celery")
+CELERY_BROKER_ENV = "TRADING_ASSETS_CELERY_BROKER"
+DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/0"
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -89,6 +94,11 @@ class Settings:
     intraday_sensor_seconds: int = 30
     # What a plausible price row is, and the share of unusable rows that refuses a whole file.
     price_bounds: PriceBounds = DEFAULT_BOUNDS
+    # Where a run's steps execute: in_process (one process), multiprocess (a process per step) or celery
+    # (steps as tasks on the broker, run by `trading-assets worker` processes on any machine).
+    executor: str = "in_process"
+    # The Celery broker and result store (a URL may carry a password: kept out of the repr).
+    celery_broker: str = field(default=DEFAULT_CELERY_BROKER, repr=False)
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -172,6 +182,10 @@ class Settings:
 
         bounds = _price_bounds(env)
 
+        executor = (env.get("TRADING_ASSETS_EXECUTOR") or "in_process").strip().lower()
+        if executor not in EXECUTORS:
+            raise ConfigError(f"TRADING_ASSETS_EXECUTOR={executor!r} is not one of {', '.join(EXECUTORS)}")
+
         def path_setting(name: str, default: Path) -> Path:
             value = env.get(name)
             return Path(value).expanduser().resolve() if value else default
@@ -206,6 +220,8 @@ class Settings:
             run_history_days=int(history_text),
             backup_folders=tuple(backup_folders),
             price_bounds=bounds,
+            executor=executor,
+            celery_broker=env.get(CELERY_BROKER_ENV) or DEFAULT_CELERY_BROKER,
         )
 
 

@@ -6,6 +6,7 @@ from trading_assets.config import Settings
 from trading_assets.defs.catalog.assets import build_catalog_assets
 from trading_assets.defs.catalog.checks import CATALOG_CHECKS
 from trading_assets.defs.catalog.schedule import build_catalog_schedule
+from trading_assets.defs.executors import build_executor
 from trading_assets.defs.jobs import MARKET_WRITER, VALIDATE_JOB, build_jobs
 from trading_assets.defs.market.assets import build_market_assets
 from trading_assets.defs.market.automation import build_market_automation
@@ -125,8 +126,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         jobs=[*build_jobs(), clean_logs, partitions_ahead, *calendar_jobs],
         resources={"warehouse": warehouse},
-        # Steps share one process: on two cores a subprocess per step costs more than it saves.
-        executor=dg.in_process_executor,
+        executor=build_executor(settings),
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import dagster as dg
-from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.remote_origin import (
     ManagedGrpcPythonEnvCodeLocationOrigin,
@@ -193,6 +193,13 @@ def fail_interrupted_runs(instance: dg.DagsterInstance) -> list[str]:
     return notes
 
 
+def reconstructable_job(job_name: str) -> ReconstructableJob:
+    """The named job of the code location, as a process that is not this one (a step worker) loads it."""
+    return ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT)
+    ).get_reconstructable_job(job_name)
+
+
 def run_job(
     job_name: str,
     *,
@@ -204,9 +211,7 @@ def run_job(
 ) -> RunSummary:
     """Run the named job of the code location (only `assets` of it, if given) on the configured instance and
     wait for it to finish; a terminal `progress` stream shows how far it got while it goes."""
-    recon_job = ReconstructableRepository.for_module(
-        DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT)
-    ).get_reconstructable_job(job_name)
+    recon_job = reconstructable_job(job_name)
     # Dagster keeps the last job it built per process; the definitions follow the settings of this run.
     type(recon_job).get_definition.cache_clear()
     type(recon_job).get_repository_definition.cache_clear()
