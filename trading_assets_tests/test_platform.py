@@ -1,14 +1,10 @@
 """The code location as a whole: it loads, keeps compute pure, starts its own database, serves the UI."""
 
 import ast
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +16,7 @@ from trading_assets.definitions import build_definitions
 from trading_assets.io.database import ready_database_url, stop_embedded
 from trading_assets.orchestration import dagster_instance
 from trading_assets_tests.conftest import REEXECUTE
+from trading_assets_tests.ui_server import graphql, launch, running_ui, wait_for_run
 
 BIN = Path(sys.executable).parent
 
@@ -87,64 +84,6 @@ def test_embedded_server_starts_migrates_and_stops(tmp_path: Path) -> None:
     assert not stop_embedded(pgdata)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
-
-
-LAUNCH = """
-mutation Launch($p: ExecutionParams!) {
-  launchPipelineExecution(executionParams: $p) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
-
-
-def _wait_for_run(port: int, run_id: str, deadline: float) -> str:
-    status = None
-    while status not in {"SUCCESS", "FAILURE", "CANCELED"}:
-        assert time.monotonic() < deadline, f"run {run_id} still {status}"
-        time.sleep(1)
-        status = _graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}')["runOrError"][
-            "status"
-        ]
-    return status
-
-
-def _launch(port: int, location: str, assets: list[list[str]], tags: dict[str, str]) -> str:
-    launched = _graphql(
-        port,
-        LAUNCH,
-        {
-            "p": {
-                "selector": {
-                    "repositoryLocationName": location,
-                    "repositoryName": "__repository__",
-                    "pipelineName": "__ASSET_JOB",
-                    "assetSelection": [{"path": path} for path in assets],
-                },
-                "mode": "default",
-                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-            }
-        },
-    )["launchPipelineExecution"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    return launched["run"]["runId"]
-
-
 @pytest.mark.slow
 def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
     cli_env: Settings, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
@@ -152,34 +91,13 @@ def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
     from trading_assets.cli import main
 
     monkeypatch.setenv("TRADING_ASSETS_START_DATE", "2019-01-01")
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(BIN / "trading-assets"), "ui", "--port", str(port)],
-        env=os.environ.copy(),
-        cwd=PROJECT_ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert time.monotonic() < deadline, "the UI did not load the code location in time"
-            assert server.poll() is None, "the UI process exited"
-            try:
-                entries = _graphql(
-                    port,
-                    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }",
-                )["workspaceOrError"]["locationEntries"]
-                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        [location] = entries
+    with running_ui() as port:
+        [location] = graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")[
+            "workspaceOrError"
+        ]["locationEntries"]
         assert location["name"] == "trading_assets"
-        run_id = _launch(port, location["name"], [["core_energy", "dim_series"]], {"source": "e2e-test"})
-        assert _wait_for_run(port, run_id, deadline + 120) == "SUCCESS"
+        launched = launch(port, location["name"], [["core_energy", "dim_series"]], {"source": "e2e-test"})
+        assert wait_for_run(port, launched["run"]["runId"], time.monotonic() + 120) == "SUCCESS"
         assert conn.execute("select count(*) from core_energy.dim_series").fetchone()[0] == 8
 
         # With the daemon up, the CLI's runs go through its queue and are the UI's runs.
@@ -191,18 +109,19 @@ def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
         refresh_id = out.split("(run ")[-1].split(")")[0]
         with dagster_instance() as instance:
             assert instance.get_run_by_id(refresh_id).job_name == "refresh_bars"
-        reexecuted = _graphql(port, REEXECUTE, {"params": {"parentRunId": refresh_id, "strategy": "ALL_STEPS"}})
+        reexecuted = graphql(port, REEXECUTE, {"params": {"parentRunId": refresh_id, "strategy": "ALL_STEPS"}})
         launched = reexecuted["launchPipelineReexecution"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
-        assert _wait_for_run(port, launched["run"]["runId"], time.monotonic() + 180) == "SUCCESS"
+        assert wait_for_run(port, launched["run"]["runId"], time.monotonic() + 180) == "SUCCESS"
 
         # A month damaged behind the platform's back, recomputed by materializing its partition in the UI.
         good = conn.execute("select close from market.price_bars_1d where trade_date = '2020-06-15'").fetchone()
         conn.execute(
             "update market.price_bars_1d set close = close * 2 where trade_date between '2020-06-01' and '2020-07-31'"
         )
-        run_id = _launch(port, location["name"], [["market", "price_bars_1d"]], {"dagster/partition": "2020-06-01"})
-        assert _wait_for_run(port, run_id, time.monotonic() + 180) == "SUCCESS"
+        launched = launch(port, location["name"], [["market", "price_bars_1d"]], {"dagster/partition": "2020-06-01"})
+        run_id = launched["run"]["runId"]
+        assert wait_for_run(port, run_id, time.monotonic() + 180) == "SUCCESS"
         assert conn.execute("select close from market.price_bars_1d where trade_date = '2020-06-15'").fetchone() == good
         july = conn.execute("select close from market.price_bars_1d where trade_date = '2020-07-15'").fetchone()[0]
         assert (
@@ -210,10 +129,3 @@ def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
             == 2
             * conn.execute("select close from market.price_histories where trade_date = '2020-07-15'").fetchone()[0]
         )  # outside the partition: untouched
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
