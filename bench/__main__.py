@@ -10,7 +10,9 @@
 5. the symbol catalog: deriving 10,000 symbols x 50 versions, as-of lookups, the bars-to-symbol join;
 6. a hostile 200 MB price file of one row repeated: read time and peak memory of its refusal;
 7. intraday: one session of minute files for 200 instruments ingested and rolled through Dagster, and a year of
-   one instrument's minutes rolled to every resolution against polars' group_by_dynamic.
+   one instrument's minutes rolled to every resolution against polars' group_by_dynamic;
+8. executors: the one-day refresh in one process and on 1 and 2 Celery workers (Redis at
+   TRADING_ASSETS_CELERY_BROKER, default 127.0.0.1:6379/8), for the scaling model of docs/scaling.md.
 
 Each stage runs in its own process so that its peak memory is its own.
 """
@@ -30,6 +32,7 @@ def run_stage(stage: list[str]) -> None:
     from bench.bad_input import repeated_rows
     from bench.catalog import catalog_at_scale
     from bench.compute import compute_throughput
+    from bench.executors import executors_compared
     from bench.intraday import ingest_day, roll_year
     from bench.pipeline import full_rebuild, shared_files_rebuild
 
@@ -56,6 +59,8 @@ def run_stage(stage: list[str]) -> None:
         ingest_day(int(numbers[0]))
     elif name == "intraday-roll":
         roll_year()
+    elif name == "executors":
+        executors_compared(int(numbers[0]), int(numbers[1]))
     else:
         raise SystemExit(f"unknown bench stage {name!r}")
 
@@ -86,6 +91,7 @@ def main() -> None:
         ["bad-input", 200],
         ["intraday-ingest", 200],
         ["intraday-roll"],
+        ["executors", args.refresh_assets, 365],
     ]
     for stage in stages:
         if stage[0] == "refresh" and stage[2] == 1:

@@ -101,6 +101,7 @@ def test_a_day_in_the_ui(day: Settings, browser_page: Page, conn: psycopg.Connec
         page.goto(f"{url}/asset-groups")
         for group in ["catalog", "core_energy", "market", "ops", "stage1", "trading"]:
             page.get_by_text(group, exact=True).first.wait_for()
+        page.get_by_text("fetching statuses").first.wait_for(state="detached")
         _shoot(page, "asset-graph")
         pages_seen.append(page.content())
 

@@ -6,6 +6,8 @@ workers, and Dagster's bookkeeping per run is a fixed number of events per step 
 number of instruments.
 """
 
+import warnings
+
 import dagster as dg
 
 from trading_assets.config import CELERY_BROKER_ENV, DEFAULT_CELERY_BROKER, Settings
@@ -19,6 +21,9 @@ def build_executor(settings: Settings) -> dg.ExecutorDefinition:
         return dg.multiprocess_executor
     if settings.executor == "celery":
         from dagster_celery import celery_executor
+
+        # dagster-celery registers its task again for every step it submits; Celery warns each time.
+        warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
 
         # A configured broker is read from the environment where the run executes, so its URL (and any
         # password in it) is never part of a run's config, its event log or the UI.
