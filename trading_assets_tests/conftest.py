@@ -180,3 +180,20 @@ def cli_env(settings: Settings, dagster_storage_url: str, monkeypatch: pytest.Mo
     monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
     monkeypatch.setenv("DAGSTER_PG_URL", dagster_storage_url)
     return settings
+
+
+def instance_rows_holding(text: str) -> list[str]:
+    """Tables of the Dagster instance database with a row whose text holds `text` (runs, event log, ticks...)."""
+    with psycopg.connect(os.environ["DAGSTER_PG_URL"].replace("+psycopg2", "")) as conn:
+        tables = conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'public' "
+            "and table_type = 'BASE TABLE'"
+        ).fetchall()
+        return [
+            table
+            for (table,) in tables
+            if conn.execute(
+                sql.SQL("select exists (select from {} t where t::text like %s)").format(sql.Identifier(table)),
+                (f"%{text}%",),
+            ).fetchone()[0]
+        ]

@@ -2,7 +2,6 @@
 UI of `trading-assets ui` with its daemon, through the UI's own controls. The screenshots it takes are the
 README's (docs/screenshots/), so they show the UI as it is."""
 
-import os
 import re
 import shutil
 import time
@@ -13,12 +12,12 @@ import dagster as dg
 import psycopg
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus
-from psycopg import sql
 
 from trading_assets.cli import main
 from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, Settings
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.emas import EMA_KEYS
+from trading_assets_tests.conftest import instance_rows_holding
 from trading_assets_tests.ui_server import graphql, launch, running_ui, wait_for_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -184,24 +183,7 @@ def test_a_day_in_the_ui(day: Settings, browser_page: Page, conn: psycopg.Connec
         config = graphql(port, f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ runConfigYaml }} }} }}')
     assert TOKEN not in str(config)
     assert not [html for html in pages_seen if TOKEN in html]
-    assert not _instance_rows_holding(TOKEN)
-
-
-def _instance_rows_holding(text: str) -> list[str]:
-    """Tables of the Dagster instance database with a row whose text holds `text` (runs, event log, ticks...)."""
-    with psycopg.connect(os.environ["DAGSTER_PG_URL"].replace("+psycopg2", "")) as conn:
-        tables = conn.execute(
-            "select table_name from information_schema.tables where table_schema = 'public' "
-            "and table_type = 'BASE TABLE'"
-        ).fetchall()
-        return [
-            table
-            for (table,) in tables
-            if conn.execute(
-                sql.SQL("select exists (select from {} t where t::text like %s)").format(sql.Identifier(table)),
-                (f"%{text}%",),
-            ).fetchone()[0]
-        ]
+    assert not instance_rows_holding(TOKEN)
 
 
 def test_the_ui_listens_on_this_machine_only_and_read_only_refuses_to_launch(cli_env: Settings) -> None:

@@ -11,7 +11,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, Settings
+from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, ConfigError, Settings
 from trading_assets.definitions import build_definitions
 from trading_assets.io.database import ready_database_url, stop_embedded
 from trading_assets.orchestration import dagster_instance
@@ -129,3 +129,17 @@ def test_the_ui_runs_recomputes_a_month_and_reexecutes_a_cli_run(
             == 2
             * conn.execute("select close from market.price_histories where trade_date = '2020-07-15'").fetchone()[0]
         )  # outside the partition: untouched
+
+
+def test_the_executor_is_chosen_by_configuration(tmp_path: Path) -> None:
+    base = {"TRADING_ASSETS_HOME": str(tmp_path)}
+    assert build_definitions(Settings.from_env(base)).executor is dg.in_process_executor
+    multiprocess = Settings.from_env({**base, "TRADING_ASSETS_EXECUTOR": "multiprocess"})
+    assert build_definitions(multiprocess).executor is dg.multiprocess_executor
+    celery = Settings.from_env(
+        {**base, "TRADING_ASSETS_EXECUTOR": "Celery", "TRADING_ASSETS_CELERY_BROKER": "redis://:pw@10.0.0.5:6379/0"}
+    )
+    assert build_definitions(celery).executor.name == "celery_executor"
+    assert "pw@" not in repr(celery)
+    with pytest.raises(ConfigError, match="TRADING_ASSETS_EXECUTOR='dask' is not one of in_process, multiprocess"):
+        Settings.from_env({**base, "TRADING_ASSETS_EXECUTOR": "dask"})

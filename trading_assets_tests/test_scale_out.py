@@ -21,10 +21,14 @@ from psycopg import sql
 from trading_assets.cli import main
 from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, Settings
 from trading_assets.defs.jobs import MARKET_DAILY_JOB
-from trading_assets_tests.conftest import database_copy
+from trading_assets_tests.conftest import database_copy, instance_rows_holding
 
 BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("TRADING_ASSETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# The broker as the workers and runs are given it: with a password (Redis's default user takes any), which must
+# never reach a run's config, its event log or any table of the instance.
+BROKER_PASSWORD = "broker-pw-never-shown"
+BROKER_URL = REDIS_URL.replace("redis://", f"redis://default:{BROKER_PASSWORD}@", 1)
 MONTHS = ["--start", "2019-01-01", "--end", "2021-03-31"]
 # Columns that say when or by which run a row was written, not what it holds.
 RUN_COLUMNS = {
@@ -140,7 +144,7 @@ def workers(landed: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     """Two Celery workers on this machine; the runs of this test send their steps to them."""
     redis.Redis.from_url(REDIS_URL).flushdb()  # nothing left from an earlier run of the suite
     monkeypatch.setenv("TRADING_ASSETS_EXECUTOR", "celery")
-    monkeypatch.setenv("TRADING_ASSETS_CELERY_BROKER", REDIS_URL)
+    monkeypatch.setenv("TRADING_ASSETS_CELERY_BROKER", BROKER_URL)
     started = {name: Worker(name, tmp_path / f"{name}.log") for name in ("w1", "w2")}
     try:
         deadline = time.monotonic() + 90
@@ -172,6 +176,7 @@ def test_the_daily_refresh_on_two_celery_workers_writes_the_rows_of_the_in_proce
     # Every bar and EMA family was a step of its own, and both workers took some of them.
     assert len(placed) == 13 and set(placed.values()) == {"w1", "w2"}, placed
     assert _market_rows(landed.database_url) == in_process_rows
+    assert not instance_rows_holding(BROKER_PASSWORD)
 
 
 def test_a_worker_killed_mid_step_loses_that_attempt_only_and_the_retry_writes_the_rows_once(
