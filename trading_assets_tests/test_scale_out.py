@@ -93,14 +93,20 @@ def landed(cli_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return cli_env
 
 
+# The in-process reference, computed once for the module's tests (the same files give the same rows).
+_REFERENCE: dict[str, dict] = {}
+
+
 @pytest.fixture
 def in_process_rows(landed: Settings, server_url: str, template_database: str, monkeypatch) -> dict:
     """The market tables after the daily refresh in one process, on a database of its own."""
-    with database_copy(server_url, template_database) as url, monkeypatch.context() as env:
-        env.setenv("TRADING_ASSETS_DATABASE_URL", url)
-        env.setenv("TRADING_ASSETS_EXECUTOR", "in_process")
-        assert _daily_refresh() == 0
-        rows = _market_rows(url)
+    if not _REFERENCE:
+        with database_copy(server_url, template_database) as url, monkeypatch.context() as env:
+            env.setenv("TRADING_ASSETS_DATABASE_URL", url)
+            env.setenv("TRADING_ASSETS_EXECUTOR", "in_process")
+            assert _daily_refresh() == 0
+            _REFERENCE["rows"] = _market_rows(url)
+    rows = _REFERENCE["rows"]
     assert len(rows["price_bars_multi_tf"]) > 2000 and len(rows["ema_multi_tf_packed"]) > 1000
     return rows
 
