@@ -30,9 +30,10 @@ REDIS_URL = os.environ.get("TRADING_ASSETS_TEST_REDIS_URL", "redis://127.0.0.1:6
 BROKER_PASSWORD = "broker-pw-never-shown"
 BROKER_URL = REDIS_URL.replace("redis://", f"redis://default:{BROKER_PASSWORD}@", 1)
 MONTHS = ["--start", "2019-01-01", "--end", "2021-03-31"]
-# Columns that say when or by which run a row was written, not what it holds.
+# Columns that say when, by which run or from which test's folder a row was written, not what it holds.
 RUN_COLUMNS = {
-    "built_at", "created_at", "loaded_at", "rejected_at", "attributes_changed_at", "last_run_id", "last_run_at"
+    "built_at", "created_at", "loaded_at", "rejected_at", "attributes_changed_at", "last_run_id", "last_run_at",
+    "source_file",
 }  # fmt: skip
 
 
