@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test ui bench lint format bars emas daily-refresh dry-run validate clean-logs
+.PHONY: install demo test test-e2e ui bench lint format bars emas daily-refresh dry-run validate clean-logs
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile -m "not e2e"
+
+# The user's day in headless Chromium and the steps on Celery workers (needs chromium and Redis; .ci/run runs it).
+test-e2e: $(INSTALLED)
+	$(BIN)/pytest -n 2 --dist loadfile -m e2e
 
 ui: $(INSTALLED)
 	$(BIN)/trading-assets ui

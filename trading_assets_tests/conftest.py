@@ -43,13 +43,6 @@ mutation Reexecute($params: ReexecutionParams!) {
 }"""
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with tests that start processes (UI, browser, workers, CLI) first: on two workers the short tests
-    then fill the end of the run instead of one worker finishing a long file alone."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
-
-
 def _admin(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True)
 

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.e2e,
     pytest.mark.skipif(CHROMIUM is None or sync_playwright is None, reason="no chromium (apt install chromium)"),
 ]
 

@@ -19,9 +19,6 @@ from trading_assets.io.database import stop_embedded
 from trading_assets_tests.fingerprint import WRITE_TIMES, table_fingerprints
 
 # Three monthly partitions up to the current one, so that a full rebuild takes seconds.
-# Every test here starts CLI processes.
-pytestmark = pytest.mark.slow
-
 _TODAY = date.today()
 START = (_TODAY.replace(day=1) - timedelta(days=40)).replace(day=1)
 DERIVED = ("market",)

@@ -45,7 +45,7 @@ def _redis_reachable() -> bool:
 
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.e2e,
     pytest.mark.skipif(not _redis_reachable(), reason=f"no Redis at {REDIS_URL} (TRADING_ASSETS_TEST_REDIS_URL)"),
 ]
 
