@@ -1,5 +1,5 @@
-"""Steps of a run on Celery workers over Redis: the rows of the in-process run, and a worker killed mid-step
-failing only that step, which a re-execution from the failure completes without duplicate rows."""
+"""Steps of a run on Celery workers over Redis: the rows of the in-process run, and a worker process killed
+mid-step losing only that attempt, which Celery's retry completes without duplicate rows."""
 
 import os
 import re
@@ -68,14 +68,10 @@ def _market_rows(url: str) -> dict[str, list[tuple]]:
                 )
                 if c not in RUN_COLUMNS
             ]
-            query = sql.SQL("select {} from {} order by 1, 2, 3, 4").format(
+            query = sql.SQL("select {} from {}").format(
                 sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier("market", table)
             )
-            if len(columns) < 4:
-                query = sql.SQL("select {} from {} order by 1").format(
-                    sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier("market", table)
-                )
-            snapshot[table] = conn.execute(query).fetchall()
+            snapshot[table] = sorted(conn.execute(query).fetchall(), key=repr)
     return snapshot
 
 
