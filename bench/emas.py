@@ -63,18 +63,20 @@ def kernel_against_ewm_mean(assets: int, days: int) -> None:
     print(f"ratio {ours / base:.2f} (target 1.2); largest relative difference on the last third {gap:.1e}")
 
 
-def _run_emas(settings: Settings, first: date, last: date) -> tuple[float, dict[str, dict]]:
+def run_emas(settings: Settings, first: date, last: date, job: str = REFRESH_EMAS_JOB) -> tuple[float, dict[str, dict]]:
+    """One run of `job` (the EMA families, or a job holding them) over first..last, changed days only, EMAs on
+    stale bars too; (wall seconds, {table: its materialization's metadata})."""
     partitions = monthly_partitions(settings)
     ops = {"__".join(EMA_KEYS[f].path): {"config": {"skip_stale_check": True}} for f in EMA_FAMILIES}
     started = time.perf_counter()
     summary = run_job(
-        REFRESH_EMAS_JOB,
+        job,
         tags={**range_tags(*key_range_for_dates(partitions, first, last)), REBUILD_TAG: "changed"},
         run_config={"ops": ops},
     )
     wall = time.perf_counter() - started
     if not summary.success:
-        raise RuntimeError(f"EMA run failed: {summary.errors}")
+        raise RuntimeError(f"{job} run failed: {summary.errors}")
     per_family = {}
     for asset, _, metadata in summary.materializations:
         per_family.setdefault(asset.split("/")[-1], metadata)
@@ -112,7 +114,7 @@ def full_rebuild(assets: int, days: int) -> None:
         seed_prices(url, prices)
         first, last = prices["trade_date"].min(), prices["trade_date"].max()
         run_bars(settings, first, last)
-        wall, per_family = _run_emas(settings, first, last)
+        wall, per_family = run_emas(settings, first, last)
         run_peak = peak_mib()
         sizes = table_sizes(url)
         print(
@@ -152,7 +154,7 @@ def one_day_refresh(assets: int, years: int) -> None:
         seed_prices(url, prices.filter(pl.col("trade_date") < days[0]))
         first = prices["trade_date"].min()
         run_bars(settings, first, days[0] - timedelta(days=1))
-        _run_emas(settings, first, days[0] - timedelta(days=1))
+        run_emas(settings, first, days[0] - timedelta(days=1))
         with connect(url, autocommit=True) as conn:
             conn.execute("vacuum analyze")
             conn.execute("checkpoint")
@@ -165,7 +167,7 @@ def one_day_refresh(assets: int, years: int) -> None:
                     (day,),
                 )
             bars_wall, _ = run_bars(settings, day, day)
-            ema_wall, per_family = _run_emas(settings, day, day)
+            ema_wall, per_family = run_emas(settings, day, day)
             rows = sum(m["run_rows_written"] for m in per_family.values())
             print(
                 f"  {assets} assets with {years} year(s) of history, {name}: bars {bars_wall:.1f}s, EMAs "

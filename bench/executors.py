@@ -18,15 +18,11 @@ import redis
 from psycopg import sql
 
 from bench.compute import synthetic_prices
-from bench.emas import _run_emas
+from bench.emas import run_emas
 from bench.pipeline import bench_platform, run_bars, seed_prices
 from trading_assets.config import PROJECT_ROOT, Settings
 from trading_assets.defs.jobs import REFRESH_MARKET_JOB
-from trading_assets.defs.market.emas import EMA_KEYS
-from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
-from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.postgres import connect, copy_frame
-from trading_assets.orchestration import run_job
 
 BROKER = os.environ.get("TRADING_ASSETS_CELERY_BROKER") or "redis://127.0.0.1:6379/8"
 
@@ -53,23 +49,6 @@ def _workers(count: int, logs: Path) -> list[subprocess.Popen]:
     return started
 
 
-def _refresh(settings: Settings, day) -> tuple[float, float, int]:
-    """(wall seconds, seconds inside the assets, steps) of one refresh_market run over `day`."""
-    partitions = monthly_partitions(settings)
-    ops = {"__".join(EMA_KEYS[f].path): {"config": {"skip_stale_check": True}} for f in EMA_FAMILIES}
-    started = time.perf_counter()
-    summary = run_job(
-        REFRESH_MARKET_JOB,
-        tags={**range_tags(*key_range_for_dates(partitions, day, day)), REBUILD_TAG: "changed"},
-        run_config={"ops": ops},
-    )
-    wall = time.perf_counter() - started
-    if not summary.success:
-        raise RuntimeError(f"refresh failed: {summary.errors}")
-    inside = sum(metadata["seconds"] for _, _, metadata in summary.materializations)
-    return wall, inside, len(summary.materializations)
-
-
 def executors_compared(assets: int, history_days: int) -> None:
     print(f"\nexecutors: one-day refresh of every bar and EMA family, {assets} assets x {history_days} days of history")
     print(f"  {'executor':<22} {'wall s':>8} {'in assets s':>12} {'steps':>6} {'overhead/step s':>16}")
@@ -81,7 +60,7 @@ def executors_compared(assets: int, history_days: int) -> None:
         seed_prices(url, prices.filter(pl.col("trade_date") < days[0]))
         first = prices["trade_date"].min()
         run_bars(settings, first, days[0] - timedelta(days=1))
-        _run_emas(settings, first, days[0] - timedelta(days=1))
+        run_emas(settings, first, days[0] - timedelta(days=1))
         redis.Redis.from_url(BROKER).flushdb()
         plans = [("in-process (warm-up)", 0), ("in-process", 0), ("celery, 1 worker", 1), ("celery, 2 workers", 2)]
         for (name, workers), day in zip(plans, days, strict=True):
@@ -96,12 +75,13 @@ def executors_compared(assets: int, history_days: int) -> None:
             os.environ["TRADING_ASSETS_CELERY_BROKER"] = BROKER
             started = _workers(workers, Path(home)) if workers else []
             try:
-                wall, inside, steps = _refresh(Settings.from_env(), day)
+                wall, per_asset = run_emas(Settings.from_env(), day, day, job=REFRESH_MARKET_JOB)
             finally:
                 for worker in started:
                     worker.terminate()
                     worker.wait()
             if name.endswith("(warm-up)"):
                 continue
+            inside, steps = sum(metadata["seconds"] for metadata in per_asset.values()), len(per_asset)
             print(f"  {name:<22} {wall:>8.2f} {inside:>12.2f} {steps:>6} {(wall - inside) / steps:>16.3f}")
         os.environ["TRADING_ASSETS_EXECUTOR"] = "in_process"
