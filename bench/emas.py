@@ -142,6 +142,29 @@ def full_rebuild(assets: int, days: int) -> None:
         )
 
 
+def built_history(settings: Settings, url: str, assets: int, history_days: int, days: list[date]) -> pl.DataFrame:
+    """Synthetic prices of `assets` for `history_days` before days[0] and on `days`: the history loaded, its bars
+    and EMAs built; every row returned (the days' rows wait for land_day)."""
+    prices = synthetic_prices(assets, history_days + len(days), first=days[0] - timedelta(days=history_days))
+    prices = prices.with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
+    seed_prices(url, prices.filter(pl.col("trade_date") < days[0]))
+    first = prices["trade_date"].min()
+    run_bars(settings, first, days[0] - timedelta(days=1))
+    run_emas(settings, first, days[0] - timedelta(days=1))
+    return prices
+
+
+def land_day(url: str, prices: pl.DataFrame, day: date) -> None:
+    """Every asset's prices of `day`, queued for the bars as a load leaves them."""
+    with connect(url) as conn:
+        copy_frame(conn, sql.SQL("market.price_histories"), prices.filter(pl.col("trade_date") == day))
+        conn.execute(
+            "insert into market.bars_dirty (family, asset_id, dirty_from) select '1d', asset_id, %s "
+            "from market.dim_assets",
+            (day,),
+        )
+
+
 def one_day_refresh(assets: int, years: int) -> None:
     """Build `years` of bars and EMAs, then add one day for every asset twice: the first refresh after the
     rebuild (its pages cold in the server's cache) and the next day's (as the daily schedule runs them)."""
@@ -149,23 +172,12 @@ def one_day_refresh(assets: int, years: int) -> None:
     with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
         end = datetime.now(UTC).date() - timedelta(days=1)
         days = [end - timedelta(days=1), end]
-        prices = synthetic_prices(assets, history_days + 2, first=days[0] - timedelta(days=history_days))
-        prices = prices.with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
-        seed_prices(url, prices.filter(pl.col("trade_date") < days[0]))
-        first = prices["trade_date"].min()
-        run_bars(settings, first, days[0] - timedelta(days=1))
-        run_emas(settings, first, days[0] - timedelta(days=1))
+        prices = built_history(settings, url, assets, history_days, days)
         with connect(url, autocommit=True) as conn:
             conn.execute("vacuum analyze")
             conn.execute("checkpoint")
         for name, day in zip(("first day after the rebuild", "next day"), days, strict=True):
-            with connect(url) as conn:
-                copy_frame(conn, sql.SQL("market.price_histories"), prices.filter(pl.col("trade_date") == day))
-                conn.execute(
-                    "insert into market.bars_dirty (family, asset_id, dirty_from) select '1d', asset_id, %s "
-                    "from market.dim_assets",
-                    (day,),
-                )
+            land_day(url, prices, day)
             bars_wall, _ = run_bars(settings, day, day)
             ema_wall, per_family = run_emas(settings, day, day)
             rows = sum(m["run_rows_written"] for m in per_family.values())

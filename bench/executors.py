@@ -13,16 +13,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import polars as pl
 import redis
-from psycopg import sql
 
-from bench.compute import synthetic_prices
-from bench.emas import run_emas
-from bench.pipeline import bench_platform, run_bars, seed_prices
+from bench.emas import built_history, land_day, run_emas
+from bench.pipeline import bench_platform
 from trading_assets.config import PROJECT_ROOT, Settings
 from trading_assets.defs.jobs import REFRESH_MARKET_JOB
-from trading_assets.io.postgres import connect, copy_frame
 
 BROKER = os.environ.get("TRADING_ASSETS_CELERY_BROKER") or "redis://127.0.0.1:6379/8"
 
@@ -55,22 +51,11 @@ def executors_compared(assets: int, history_days: int) -> None:
     with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
         end = datetime.now(UTC).date() - timedelta(days=1)
         days = [end - timedelta(days=3 - n) for n in range(4)]
-        prices = synthetic_prices(assets, history_days + 4, first=days[0] - timedelta(days=history_days))
-        prices = prices.with_columns(asset_id=pl.col("asset_id").cast(pl.Int32))
-        seed_prices(url, prices.filter(pl.col("trade_date") < days[0]))
-        first = prices["trade_date"].min()
-        run_bars(settings, first, days[0] - timedelta(days=1))
-        run_emas(settings, first, days[0] - timedelta(days=1))
+        prices = built_history(settings, url, assets, history_days, days)
         redis.Redis.from_url(BROKER).flushdb()
         plans = [("in-process (warm-up)", 0), ("in-process", 0), ("celery, 1 worker", 1), ("celery, 2 workers", 2)]
         for (name, workers), day in zip(plans, days, strict=True):
-            with connect(url) as conn:
-                copy_frame(conn, sql.SQL("market.price_histories"), prices.filter(pl.col("trade_date") == day))
-                conn.execute(
-                    "insert into market.bars_dirty (family, asset_id, dirty_from) select '1d', asset_id, %s "
-                    "from market.dim_assets",
-                    (day,),
-                )
+            land_day(url, prices, day)
             os.environ["TRADING_ASSETS_EXECUTOR"] = "celery" if workers else "in_process"
             os.environ["TRADING_ASSETS_CELERY_BROKER"] = BROKER
             started = _workers(workers, Path(home)) if workers else []
