@@ -32,17 +32,6 @@ SAMPLE_MACRO = PROJECT_ROOT / "data" / "sample" / "macro"
 warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
 
 
-# The mutation behind the UI's "Re-execute" button.
-REEXECUTE = """
-mutation Reexecute($params: ReexecutionParams!) {
-  launchPipelineReexecution(reexecutionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
-
-
 def _admin(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True)
 

@@ -12,7 +12,8 @@ from trading_assets.cli import main
 from trading_assets.config import Settings
 from trading_assets.defs.ops.alerts import build_alert_sensors
 from trading_assets.orchestration import dagster_instance
-from trading_assets_tests.conftest import REEXECUTE, SAMPLE_MACRO
+from trading_assets_tests.conftest import SAMPLE_MACRO
+from trading_assets_tests.ui_server import REEXECUTE
 
 
 def _dagster_runs(dagster_storage_url: str) -> list[tuple[str, str]]:

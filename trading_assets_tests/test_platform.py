@@ -15,8 +15,7 @@ from trading_assets.config import PROJECT_ROOT, SAMPLE_DATA_DIR, ConfigError, Se
 from trading_assets.definitions import build_definitions
 from trading_assets.io.database import ready_database_url, stop_embedded
 from trading_assets.orchestration import dagster_instance
-from trading_assets_tests.conftest import REEXECUTE
-from trading_assets_tests.ui_server import graphql, launch, running_ui, wait_for_run
+from trading_assets_tests.ui_server import REEXECUTE, graphql, launch, running_ui, wait_for_run
 
 BIN = Path(sys.executable).parent
 

@@ -16,6 +16,16 @@ from trading_assets.config import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 
+# The mutation behind the UI's "Re-execute" button.
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchPipelineReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
 # The mutation behind the UI's launch buttons.
 LAUNCH = """
 mutation Launch($p: ExecutionParams!) {
