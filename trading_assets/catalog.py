@@ -3,6 +3,7 @@
     from trading_assets import catalog
     catalog.get_instrument("BINANCE:ETHBTC", as_of="2019-01-01")   # the version valid then, or None
     catalog.list_active_symbols("BINANCE", as_of=1600000000)        # epoch seconds, dates, datetimes
+    catalog.get_instrument("BINANCE:ETHBTC", as_of="2019-01-01", as_known_at="2019-01-02")  # no look-ahead
     catalog.upsert_symbols([{"symbol": "BINANCE:ETHBTC", "tick_size": 1e-6}], effective_at="2020-01-01")
     catalog.retire_symbols(["BINANCE:ETHBTC"])
 
@@ -29,7 +30,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +156,64 @@ def _catalog(settings: Settings | None) -> SymbolCatalog:
     return cached[1]
 
 
-def get_instrument(symbol: str, as_of: Any = None, *, settings: Settings | None = None) -> dict[str, Any] | None:
-    """The version of `symbol` valid at `as_of` (default: the current one); None before its first version."""
-    return _catalog(settings).get_instrument(symbol, as_of)
+def _catalog_known_at(settings: Settings | None, as_known_at: Any) -> SymbolCatalog:
+    """The catalog as the platform held it at `as_known_at` (read from the knowledge history, not cached)."""
+    settings = settings or Settings.from_env()
+    with connect(_url(settings)) as conn:
+        return SymbolCatalog(catalog_store.read_symbols_known_at(conn, to_utc(as_known_at)))
+
+
+def get_instrument(
+    symbol: str, as_of: Any = None, *, as_known_at: Any = None, settings: Settings | None = None
+) -> dict[str, Any] | None:
+    """The version of `symbol` valid at `as_of` (default: the current one); None before its first version.
+    With `as_known_at`, as the catalog knew it then: a snapshot recorded later is not seen."""
+    catalog = _catalog(settings) if as_known_at is None else _catalog_known_at(settings, as_known_at)
+    found = catalog.get_instrument(symbol, as_of)
+    if found is not None or as_of is None:
+        return found
+    # Not listed under this symbol then: the security that trades as `symbol` may have had another ticker.
+    day = to_utc(as_of).date()
+    with connect(_url(settings or Settings.from_env())) as conn:
+        spans = catalog_store.ticker_spans_of(conn, symbol)
+    return _security_version(catalog, spans, symbol, day, as_of)
+
+
+def _security_version(
+    catalog: SymbolCatalog, spans: pl.DataFrame, symbol: str, day: date, as_of: Any
+) -> dict[str, Any] | None:
+    """What `symbol` was on `day` by the ticker history (`spans`: every span of the securities that ever traded
+    as it): the catalog version of the symbol its security had then, else the span itself; None when the
+    security did not trade then."""
+    naming = spans.filter(pl.col("symbol") == symbol).sort("valid_from")
+    if naming.is_empty():
+        return None
+    covering = naming.filter(pl.col("valid_from") <= day, pl.col("valid_until") >= day)
+    security = (covering if covering.height else naming)["security"][-1]
+    then = spans.filter(pl.col("security") == security, pl.col("valid_from") <= day, pl.col("valid_until") >= day)
+    if then.is_empty() or then["symbol"][0] is None:
+        return None
+    span = then.row(0, named=True)
+    version = catalog.get_instrument(span["symbol"], as_of)
+    if version is None:
+        exchange, ticker = span["symbol"].split(":", 1)
+        until = span["valid_until"] + timedelta(days=1)
+        version = {
+            "symbol": span["symbol"],
+            "exchange": exchange,
+            "ticker": ticker,
+            "valid_from": datetime.combine(span["valid_from"], time(), tzinfo=UTC),
+            "valid_until": None if until >= LATEST.date() else datetime.combine(until, time(), tzinfo=UTC),
+            "active": True,
+        }
+    return {**version, "security": security}
 
 
 def list_active_symbols(
-    exchange: str | None = None, as_of: Any = None, *, settings: Settings | None = None
+    exchange: str | None = None, as_of: Any = None, *, as_known_at: Any = None, settings: Settings | None = None
 ) -> list[str]:
-    return _catalog(settings).list_active_symbols(exchange, as_of)
+    catalog = _catalog(settings) if as_known_at is None else _catalog_known_at(settings, as_known_at)
+    return catalog.list_active_symbols(exchange, as_of)
 
 
 def publish_lakehouse(url: str, lakehouse: Path) -> None:

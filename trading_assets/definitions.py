@@ -11,6 +11,7 @@ from trading_assets.defs.jobs import MARKET_WRITER, VALIDATE_JOB, build_jobs
 from trading_assets.defs.market.assets import build_market_assets
 from trading_assets.defs.market.automation import build_market_automation
 from trading_assets.defs.market.checks import MARKET_CHECKS
+from trading_assets.defs.market.corporate_actions import REFERENCE_CHECKS, build_reference_assets
 from trading_assets.defs.market.dimensions import build_dimension_assets, build_dimension_sensor
 from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS, build_freshness_gate
 from trading_assets.defs.market.emas import build_ema_assets
@@ -64,6 +65,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_dimension_assets(),
             *market_assets,
             *build_catalog_assets(settings),
+            *build_reference_assets(settings),
             *build_spool_assets(settings),
             *build_dataset_assets(settings, read_dataset_specs(settings.stage1_datasets_config), partitions),
             *build_trading_assets(settings, partitions),
@@ -82,6 +84,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *EMA_TABLE_CHECKS,
             *ROW_COUNT_CHECKS,
             *CATALOG_CHECKS,
+            *REFERENCE_CHECKS,
         ],
         schedules=[
             *series_schedules,

@@ -14,9 +14,11 @@ one day, and a partial recompute yields exactly the rows of a full one.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import polars as pl
 
-from trading_assets.compute.calendars import Timeframe, sessions_up_to, window_start_end
+from trading_assets.compute.calendars import Timeframe, session_table, sessions_up_to, window_start_end
 from trading_assets.compute.validation import DEFAULT_BOUNDS, PriceBounds, implausible
 
 PRICES = ("open", "high", "low", "close")
@@ -284,6 +286,24 @@ def daily_bars(daily: pl.DataFrame, context: pl.DataFrame, sessions: pl.DataFram
         "_sessions_to_previous",
         "_sessions_before",
     )
+
+
+def daily_bars_of_history(
+    prices: pl.DataFrame, assets: pl.DataFrame, bounds: PriceBounds = DEFAULT_BOUNDS
+) -> pl.DataFrame:
+    """The daily bars the 1d build makes of each asset's whole price history (`prices`: asset_id, trade_date,
+    OHLCV; `assets`: asset_id, calendar, timezone), for reads that recompute bars instead of reading the
+    stored ones: as known at a past time, or on adjusted prices."""
+    daily, _ = validate_daily(prices, bounds)
+    context = assets.select(
+        "asset_id", "calendar", rows_before=pl.lit(0, pl.Int64), previous_trade_date=pl.lit(None, pl.Date)
+    )
+    if daily.is_empty():
+        sessions = session_table([], date.min, date.min)
+    else:
+        calendars = context.join(daily.select("asset_id").unique(), on="asset_id")["calendar"].unique().to_list()
+        sessions = session_table(calendars, daily["trade_date"].min() - timedelta(days=1), daily["trade_date"].max())
+    return with_bar_times(daily_bars(daily, context, sessions), assets)
 
 
 def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame:

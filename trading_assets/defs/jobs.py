@@ -7,6 +7,12 @@ from trading_assets.defs.catalog.assets import CATALOG_KEYS
 from trading_assets.defs.catalog.checks import CATALOG_CHECKS
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.checks import MARKET_CHECKS
+from trading_assets.defs.market.corporate_actions import (
+    ADJUSTED_BARS,
+    CORPORATE_ACTIONS,
+    REFERENCE_CHECKS,
+    TICKER_HISTORY,
+)
 from trading_assets.defs.market.dimensions import DIM_ASSETS, DIM_EMA_PERIOD, DIM_TIMEFRAME
 from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS, FRESHNESS_GATE
 from trading_assets.defs.market.emas import EMA_KEYS
@@ -44,6 +50,7 @@ SERIES_IMPORT_JOB = series_import_job.name
 STAGE1_DATASETS_JOB = "stage1_datasets"
 TRADING_JOB = "trading_tables"
 BACKUP_JOB = "ops_backup"
+REFERENCE_JOB = "load_corporate_actions"
 # Runs writing the market tables carry this tag; the run queue lets one of them run at a time.
 MARKET_WRITER = {"trading_assets/writes": "market"}
 
@@ -51,7 +58,13 @@ BARS = dg.AssetSelection.assets(*BAR_KEYS.values())
 EMAS = dg.AssetSelection.assets(*EMA_KEYS.values())
 # Checks that read whole tables run in the validate job (and its schedule), not in every refresh.
 TABLE_CHECKS = dg.AssetSelection.checks(
-    *SERIES_CHECKS, *MARKET_CHECKS, *EMA_TABLE_CHECKS, *ROW_COUNT_CHECKS, *CATALOG_CHECKS, FRESHNESS_GATE
+    *SERIES_CHECKS,
+    *MARKET_CHECKS,
+    *EMA_TABLE_CHECKS,
+    *ROW_COUNT_CHECKS,
+    *CATALOG_CHECKS,
+    *REFERENCE_CHECKS,
+    FRESHNESS_GATE,
 )
 SERIES_SYNC = dg.AssetSelection.assets(DIM_SERIES, MAP_MODEL_SERIES, V_SERIES_WIDE, DIM_SERIES_BACKUP)
 
@@ -104,6 +117,12 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition | dg.JobDefinition]:
         dg.define_asset_job(
             TRADING_JOB, selection=dg.AssetSelection.groups(TRADING_GROUP) - dg.AssetSelection.assets(*TRADING_SOURCES),
             description="The trading tables (options, intraday, VIX, macro, trades) over the partitions asked.",
+        ),
+        dg.define_asset_job(
+            REFERENCE_JOB,
+            selection=dg.AssetSelection.assets(CORPORATE_ACTIONS, TICKER_HISTORY, ADJUSTED_BARS) - TABLE_CHECKS,
+            description="Load the Lean factor and map files (corporate actions, ticker history) and refresh the "
+            "adjusted daily bars over them.",
         ),
         dg.define_asset_job(
             BACKUP_JOB, selection=dg.AssetSelection.assets(BACKUP),

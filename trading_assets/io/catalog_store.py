@@ -145,7 +145,39 @@ def rederive_symbols(conn: psycopg.Connection, symbols: list[str] | None = None)
         )
     versions = derive_versions(observations, SYMBOL_FIELDS, SYMBOL_VERSIONED)
     conn.execute(sql.SQL("delete from catalog.symbols {}").format(where))
-    return copy_frame(conn, sql.SQL("catalog.symbols"), versions)
+    written = copy_frame(conn, sql.SQL("catalog.symbols"), versions)
+    _record_known_versions(conn, symbols)
+    return written
+
+
+def _record_known_versions(conn: psycopg.Connection, symbols: list[str] | None) -> None:
+    """End the known versions of `symbols` (all when None) that the derivation no longer produces and start
+    the ones it produces anew, both at this transaction's time."""
+    # The key columns are never null: equal, they let the server look the version up by index.
+    rest = [c for c in VERSION_SCHEMA if c not in ("symbol", "valid_from")]
+    same = sql.SQL("k.symbol = s.symbol and k.valid_from = s.valid_from and ({}) is not distinct from ({})").format(
+        sql.SQL(", ").join(sql.SQL("k.") + sql.Identifier(c) for c in rest),
+        sql.SQL(", ").join(sql.SQL("s.") + sql.Identifier(c) for c in rest),
+    )
+
+    def touched(alias: str) -> sql.Composable:
+        if symbols is None:
+            return sql.SQL("true")
+        return sql.SQL("{}.symbol = any({})").format(sql.Identifier(alias), sql.Literal(symbols))
+
+    stale = sql.SQL(
+        "k.known_until is null and {touched} and not exists (select 1 from catalog.symbols s where {same})"
+    ).format(touched=touched("k"), same=same)
+    # A version started and ended inside this transaction was never seen by anyone: it goes; the others end now.
+    conn.execute(sql.SQL("delete from catalog.symbol_versions_known k where k.known_from = now() and {}").format(stale))
+    conn.execute(sql.SQL("update catalog.symbol_versions_known k set known_until = now() where {}").format(stale))
+    conn.execute(
+        sql.SQL(
+            "insert into catalog.symbol_versions_known select s.*, now(), null from catalog.symbols s "
+            "where {touched} and not exists "
+            "(select 1 from catalog.symbol_versions_known k where k.known_until is null and {same})"
+        ).format(touched=touched("s"), same=same)
+    )
 
 
 def rederive_exchanges(conn: psycopg.Connection) -> int:
@@ -192,6 +224,27 @@ def _read_versions(conn: psycopg.Connection, table: str, schema: dict[str, pl.Da
 
 def read_symbols(conn: psycopg.Connection) -> pl.DataFrame:
     return _read_versions(conn, "symbols", VERSION_SCHEMA)
+
+
+def read_symbols_known_at(conn: psycopg.Connection, known_at: datetime) -> pl.DataFrame:
+    """Every symbol version the catalog held at `known_at`."""
+    query = sql.SQL("select {} from catalog.symbols_as_known_at(%s) order by symbol, valid_from").format(
+        sql.SQL(", ").join(map(sql.Identifier, VERSION_SCHEMA))
+    )
+    return read_frame(conn, query, (known_at,), schema=VERSION_SCHEMA)
+
+
+def ticker_spans_of(conn: psycopg.Connection, symbol: str) -> pl.DataFrame:
+    """Every span of ticker history (security, valid_from, valid_until, symbol as EXCHANGE:TICKER) of the
+    securities that ever traded as `symbol`."""
+    return read_frame(
+        conn,
+        "select security, valid_from, valid_until, exchange || ':' || ticker from catalog.ticker_history "
+        "where security in (select security from catalog.ticker_history where exchange || ':' || ticker = %s) "
+        "order by security, valid_from",
+        (symbol,),
+        schema={"security": pl.String, "valid_from": pl.Date, "valid_until": pl.Date, "symbol": pl.String},
+    )
 
 
 def read_exchanges(conn: psycopg.Connection) -> pl.DataFrame:
