@@ -2,8 +2,9 @@
 -- of knowledge time [known_from, known_until) during which the platform held it, so a backtest can ask what
 -- it would have seen then. The current tables stay what every other reader uses.
 
--- A price row replaced (by a load's revision or by a SQL edit) or deleted keeps its old values here. Knowledge
--- times are transaction times: the revision's now() is both the old row's end and the new row's loaded_at.
+-- A price row replaced (by a load's revision or by a SQL edit) or deleted keeps its old values here, and queues
+-- its asset's bars from its date. Knowledge times are transaction times: the revision's now() is both the old
+-- row's end and the new row's loaded_at.
 create table if not exists market.price_revisions (
     asset_id integer not null,
     trade_date date not null,
@@ -31,6 +32,9 @@ begin
         -- A SQL edit is new knowledge now, whatever loaded_at it sets.
         new.loaded_at := now();
     end if;
+    -- The daily bars (and through them every family) follow the change from its date, whoever made it.
+    insert into market.bars_dirty (family, asset_id, dirty_from) values ('1d', old.asset_id, old.trade_date)
+    on conflict (family, asset_id) do update set dirty_from = least(market.bars_dirty.dirty_from, excluded.dirty_from);
     -- A row written and rewritten inside one transaction was never visible to anyone: nothing to keep.
     if old.loaded_at < now() then
         insert into market.price_revisions

@@ -233,7 +233,7 @@ def test_a_ticker_change_joins_the_histories_under_one_security(loaded: Loaded) 
     assert symbol_then("NASDAQ:GOOGL", "2020-06-01") == "NASDAQ:GOOGL (GOOGL)"
     assert symbol_then("NYSE:TWX", "2000-01-03") == "NYSE:AOL (TWX)"
     assert symbol_then("NYSE:TWX", "2019-01-02") is None  # delisted 2018-06-15
-    with pytest.raises(ValueError, match="no adjusted bars for security.* TWX"):  # no AOL/TWX prices loaded
+    with pytest.raises(ValueError, match=r"no adjusted bars for security.* TWX"):  # no AOL/TWX prices loaded
         market.adjusted_daily_bars(["TWX"], settings=loaded.settings)
 
 
