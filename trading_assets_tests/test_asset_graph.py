@@ -124,6 +124,16 @@ EXPECTED_GRAPH = {
         ),
     ),
     "catalog/symbols.parquet": (["catalog/symbols"], "", "", []),
+    "catalog/lean_map_files": ([], "", "", []),
+    "catalog/ticker_history": (["catalog/lean_map_files"], "", "", ["tickers_one_per_day"]),
+    "market/lean_factor_files": ([], "", "", []),
+    "market/corporate_actions": (["market/lean_factor_files"], "", "", ["factor_dates_ordered", "factors_positive"]),
+    "market/price_bars_1d_adjusted": (
+        ["catalog/ticker_history", "market/corporate_actions", "market/dim_assets", "market/price_bars_1d"],
+        "",
+        "",
+        ["splits_match_price_jumps", "unexplained_price_jumps"],
+    ),
     "stage1/spool_files": ([], "", "", []),
     "trading/macro_signals": (
         ["core_energy/fact_series_value months up to it"],

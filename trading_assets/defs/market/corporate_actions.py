@@ -10,6 +10,7 @@ from trading_assets.config import Settings
 from trading_assets.defs.landing import files_version
 from trading_assets.defs.market.assets import BAR_KEYS
 from trading_assets.defs.market.checks import sample_table
+from trading_assets.defs.market.dimensions import DIM_ASSETS
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview, table_metadata
 from trading_assets.io import reference_store
@@ -91,7 +92,7 @@ def build_reference_assets(settings: Settings) -> list[dg.AssetsDefinition | dg.
     @dg.asset(
         key=ADJUSTED_BARS,
         group_name="market",
-        deps=[BAR_KEYS["1d"], CORPORATE_ACTIONS, TICKER_HISTORY],
+        deps=[BAR_KEYS["1d"], DIM_ASSETS, CORPORATE_ACTIONS, TICKER_HISTORY],
         kinds={"postgres"},
         description="Split-adjusted and total-return-adjusted daily bars per security, a view over the raw daily "
         "bars (never rewritten), the ticker history and the factors: computed when read, so a new split "
