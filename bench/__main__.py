@@ -12,7 +12,9 @@
 7. intraday: one session of minute files for 200 instruments ingested and rolled through Dagster, and a year of
    one instrument's minutes rolled to every resolution against polars' group_by_dynamic;
 8. executors: the one-day refresh in one process and on 1 and 2 Celery workers (Redis at
-   TRADING_ASSETS_CELERY_BROKER, default 127.0.0.1:6379/8), for the scaling model of docs/scaling.md.
+   TRADING_ASSETS_CELERY_BROKER, default 127.0.0.1:6379/8), for the scaling model of docs/scaling.md;
+9. reads for backtests: prices and daily bars as known at a past time (revisions kept by trigger, bars rebuilt
+   on demand), and the adjusted daily bars view with multi-day bars and EMAs built on it on demand.
 
 Each stage runs in its own process so that its peak memory is its own.
 """
@@ -34,6 +36,7 @@ def run_stage(stage: list[str]) -> None:
     from bench.compute import compute_throughput
     from bench.executors import executors_compared
     from bench.intraday import ingest_day, roll_year
+    from bench.known_at import known_at_and_adjusted
     from bench.pipeline import full_rebuild, shared_files_rebuild
 
     name, *numbers = stage
@@ -59,6 +62,8 @@ def run_stage(stage: list[str]) -> None:
         ingest_day(int(numbers[0]))
     elif name == "intraday-roll":
         roll_year()
+    elif name == "known-at":
+        known_at_and_adjusted(int(numbers[0]), int(numbers[1]))
     elif name == "executors":
         executors_compared(int(numbers[0]), int(numbers[1]))
     else:
@@ -92,6 +97,7 @@ def main() -> None:
         ["intraday-ingest", 200],
         ["intraday-roll"],
         ["executors", args.refresh_assets, 365],
+        ["known-at", args.assets, args.days],
     ]
     for stage in stages:
         if stage[0] == "refresh" and stage[2] == 1:

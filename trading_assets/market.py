@@ -46,10 +46,19 @@ _PRICE_SCHEMA = {
     "source_line": pl.Int64,
     "known_from": pl.Datetime("us", "UTC"),
 }
-DAILY_BAR_COLUMNS = [
-    "symbol", "asset_id", "bar_seq", "trade_date", "open", "high", "low", "close", "volume",
-    "time_open_bar", "time_close_bar", "repaired_high", "repaired_low", "is_missing_days", "count_missing_days",
-]  # fmt: skip
+_BAR_TIME = pl.Datetime("us", "UTC")
+DAILY_BAR_SCHEMA = {
+    "symbol": pl.String,
+    **{k: v for k, v in _PRICE_SCHEMA.items() if k in ("asset_id", "trade_date")},
+    "bar_seq": pl.Int64,
+    **{k: pl.Float64 for k in ("open", "high", "low", "close", "volume")},
+    "time_open_bar": _BAR_TIME,
+    "time_close_bar": _BAR_TIME,
+    "repaired_high": pl.Boolean,
+    "repaired_low": pl.Boolean,
+    "is_missing_days": pl.Boolean,
+    "count_missing_days": pl.Int64,
+}
 _ADJUSTED_SCHEMA = {
     "security": pl.String,
     "trade_date": pl.Date,
@@ -126,7 +135,7 @@ def daily_bars(
     as_known_at: Any = None,
     settings: Settings | None = None,
 ) -> pl.DataFrame:
-    """Daily bars of `symbols` (DAILY_BAR_COLUMNS): the stored ones, or with `as_known_at` the ones the bar build
+    """Daily bars of `symbols` (DAILY_BAR_SCHEMA): the stored ones, or with `as_known_at` the ones the bar build
     makes of the price history held then (each asset's whole history up to `end` is read: positions and gaps
     count from its first row)."""
     start, end = _day(start), _day(end)
@@ -134,19 +143,26 @@ def daily_bars(
         assets = _assets(conn, symbols)
         ids = assets["asset_id"].to_list()
         if as_known_at is None:
-            columns = sql.SQL(", ").join(map(sql.Identifier, DAILY_BAR_COLUMNS[1:]))
+            stored = {k: v for k, v in DAILY_BAR_SCHEMA.items() if k != "symbol"}
             bars = read_frame(
                 conn,
                 sql.SQL(
                     "select {} from market.price_bars_1d where asset_id = any({}) and trade_date >= {} "
                     "and trade_date <= {} order by asset_id, trade_date"
-                ).format(columns, sql.Literal(ids), sql.Literal(start or date.min), sql.Literal(end or date.max)),
+                ).format(
+                    sql.SQL(", ").join(map(sql.Identifier, stored)),
+                    sql.Literal(ids),
+                    sql.Literal(start or date.min),
+                    sql.Literal(end or date.max),
+                ),
+                schema=stored,
             )
         else:
             known = _known_prices(conn, ids, _known_at(as_known_at), None, end)
             bars = daily_bars_of_history(known.drop("ts", "known_from"), assets)
     bars = bars.join(assets.select("asset_id", "symbol"), on="asset_id")
-    return bars.filter(pl.col("trade_date").is_between(start or date.min, end or date.max)).select(DAILY_BAR_COLUMNS)
+    window = pl.col("trade_date").is_between(start or date.min, end or date.max)
+    return bars.filter(window).select([pl.col(k).cast(v) for k, v in DAILY_BAR_SCHEMA.items()])
 
 
 def adjusted_daily_bars(

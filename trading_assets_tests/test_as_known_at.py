@@ -50,7 +50,7 @@ def _now(conn: psycopg.Connection) -> datetime:
     return conn.execute("select clock_timestamp()").fetchone()[0]
 
 
-BAR_COLUMNS = [c for c in market.DAILY_BAR_COLUMNS if c != "symbol"]
+BAR_COLUMNS = [c for c in market.DAILY_BAR_SCHEMA if c != "symbol"]
 
 
 def _stored_bars(conn: psycopg.Connection) -> list[tuple]:
