@@ -67,3 +67,15 @@ cross join lateral market.factors_on(s.security, s.trade_date) f
 cross join lateral (values ('split', f.split_factor), ('total_return', f.split_factor * f.price_factor))
     as x (adjustment, factor);
 
+
+-- The backtest join across ticker changes: each security bar with the catalog version of the symbol valid on its
+-- date, as of the bar's open (catalog.price_bars_1d_with_symbol does the same per market asset).
+create or replace view catalog.security_bars_1d_with_symbol as
+select b.security, b.trade_date, b.symbol, b.open, b.high, b.low, b.close, b.volume,
+       s.exchange, s.active, s.status, s.tick_size, s.pricescale, s.minmov, s.lot_size, s.min_qty,
+       s.min_notional, s.contract_size, s.timezone, s.valid_from, s.valid_until
+from market.security_bars_1d b
+left join catalog.symbols s
+    on s.symbol = b.symbol
+   and s.valid_from <= b.time_open_bar
+   and (s.valid_until is null or s.valid_until > b.time_open_bar);

@@ -7,11 +7,15 @@ from trading_assets.defs.catalog.assets import build_catalog_assets
 from trading_assets.defs.catalog.checks import CATALOG_CHECKS
 from trading_assets.defs.catalog.schedule import build_catalog_schedule
 from trading_assets.defs.executors import build_executor
-from trading_assets.defs.jobs import MARKET_WRITER, VALIDATE_JOB, build_jobs
+from trading_assets.defs.jobs import MARKET_WRITER, REFERENCE_JOB, VALIDATE_JOB, build_jobs
 from trading_assets.defs.market.assets import build_market_assets
 from trading_assets.defs.market.automation import build_market_automation
 from trading_assets.defs.market.checks import MARKET_CHECKS
-from trading_assets.defs.market.corporate_actions import REFERENCE_CHECKS, build_reference_assets
+from trading_assets.defs.market.corporate_actions import (
+    REFERENCE_CHECKS,
+    build_reference_assets,
+    build_reference_sensor,
+)
 from trading_assets.defs.market.dimensions import build_dimension_assets, build_dimension_sensor
 from trading_assets.defs.market.ema_checks import EMA_TABLE_CHECKS, build_freshness_gate
 from trading_assets.defs.market.emas import build_ema_assets
@@ -111,6 +115,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *series_sensors,
             *market_sensors,
             build_dimension_sensor(settings),
+            build_reference_sensor(settings, REFERENCE_JOB),
             spool_sensor,
             build_intraday_sensor(settings, partitions),
             *build_alert_sensors(settings),

@@ -233,6 +233,15 @@ def test_a_ticker_change_joins_the_histories_under_one_security(loaded: Loaded) 
     assert symbol_then("NASDAQ:GOOGL", "2020-06-01") == "NASDAQ:GOOGL (GOOGL)"
     assert symbol_then("NYSE:TWX", "2000-01-03") == "NYSE:AOL (TWX)"
     assert symbol_then("NYSE:TWX", "2019-01-02") is None  # delisted 2018-06-15
+    # The bars join answers with the catalog version of the symbol valid on each date.
+    catalog.upsert_symbols([{"symbol": "NASDAQ:GOOG", "tick_size": 0.01}], "2004-08-19", settings=loaded.settings)
+    catalog.upsert_symbols([{"symbol": "NASDAQ:GOOGL", "tick_size": 0.02}], "2014-04-03", settings=loaded.settings)
+    with psycopg.connect(loaded.url) as conn:
+        joined = conn.execute(
+            "select trade_date::text, symbol, tick_size from catalog.security_bars_1d_with_symbol "
+            "where security = 'GOOGL' and trade_date between '2014-04-02' and '2014-04-03' order by trade_date"
+        ).fetchall()
+    assert joined == [("2014-04-02", "NASDAQ:GOOG", 0.01), ("2014-04-03", "NASDAQ:GOOGL", 0.02)]
     with pytest.raises(ValueError, match=r"no adjusted bars for security.* TWX"):  # no AOL/TWX prices loaded
         market.adjusted_daily_bars(["TWX"], settings=loaded.settings)
 
@@ -358,3 +367,21 @@ def test_reading_refuses_malformed_lines(tmp_path: Path) -> None:
     path.write_text("20100104,aapl,Q\n20100105,aapl,X\n")
     with pytest.raises(InputError, match=r"x.csv, line 2: unknown exchange code 'X'"):
         read_map_file(path)
+
+
+def test_a_landed_or_changed_reference_file_requests_the_load(platform: Platform) -> None:
+    sensor = next(s for s in platform.defs.sensors if s.name == "reference_files")
+
+    def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=platform.instance, cursor=cursor))
+
+    assert not tick(None).run_requests  # nothing landed
+    folder = _land_reference(platform.settings)
+    landed = tick(None)
+    assert len(landed.run_requests) == 1 and sensor.job_name == "load_corporate_actions"
+    assert not tick(landed.cursor).run_requests
+    late = folder / "factor_files" / "aapl.csv"
+    late.write_text(
+        late.read_text().replace("20210204,0.9985079,1,137.39", "20210204,0.9985079,1,137.39\n20210505,1,1,130")
+    )
+    assert tick(landed.cursor).run_requests

@@ -119,6 +119,27 @@ def build_reference_assets(settings: Settings) -> list[dg.AssetsDefinition | dg.
     ]
 
 
+def build_reference_sensor(settings: Settings, job_name: str) -> dg.SensorDefinition:
+    """Run `job_name` (the reference load) when a factor or map file lands or changes: a late file takes effect."""
+    folder = reference_folder(settings)
+
+    @dg.sensor(
+        name="reference_files",
+        job_name=job_name,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Loads the Lean factor and map files in {folder} when one lands or changes.",
+    )
+    def watch(context: dg.SensorEvaluationContext):
+        files = sorted(folder.glob("*_files/*.csv"))
+        version = files_version(files).value if files else ""
+        if not files or version == context.cursor:
+            return dg.SkipReason(f"no new or changed files in {folder}")
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"reference:{version}")], cursor=version)
+
+    return watch
+
+
 def _factors(warehouse: Warehouse) -> pl.DataFrame:
     with warehouse.transaction() as conn:
         return reference_store.read_reference(conn, reference_store.CORPORATE_ACTIONS)
