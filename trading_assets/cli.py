@@ -356,6 +356,8 @@ def _demo(settings: Settings) -> int:
     from trading_assets.defs import jobs
     from trading_assets.defs.catalog.assets import CATALOG_OP
     from trading_assets.defs.market.assets import PriceFileSpec, price_span
+    from trading_assets.defs.market.corporate_actions import reference_folder
+    from trading_assets.defs.market.corporate_actions import reference_folder
     from trading_assets.defs.market.emas import EMA_KEYS
     from trading_assets.defs.metadata.assets import series_landing_dir
     from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
@@ -401,6 +403,9 @@ def _demo(settings: Settings) -> int:
         tags={**range_tags(*key_range_for_dates(partitions, *span)), REBUILD_TAG: "changed"},
         run_config={"ops": {"market__price_histories": {"config": {"files": specs}}, **emas}},
     )
+    # Corporate actions: SPY's Lean factor and map files, landed as a user would drop them.
+    shutil.copytree(SAMPLE_DATA_DIR / "reference" / "lean", reference_folder(settings), dirs_exist_ok=True)
+    run("corporate actions, ticker history, adjusted daily bars", jobs.REFERENCE_JOB)
     run(
         "research datasets (stage1, from the bars and EMAs)",
         jobs.STAGE1_DATASETS_JOB,
@@ -440,6 +445,10 @@ def _demo(settings: Settings) -> int:
                 "trade_history",
             )
         ]
+        adjusted = conn.execute(
+            "select security, adjustment, count(*), min(factor), max(factor) from market.price_bars_1d_adjusted "
+            "group by 1, 2 order by 1, 2"
+        ).fetchall()
         linked = conn.execute(
             "select asset_symbol, symbol, count(*), min(tick_size) from catalog.price_bars_1d_with_symbol "
             "group by 1, 2 order by 1"
@@ -451,6 +460,10 @@ def _demo(settings: Settings) -> int:
         print(f"market.ema_multi_tf_u [{source}]: {total} EMA rows in {series_count} asset x tf x period series")
     for asset, symbol, days, tick in linked:
         print(f"catalog.price_bars_1d_with_symbol: {asset} -> {symbol}, {days} daily bars, tick size {tick}")
+    for security, adjustment, days, low, high in adjusted:
+        print(
+            f"market.price_bars_1d_adjusted [{security}, {adjustment}]: {days} daily bars, factor {low:.4f}..{high:.4f}"
+        )
     for table, count in trading_rows:
         print(f"trading.{table}: {count} rows")
     print(
