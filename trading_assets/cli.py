@@ -357,7 +357,6 @@ def _demo(settings: Settings) -> int:
     from trading_assets.defs.catalog.assets import CATALOG_OP
     from trading_assets.defs.market.assets import PriceFileSpec, price_span
     from trading_assets.defs.market.corporate_actions import reference_folder
-    from trading_assets.defs.market.corporate_actions import reference_folder
     from trading_assets.defs.market.emas import EMA_KEYS
     from trading_assets.defs.metadata.assets import series_landing_dir
     from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
