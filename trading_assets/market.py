@@ -15,7 +15,7 @@ they are rebuilt from the price history held then, by the code that builds the s
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
@@ -25,14 +25,14 @@ from psycopg import sql
 from trading_assets.catalog import to_utc
 from trading_assets.compute.bars import calendar_bars, daily_bars_of_history, multi_tf_bars
 from trading_assets.compute.calendars import Timeframe, session_table
-from trading_assets.compute.ema import GRID_SCHEMA, dual_ema, ema
+from trading_assets.compute.ema import dual_ema, ema
 from trading_assets.config import Settings
 from trading_assets.io.database import ready_database_url
 from trading_assets.io.postgres import connect, read_frame
 
 ADJUSTMENTS = ("split", "total_return")
-# Every instant is before it: "as known at" infinity is the current state.
-_NOW = datetime.max
+# Known at the end of time: the current state.
+_CURRENT = datetime.max.replace(tzinfo=UTC)
 _PRICE_SCHEMA = {
     "asset_id": pl.Int64,
     "trade_date": pl.Date,
@@ -108,7 +108,7 @@ def _known_prices(
 
 
 def _known_at(as_known_at: Any) -> datetime:
-    return _NOW if as_known_at is None else to_utc(as_known_at)
+    return _CURRENT if as_known_at is None else to_utc(as_known_at)
 
 
 def prices(
@@ -214,9 +214,14 @@ def adjusted_bars(
     )
 
 
+def _security_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    """A number per security of `frame`, as `asset_id`: the key the bar and EMA builders group by."""
+    return frame.select("security").unique(maintain_order=True).with_row_index("asset_id").cast({"asset_id": pl.Int64})
+
+
 def _family_rows(daily: pl.DataFrame, timeframe: Timeframe) -> pl.DataFrame:
     """The multi-day snapshot rows of `timeframe` over whole adjusted daily histories, keyed by security."""
-    keys = daily.select("security").unique(maintain_order=True).with_row_index("asset_id").cast({"asset_id": pl.Int64})
+    keys = _security_keys(daily)
     # A security's calendar is the one of the asset it trades as last (a ticker change keeps the exchange's).
     frame = (
         daily.drop("asset_id")
@@ -267,9 +272,9 @@ def adjusted_emas(
         return emas.filter(window)
     timeframe = Timeframe.parse(tf)
     rows = _family_rows(daily, timeframe)
-    keys = rows.select("security").unique(maintain_order=True).with_row_index("asset_id").cast({"asset_id": pl.Int64})
+    keys = _security_keys(rows)
     grid = rows.join(keys, on="security").select(
         "asset_id", "tf", "trade_date", "close", canonical=~pl.col("is_partial_end")
     )
-    wide = dual_ema(grid.select(list(GRID_SCHEMA)), timeframe.nominal_days, periods)
+    wide = dual_ema(grid, timeframe.nominal_days, periods)
     return wide.join(keys, on="asset_id").drop("asset_id").select("security", pl.exclude("security")).filter(window)

@@ -270,20 +270,25 @@ def test_adjusted_multi_day_bars_and_emas_match_pandas(loaded: Loaded) -> None:
     assert (canonical["high"] - reference.loc[canonical.index, "high"]).abs().max() < 1e-9
     # August 2020 holds the 4-for-1 split of the 31st: its high is the adjusted one, not the raw $500.
     assert canonical.loc[pd.Period("2020-08", "M"), "high"] < 140
-    emas = market.adjusted_emas(["AAPL"], [10], "split", settings=loaded.settings).to_pandas()
-    expected, value = [], None
-    for n, close in enumerate(closes.to_numpy(), start=1):
-        if n < 10:
-            expected.append(None)
-        elif n == 10:
-            value = closes.iloc[:10].mean()
-            expected.append(value)
-        else:
-            value = 2 / 11 * close + (1 - 2 / 11) * value
-            expected.append(value)
-    got = emas["ema_10"].to_numpy()
-    assert pd.isna(got[:9]).all()
-    assert abs(got[9:] / pd.Series(expected[9:]).to_numpy() - 1).max() < 1e-12
+    # EMAs: seeded with the mean of the first p closes, then close * 2/(p+1) + previous * (1 - 2/(p+1)).
+    daily_emas = market.adjusted_emas(["AAPL"], [10], "split", settings=loaded.settings)["ema_10"].to_numpy()
+    assert pd.isna(daily_emas[:9]).all()
+    assert abs(daily_emas[9:] / _sma_seeded_ema(closes.tolist(), 10) - 1).max() < 1e-12
+    # On a multi-day timeframe, the bar EMA on each completed month runs over the completed months' closes.
+    monthly_emas = market.adjusted_emas(["AAPL"], [3], "split", "1M_CAL", settings=loaded.settings)
+    completed = monthly_emas.join(monthly.select("trade_date", "is_partial_end"), on="trade_date")
+    completed = completed.filter(~pl.col("is_partial_end"))
+    expected = _sma_seeded_ema(completed["close"].to_list(), 3)
+    assert abs(completed["ema_bar_3"].to_numpy()[2:] / expected - 1).max() < 1e-12
+
+
+def _sma_seeded_ema(values: list[float], period: int) -> list[float]:
+    """From the period-th value on: the mean of the first `period`, then the usual recursion."""
+    smoothing = 2 / (period + 1)
+    found = [sum(values[:period]) / period]
+    for value in values[period:]:
+        found.append(smoothing * value + (1 - smoothing) * found[-1])
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------------
