@@ -120,6 +120,7 @@ $$;
 
 -- Symbol versions with the knowledge interval of each: a re-derivation (a late snapshot, a correction) ends
 -- the versions it no longer produces and starts the new ones; catalog.symbols is the set still known now.
+-- Same columns as catalog.symbols, then the two knowledge times: a column added there is added here too.
 create table if not exists catalog.symbol_versions_known (
     like catalog.symbols,
     known_from timestamptz not null,

@@ -29,31 +29,25 @@ from trading_assets.compute.ema import dual_ema, ema
 from trading_assets.config import Settings
 from trading_assets.io.database import ready_database_url
 from trading_assets.io.postgres import connect, read_frame
+from trading_assets.sources import price_files
 
 ADJUSTMENTS = ("split", "total_return")
 # Known at the end of time: the current state.
 _CURRENT = datetime.max.replace(tzinfo=UTC)
+_UTC_TIME = pl.Datetime("us", "UTC")
+# The rows of market.price_histories_as_known_at: the loaded price rows with when each was recorded.
 _PRICE_SCHEMA = {
     "asset_id": pl.Int64,
-    "trade_date": pl.Date,
-    "ts": pl.Datetime("us", "UTC"),
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "volume": pl.Float64,
-    "source_file": pl.String,
-    "source_line": pl.Int64,
-    "known_from": pl.Datetime("us", "UTC"),
+    **{("source_line" if name == "line" else name): dtype for name, dtype in price_files.PRICE_SCHEMA.items()},
+    "known_from": _UTC_TIME,
 }
-_BAR_TIME = pl.Datetime("us", "UTC")
 DAILY_BAR_SCHEMA = {
     "symbol": pl.String,
     **{k: v for k, v in _PRICE_SCHEMA.items() if k in ("asset_id", "trade_date")},
     "bar_seq": pl.Int64,
     **{k: pl.Float64 for k in ("open", "high", "low", "close", "volume")},
-    "time_open_bar": _BAR_TIME,
-    "time_close_bar": _BAR_TIME,
+    "time_open_bar": _UTC_TIME,
+    "time_close_bar": _UTC_TIME,
     "repaired_high": pl.Boolean,
     "repaired_low": pl.Boolean,
     "is_missing_days": pl.Boolean,
