@@ -19,6 +19,19 @@ def files_version(paths: list[Path]) -> dg.DataVersion:
     return dg.DataVersion(digest.hexdigest())
 
 
+def file_source(key: dg.AssetKey, folder: Path, pattern: str, description: str) -> dg.SourceAsset:
+    """The files matching `pattern` in `folder`, observed (in the group of the key's first part): their version
+    is their names and contents."""
+
+    @dg.observable_source_asset(
+        key=key, group_name=key.path[0], kinds={"file"}, description=f"{description} in {folder}."
+    )
+    def observed() -> dg.DataVersion:
+        return files_version(sorted(folder.glob(pattern)))
+
+    return observed
+
+
 def landing_sensor(
     *,
     name: str,

@@ -7,7 +7,7 @@ import polars as pl
 
 from trading_assets.compute.adjustment import action_events, split_mismatches, unexplained_jumps
 from trading_assets.config import Settings
-from trading_assets.defs.landing import files_version
+from trading_assets.defs.landing import file_source, files_version
 from trading_assets.defs.market.assets import BAR_KEYS
 from trading_assets.defs.market.checks import sample_table
 from trading_assets.defs.market.dimensions import DIM_ASSETS
@@ -34,16 +34,6 @@ ADJUSTED_VIEW = "market.price_bars_1d_adjusted"
 def reference_folder(settings: Settings) -> Path:
     """Where Lean's equity reference files land: factor_files/ and map_files/ below it."""
     return settings.landing / "reference" / "lean"
-
-
-def _file_source(key: dg.AssetKey, folder: Path, description: str) -> dg.SourceAsset:
-    @dg.observable_source_asset(
-        key=key, group_name=key.path[0], kinds={"file"}, description=f"{description} in {folder}."
-    )
-    def observed() -> dg.DataVersion:
-        return files_version(sorted(folder.glob("*.csv")))
-
-    return observed
 
 
 def build_reference_assets(settings: Settings) -> list[dg.AssetsDefinition | dg.SourceAsset]:
@@ -111,8 +101,8 @@ def build_reference_assets(settings: Settings) -> list[dg.AssetsDefinition | dg.
         )
 
     return [
-        _file_source(FACTOR_FILES, folder / "factor_files", "Lean factor files (splits and dividends)"),
-        _file_source(MAP_FILES, folder / "map_files", "Lean map files (ticker changes)"),
+        file_source(FACTOR_FILES, folder / "factor_files", "*.csv", "Lean factor files (splits and dividends)"),
+        file_source(MAP_FILES, folder / "map_files", "*.csv", "Lean map files (ticker changes)"),
         corporate_actions,
         ticker_history,
         price_bars_1d_adjusted,

@@ -13,7 +13,7 @@ from trading_assets.compute import macro, options, vix
 from trading_assets.compute.calendars import session_open
 from trading_assets.compute.validation import rows_in_window
 from trading_assets.config import Settings
-from trading_assets.defs.landing import files_version
+from trading_assets.defs.landing import file_source
 from trading_assets.defs.metadata.assets import FACT_SERIES_VALUE, FOLLOW_PARENTS
 from trading_assets.defs.partitions import run_window
 from trading_assets.defs.resources import Warehouse
@@ -125,16 +125,6 @@ def finish(
 
 def vix_folder(settings: Settings) -> Path:
     return settings.landing / "trading" / "vix"
-
-
-def file_source(key: dg.AssetKey, folder: Path, pattern: str, description: str) -> dg.SourceAsset:
-    """The files matching `pattern` in `folder`, observed: their version is their names and contents."""
-
-    @dg.observable_source_asset(key=key, group_name=GROUP, kinds={"file"}, description=f"{description} in {folder}.")
-    def observed() -> dg.DataVersion:
-        return files_version(sorted(folder.glob(pattern)))
-
-    return observed
 
 
 def vix_checks(conn: psycopg.Connection) -> list[dg.AssetCheckResult]:

@@ -14,6 +14,7 @@ import psycopg
 from trading_assets.compute import intraday
 from trading_assets.compute.validation import REJECT_SCHEMA, rows_in_window
 from trading_assets.config import Settings
+from trading_assets.defs.landing import file_source
 from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, range_tags, recomputes_window, run_window
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import table_metadata
@@ -21,7 +22,6 @@ from trading_assets.defs.trading.assets import (
     INTRADAY_FILES,
     LANDS_DAILY,
     MULTI_RESOLUTION_BARS,
-    file_source,
     finish,
     trading_table_asset,
 )
