@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
+import numpy as np
 import polars as pl
 
 EVERY_DAY = "24/7"
@@ -134,12 +135,13 @@ def session_table(calendars: list[str], start: date, end: date) -> pl.DataFrame:
 
 def sessions_up_to(frame: pl.DataFrame, day_column: str, sessions: pl.DataFrame, name: str) -> pl.DataFrame:
     """Add `name`: how many sessions of the row's calendar fall on or before `day_column` (0 if none)."""
-    keyed = frame.with_row_index("_order").sort(day_column)
-    joined = keyed.join_asof(
-        sessions.rename({"session_date": day_column, "session_ordinal": name}),
-        on=day_column,
-        by="calendar",
-        strategy="backward",
-        check_sortedness=False,  # sorted by the day above; polars cannot verify it within groups
-    )
-    return joined.with_columns(pl.col(name).fill_null(0)).sort("_order").drop("_order")
+    counts = np.zeros(frame.height, np.int64)
+    calendars = frame["calendar"]
+    days = frame[day_column]
+    # A binary search per row in its calendar's sorted session dates: the count is the last ordinal at or before.
+    for (calendar,), table in sessions.group_by("calendar"):
+        rows = ((calendars == calendar) & days.is_not_null()).to_numpy()
+        if rows.any():
+            dates = table.sort("session_ordinal")["session_date"]
+            counts[rows] = dates.search_sorted(days.filter(rows), side="right").to_numpy()
+    return frame.with_columns(pl.Series(name, counts))

@@ -514,16 +514,21 @@ def rows_without_prices(conn: psycopg.Connection, written: pl.DataFrame) -> pl.D
     schema = {"asset_id": pl.Int64, "trade_date": pl.Date, "rows": pl.Int64}
     if written.is_empty():
         return pl.DataFrame(schema=schema)
+    days = written.group_by("asset_id", "trade_date").agg(rows=pl.len())
+    # The price dates of each asset over the span it was written, compared here: one range scan per asset
+    # instead of a lookup per written day.
     filled_scratch_table(
         conn,
-        "written_days",
-        "(asset_id integer, trade_date date, rows integer)",
-        written.group_by("asset_id", "trade_date").agg(rows=pl.len()),
+        "written_spans",
+        "(asset_id integer, first_date date, last_date date)",
+        days.group_by("asset_id").agg(first_date=pl.col("trade_date").min(), last_date=pl.col("trade_date").max()),
     )
-    return read_frame(
+    priced = read_frame(
         conn,
-        "select asset_id, trade_date, rows from written_days w where not exists "
-        "(select 1 from market.price_histories p where p.asset_id = w.asset_id and p.trade_date = w.trade_date) "
-        "order by asset_id, trade_date",
-        schema=schema,
+        "select p.asset_id, p.trade_date from written_spans w join market.price_histories p "
+        "on p.asset_id = w.asset_id and p.trade_date between w.first_date and w.last_date",
+        schema={"asset_id": pl.Int64, "trade_date": pl.Date},
+    )
+    return (
+        days.join(priced, on=["asset_id", "trade_date"], how="anti").sort("asset_id", "trade_date").select(list(schema))
     )
