@@ -134,14 +134,13 @@ def session_table(calendars: list[str], start: date, end: date) -> pl.DataFrame:
 
 
 def sessions_up_to(frame: pl.DataFrame, day_column: str, sessions: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Add `name`: how many sessions of the row's calendar fall on or before `day_column` (0 if none)."""
+    """Add `name`: how many sessions of the row's calendar fall on or before `day_column` (0 if none).
+    `sessions` as session_table makes it: each calendar's sessions in date order."""
     counts = np.zeros(frame.height, np.int64)
-    calendars = frame["calendar"]
     days = frame[day_column]
-    # A binary search per row in its calendar's sorted session dates: the count is the last ordinal at or before.
-    for (calendar,), table in sessions.group_by("calendar"):
-        rows = ((calendars == calendar) & days.is_not_null()).to_numpy()
-        if rows.any():
-            dates = table.sort("session_ordinal")["session_date"]
-            counts[rows] = dates.search_sorted(days.filter(rows), side="right").to_numpy()
+    # A binary search per row in its calendar's session dates: the count is the last ordinal at or before it.
+    for calendar in frame["calendar"].unique():
+        rows = ((frame["calendar"] == calendar) & days.is_not_null()).to_numpy()
+        dates = sessions.filter(pl.col("calendar") == calendar)["session_date"]
+        counts[rows] = dates.search_sorted(days.filter(rows), side="right").to_numpy()
     return frame.with_columns(pl.Series(name, counts))
