@@ -16,6 +16,7 @@ from trading_assets.defs.market import assets as market_assets
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.defs.partitions import CARRY_CHANGED_TAG
+from trading_assets.io import market_store
 from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
@@ -275,6 +276,47 @@ def test_rerunning_a_partition_gives_identical_rows(
     _bars(platform, ("2024-01-01", "2024-01-01"), full_window=True)
     assert _snapshot(conn) == first
     assert len(first["price_bars_multi_tf_cal_anchor_iso"]) == 31 * 6
+
+
+def _indexes(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    return conn.execute(
+        "select indexname, indexdef from pg_indexes where schemaname = 'market' order by indexname"
+    ).fetchall()
+
+
+def test_a_full_rewrite_builds_the_indexes_after_its_copy_and_a_failed_one_keeps_them(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prices = _write(tmp_path / "x.csv", [f"2024-01-{d:02d},10,11,9,{10 + d / 10},100" for d in range(1, 32)])
+    _load(platform, [{"path": str(prices), "symbol": "XTEST"}], ("2024-01-01", "2024-01-01"))
+    declared = _indexes(conn)
+    built = []
+    real = market_store.indexes_built_after
+    monkeypatch.setattr(market_store, "indexes_built_after", lambda c, table: built.append(table) or real(c, table))
+    _bars(platform, ("2024-01-01", "2024-01-01"))
+    first = _snapshot(conn)
+    # The first build of a table and every full rewrite take the path; the indexes are the declared ones after.
+    assert sorted(built) == sorted(f"market.{t}" for t in BAR_TABLES.values())
+    _bars(platform, ("2024-01-01", "2024-01-01"), full_window=True)
+    assert len(built) == 2 * len(BAR_TABLES)
+    assert _indexes(conn) == declared and _snapshot(conn) == first
+
+    def fail_after_copying(*args, **kwargs) -> None:
+        real_copy(*args, **kwargs)
+        raise RuntimeError("the server went away after the COPY")
+
+    real_copy = market_store.copy_frames
+    monkeypatch.setattr(market_store, "copy_frames", fail_after_copying)
+    failed = platform.run(
+        dg.AssetSelection.assets(BAR_KEYS["multi_tf"]) - TABLE_CHECKS,
+        partition_range=("2024-01-01", "2024-01-01"),
+        rebuild="all",
+        raise_on_error=False,
+    )
+    assert not failed.success
+    assert _indexes(conn) == declared and _snapshot(conn) == first
+    with pytest.raises(psycopg.errors.UniqueViolation):  # the primary key is back and enforced
+        conn.execute("insert into market.price_bars_multi_tf select * from market.price_bars_multi_tf limit 1")
 
 
 def test_d4_backfill_at_series_start_renumbers_without_duplicates(

@@ -19,6 +19,7 @@ from trading_assets.io.market_store import (
     key_order,
     qualified,
     read_rows_from,
+    refilling,
 )
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
 
@@ -174,6 +175,7 @@ def replace_emas(
     """Delete each (asset, tf)'s rows from its from_date to `end` and COPY `wide` packed; returns packed rows."""
     packed = packed_table(family)
     filled_scratch_table(conn, "ema_replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
+    stored = row_counts.table_rows(conn, qualified(family))
     removed = delete_rows(conn, packed, "ema_replace_from", end, wide.height, weight=_LONG_ROWS)
     emas, bars = ema_columns(periods)
     # One float8[] per row, a value per period (NULL before its seed), sent as binary arrays, in the primary
@@ -183,7 +185,8 @@ def replace_emas(
     rows = wide.select(
         *PACKED_COLUMNS, ema=pl.concat_arr(emas).arr.to_list(), ema_bar=pl.concat_arr(bars).arr.to_list()
     ).sort("asset_id", pl.col("tf").replace_strict(order, range(len(order))), "trade_date")
-    written = copy_frame(conn, packed, rows)
+    with refilling(conn, f"market.{family}_packed", stored, removed):
+        written = copy_frame(conn, packed, rows)
     added = row_counts.rows_by_month(wide.with_columns(long_rows=values_per_row(periods)), weight="long_rows")
     row_counts.record_changes(conn, qualified(family), added, removed)
     return written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 
@@ -14,7 +15,14 @@ from trading_assets.compute.bars import CARRY_SCHEMA
 from trading_assets.compute.rebuild import Window
 from trading_assets.compute.validation import symbol_of
 from trading_assets.io import row_counts
-from trading_assets.io.postgres import copy_frame, copy_frames, filled_scratch_table, read_frame, scratch_table
+from trading_assets.io.postgres import (
+    copy_frame,
+    copy_frames,
+    filled_scratch_table,
+    indexes_built_after,
+    read_frame,
+    scratch_table,
+)
 from trading_assets.sources import price_files
 
 BAR_TABLES = {
@@ -369,6 +377,7 @@ def replace_bars(
     table = BAR_TABLES[family]
     target = sql.SQL("market.{}").format(sql.Identifier(table))
     filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
+    stored = row_counts.table_rows(conn, qualified(table))
     removed = delete_rows(conn, target, "replace_from", end, expected_rows)
     added = []
 
@@ -377,11 +386,23 @@ def replace_bars(
             added.append(row_counts.rows_by_month(frame))
             yield frame
 
-    written = copy_frames(conn, target, counted(), columns)
+    with refilling(conn, qualified(table), stored, removed):
+        written = copy_frames(conn, target, counted(), columns)
     row_counts.record_changes(
         conn, qualified(table), pl.concat([pl.DataFrame(schema=row_counts.MONTH_ROWS), *added]), removed
     )
     return written
+
+
+@contextmanager
+def refilling(conn: psycopg.Connection, table: str, stored: int, removed: pl.DataFrame) -> Iterator[None]:
+    """Around the COPY of a rewrite: when it removed every row the table held (`stored`, as counted before;
+    a full rebuild, or a first build), the indexes are built after the COPY instead of during it."""
+    if int(removed["rows"].sum()) < stored:
+        yield
+        return
+    with indexes_built_after(conn, table):
+        yield
 
 
 # Up to this many rows, a rewrite deletes by one index range scan per (asset, tf).
