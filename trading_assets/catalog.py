@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -96,13 +96,29 @@ def parse_moment(text: str) -> datetime:
 
 
 class SymbolCatalog:
-    """All symbol versions in memory, indexed for as-of lookups by bisection."""
+    """All symbol versions in memory, indexed for as-of lookups by bisection; the ticker history too (spans of
+    security, valid_from, valid_until, symbol), read by `spans` on the first lookup that needs it."""
 
-    def __init__(self, versions: pl.DataFrame) -> None:
+    def __init__(self, versions: pl.DataFrame, spans: Callable[[], pl.DataFrame] | None = None) -> None:
         self._rows: dict[str, list[dict[str, Any]]] = {}
         for row in versions.sort("symbol", "valid_from").iter_rows(named=True):
             self._rows.setdefault(row["symbol"], []).append(row)
         self._starts = {symbol: [r["valid_from"] for r in rows] for symbol, rows in self._rows.items()}
+        self._read_spans = spans
+        self._spans: dict[str, list[dict[str, Any]]] | None = None
+
+    def securities_of(self, symbol: str) -> dict[str, list[dict[str, Any]]]:
+        """The ticker-history spans of every security that ever traded as `symbol`, by security."""
+        if self._spans is None:
+            self._spans = {}
+            if self._read_spans is not None:
+                for span in self._read_spans().sort("security", "valid_from").iter_rows(named=True):
+                    self._spans.setdefault(span["security"], []).append(span)
+        return {
+            security: spans
+            for security, spans in self._spans.items()
+            if any(span["symbol"] == symbol for span in spans)
+        }
 
     def get_instrument(self, symbol: str, as_of: Any = None) -> dict[str, Any] | None:
         rows = self._rows.get(symbol)
@@ -144,57 +160,72 @@ def _file_identity(path: Path) -> tuple | None:
     return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
+def _read_catalog(settings: Settings, versions: Callable[[psycopg.Connection], pl.DataFrame]) -> SymbolCatalog:
+    url = _url(settings)
+
+    def spans() -> pl.DataFrame:
+        with connect(url) as conn:
+            return catalog_store.ticker_spans(conn)
+
+    with connect(url) as conn:
+        return SymbolCatalog(versions(conn), spans)
+
+
 def _catalog(settings: Settings | None) -> SymbolCatalog:
     settings = settings or Settings.from_env()
     key = (settings.database_url, settings.embedded_pgdata, settings.lakehouse)
     identity = _file_identity(settings.lakehouse / "symbols.parquet")
     cached = _loaded.get(key)
     if cached is None or cached[0] != identity:
-        with connect(_url(settings)) as conn:
-            cached = (identity, SymbolCatalog(catalog_store.read_symbols(conn)))
+        cached = (identity, _read_catalog(settings, catalog_store.read_symbols))
         _loaded[key] = cached
     return cached[1]
 
 
 def _catalog_known_at(settings: Settings | None, as_known_at: Any) -> SymbolCatalog:
     """The catalog as the platform held it at `as_known_at` (read from the knowledge history, not cached)."""
-    settings = settings or Settings.from_env()
-    with connect(_url(settings)) as conn:
-        return SymbolCatalog(catalog_store.read_symbols_known_at(conn, to_utc(as_known_at)))
+    moment = to_utc(as_known_at)
+    return _read_catalog(
+        settings or Settings.from_env(), lambda conn: catalog_store.read_symbols_known_at(conn, moment)
+    )
 
 
 def get_instrument(
     symbol: str, as_of: Any = None, *, as_known_at: Any = None, settings: Settings | None = None
 ) -> dict[str, Any] | None:
     """The version of `symbol` valid at `as_of` (default: the current one); None before its first version.
-    With `as_known_at`, as the catalog knew it then: a snapshot recorded later is not seen."""
+    When `symbol` has none then, the ticker history answers: the version of the symbol that the security
+    trading as `symbol` had then (with `security`). With `as_known_at`, as the catalog knew it then: a snapshot
+    recorded later is not seen. The ticker history is read once per catalog version (each catalog write
+    publishes a new one)."""
     catalog = _catalog(settings) if as_known_at is None else _catalog_known_at(settings, as_known_at)
     found = catalog.get_instrument(symbol, as_of)
     if found is not None or as_of is None:
         return found
-    # Not listed under this symbol then: the security that trades as `symbol` may have had another ticker.
-    day = to_utc(as_of).date()
-    with connect(_url(settings or Settings.from_env())) as conn:
-        spans = catalog_store.ticker_spans_of(conn, symbol)
-    return _security_version(catalog, spans, symbol, day, as_of)
+    return _security_version(catalog, symbol, to_utc(as_of))
 
 
-def _security_version(
-    catalog: SymbolCatalog, spans: pl.DataFrame, symbol: str, day: date, as_of: Any
-) -> dict[str, Any] | None:
-    """What `symbol` was on `day` by the ticker history (`spans`: every span of the securities that ever traded
-    as it): the catalog version of the symbol its security had then, else the span itself; None when the
-    security did not trade then."""
-    naming = spans.filter(pl.col("symbol") == symbol).sort("valid_from")
-    if naming.is_empty():
+def _security_version(catalog: SymbolCatalog, symbol: str, moment: datetime) -> dict[str, Any] | None:
+    """What `symbol` was at `moment` by the ticker history: the catalog version of the symbol that its
+    security had then, else the ticker-history span itself; None when the security did not trade then."""
+    securities = catalog.securities_of(symbol)
+    if not securities:
         return None
-    covering = naming.filter(pl.col("valid_from") <= day, pl.col("valid_until") >= day)
-    security = (covering if covering.height else naming)["security"][-1]
-    then = spans.filter(pl.col("security") == security, pl.col("valid_from") <= day, pl.col("valid_until") >= day)
-    if then.is_empty() or then["symbol"][0] is None:
+    day = moment.date()
+
+    def during(span: dict[str, Any]) -> bool:
+        return span["valid_from"] <= day <= span["valid_until"]
+
+    def naming(security: str) -> list[dict[str, Any]]:
+        return [span for span in securities[security] if span["symbol"] == symbol]
+
+    # The security trading as `symbol` that day, else the last one that did.
+    covering = [security for security in securities if any(during(span) for span in naming(security))]
+    security = covering[0] if covering else max(securities, key=lambda s: naming(s)[-1]["valid_from"])
+    span = next((span for span in securities[security] if during(span)), None)
+    if span is None or span["symbol"] is None:
         return None
-    span = then.row(0, named=True)
-    version = catalog.get_instrument(span["symbol"], as_of)
+    version = catalog.get_instrument(span["symbol"], moment)
     if version is None:
         exchange, ticker = span["symbol"].split(":", 1)
         until = span["valid_until"] + timedelta(days=1)

@@ -234,15 +234,12 @@ def read_symbols_known_at(conn: psycopg.Connection, known_at: datetime) -> pl.Da
     return read_frame(conn, query, (known_at,), schema=VERSION_SCHEMA)
 
 
-def ticker_spans_of(conn: psycopg.Connection, symbol: str) -> pl.DataFrame:
-    """Every span of ticker history (security, valid_from, valid_until, symbol as EXCHANGE:TICKER) of the
-    securities that ever traded as `symbol`."""
+def ticker_spans(conn: psycopg.Connection) -> pl.DataFrame:
+    """Every span of the ticker history: security, valid_from, valid_until (included) and the symbol
+    (EXCHANGE:TICKER; null without an exchange)."""
     return read_frame(
         conn,
-        "select security, valid_from, valid_until, exchange || ':' || ticker from catalog.ticker_history "
-        "where security in (select security from catalog.ticker_history where exchange || ':' || ticker = %s) "
-        "order by security, valid_from",
-        (symbol,),
+        "select security, valid_from, valid_until, exchange || ':' || ticker from catalog.ticker_history",
         schema={"security": pl.String, "valid_from": pl.Date, "valid_until": pl.Date, "symbol": pl.String},
     )
 
