@@ -1,5 +1,6 @@
 """Corporate actions and ticker history from Lean's factor and map files, and the adjusted daily bars."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -39,45 +40,54 @@ def reference_folder(settings: Settings) -> Path:
 def build_reference_assets(settings: Settings) -> list[dg.AssetsDefinition | dg.SourceAsset]:
     folder = reference_folder(settings)
 
-    def replaced(warehouse: Warehouse, table: str, rows: pl.DataFrame, key_column: str) -> dg.MaterializeResult:
-        with warehouse.transaction() as conn:
-            changed = reference_store.replace_reference(conn, table, rows)
-            described = table_metadata(conn, table, rows.height)
-        return dg.MaterializeResult(
-            metadata={
-                **described,
-                "securities": rows["security"].n_unique(),
-                "securities_changed": len(changed),
-                "changed": ", ".join(changed[:50]),
-                "preview": preview(rows.drop("source_file").sort("security", key_column)),
-            }
-        )
+    def file_table(
+        key: dg.AssetKey,
+        files: dg.AssetKey,
+        read: Callable[[], pl.DataFrame],
+        table: str,
+        key_column: str,
+        description: str,
+    ) -> dg.AssetsDefinition:
+        """The table that holds exactly the rows of a folder of reference files."""
 
-    @dg.asset(
-        key=CORPORATE_ACTIONS,
-        group_name="market",
-        deps=[FACTOR_FILES],
-        kinds={"postgres"},
-        description="Splits and dividends as Lean factor files state them: per security (its permanent ticker), "
-        "the cumulative price (dividend) and split factors that apply up to each row's date. The folder is "
-        "the truth: a load makes the table hold exactly its files; a file with a bad line is refused whole, "
-        "naming the file, line and reason.",
-    )
-    def corporate_actions(warehouse: Warehouse) -> dg.MaterializeResult:
-        rows = read_folder(folder / "factor_files", read_factor_file, FACTOR_SCHEMA)
-        return replaced(warehouse, reference_store.CORPORATE_ACTIONS, rows, "factor_date")
+        @dg.asset(key=key, group_name=key.path[0], deps=[files], kinds={"postgres"}, description=description)
+        def loaded(warehouse: Warehouse) -> dg.MaterializeResult:
+            rows = read()
+            with warehouse.transaction() as conn:
+                changed = reference_store.replace_reference(conn, table, rows)
+                described = table_metadata(conn, table, rows.height)
+            return dg.MaterializeResult(
+                metadata={
+                    **described,
+                    "securities": rows["security"].n_unique(),
+                    "securities_changed": len(changed),
+                    "changed": ", ".join(changed[:50]),
+                    "preview": preview(rows.drop("source_file").sort("security", key_column)),
+                }
+            )
 
-    @dg.asset(
-        key=TICKER_HISTORY,
-        group_name="catalog",
-        deps=[MAP_FILES],
-        kinds={"postgres"},
-        description="Which ticker (and exchange) each security traded under on each date, from Lean map files: "
-        "a ticker change joins the histories under one security (market.security_bars_1d).",
+        return loaded
+
+    corporate_actions = file_table(
+        CORPORATE_ACTIONS,
+        FACTOR_FILES,
+        lambda: read_folder(folder / "factor_files", read_factor_file, FACTOR_SCHEMA),
+        reference_store.CORPORATE_ACTIONS,
+        "factor_date",
+        "Splits and dividends as Lean factor files state them: per security (its permanent ticker), the "
+        "cumulative price (dividend) and split factors that apply up to each row's date. The folder is the truth: "
+        "a load makes the table hold exactly its files; a file with a bad line is refused whole, naming the file, "
+        "line and reason.",
     )
-    def ticker_history(warehouse: Warehouse) -> dg.MaterializeResult:
-        rows = read_folder(folder / "map_files", read_map_file, TICKER_SCHEMA)
-        return replaced(warehouse, reference_store.TICKER_HISTORY, rows, "valid_from")
+    ticker_history = file_table(
+        TICKER_HISTORY,
+        MAP_FILES,
+        lambda: read_folder(folder / "map_files", read_map_file, TICKER_SCHEMA),
+        reference_store.TICKER_HISTORY,
+        "valid_from",
+        "Which ticker (and exchange) each security traded under on each date, from Lean map files: a ticker "
+        "change joins the histories under one security (market.security_bars_1d).",
+    )
 
     @dg.asset(
         key=ADJUSTED_BARS,
