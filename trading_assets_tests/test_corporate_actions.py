@@ -343,6 +343,22 @@ def test_each_check_fails_on_the_bad_state_it_exists_for(aapl: Platform, conn: p
     assert not checks["tickers_one_per_day"].passed
 
 
+def test_loading_the_same_files_again_changes_nothing(aapl: Platform, conn: psycopg.Connection) -> None:
+    loaded_at = (
+        "select max(loaded_at) from market.corporate_actions "
+        "union all select max(loaded_at) from catalog.ticker_history"
+    )
+    before = conn.execute(loaded_at).fetchall()
+    again = aapl.run(REFERENCE - TABLE_CHECKS)
+    changed = {
+        e.asset_key.to_user_string(): e.materialization.metadata["securities_changed"].value
+        for e in again.get_asset_materialization_events()
+        if "securities_changed" in e.materialization.metadata
+    }
+    assert changed == {"market/corporate_actions": 0, "catalog/ticker_history": 0}  # FB.1, TWX.1 have no exchange
+    assert conn.execute(loaded_at).fetchall() == before
+
+
 def test_a_bad_factor_file_is_refused_by_file_and_line_and_the_table_kept(
     aapl: Platform, conn: psycopg.Connection
 ) -> None:

@@ -39,7 +39,12 @@ def replace_reference(conn: psycopg.Connection, table: str, rows: pl.DataFrame) 
     values = _VALUES[table]
     before = read_reference(conn, table).select(values)
     after = rows.select(values)
-    changed = pl.concat([before.join(after, on=values, how="anti"), after.join(before, on=values, how="anti")])
+    changed = pl.concat(
+        [
+            before.join(after, on=values, how="anti", nulls_equal=True),
+            after.join(before, on=values, how="anti", nulls_equal=True),
+        ]
+    )
     if changed.is_empty():
         return []
     conn.execute(sql.SQL("delete from {}").format(_table(table)))
