@@ -3,6 +3,7 @@ array element per period). Each function runs inside the caller's transaction.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import date
 
 import polars as pl
@@ -21,7 +22,7 @@ from trading_assets.io.market_store import (
     read_rows_from,
     refilling,
 )
-from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
+from trading_assets.io.postgres import copy_frame, copy_frames, filled_scratch_table, read_frame
 
 # EMA family (its table) -> the bar families whose rows are its daily grid.
 EMA_SOURCES = {
@@ -170,25 +171,39 @@ def read_carry(conn: psycopg.Connection, family: str, starts: pl.DataFrame, peri
 
 
 def replace_emas(
-    conn: psycopg.Connection, family: str, wide: pl.DataFrame, starts: pl.DataFrame, periods: list[int], end: date
+    conn: psycopg.Connection,
+    family: str,
+    wides: Iterable[pl.DataFrame],
+    starts: pl.DataFrame,
+    periods: list[int],
+    end: date,
+    expected_rows: int,
 ) -> int:
-    """Delete each (asset, tf)'s rows from its from_date to `end` and COPY `wide` packed; returns packed rows."""
+    """Delete each (asset, tf)'s rows from its from_date to `end` and COPY the rows of `wides` packed (about
+    `expected_rows` wide rows), each frame stored while the next is made; returns packed rows."""
     packed = packed_table(family)
     filled_scratch_table(conn, "ema_replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     stored = row_counts.table_rows(conn, qualified(family))
-    removed = delete_rows(conn, packed, "ema_replace_from", end, wide.height, weight=_LONG_ROWS)
+    removed = delete_rows(conn, packed, "ema_replace_from", end, expected_rows, weight=_LONG_ROWS)
     emas, bars = ema_columns(periods)
-    # One float8[] per row, a value per period (NULL before its seed), sent as binary arrays, in the primary
-    # key's order: the index grows at its end instead of taking inserts all over it.
-    order = key_order(conn, wide["tf"].unique().to_list())
-    # (concat_arr then to_list: a fixed-width array is built in one pass, 20 times faster than concat_list.)
-    rows = wide.select(
-        *PACKED_COLUMNS, ema=pl.concat_arr(emas).arr.to_list(), ema_bar=pl.concat_arr(bars).arr.to_list()
-    ).sort("asset_id", pl.col("tf").replace_strict(order, range(len(order))), "trade_date")
+    order = key_order(conn, starts["tf"].unique().to_list())
+    added = []
+
+    def packed_rows() -> Iterator[pl.DataFrame]:
+        for wide in wides:
+            added.append(row_counts.rows_by_month(wide.with_columns(long_rows=values_per_row(periods)), "long_rows"))
+            # One float8[] per row, a value per period (NULL before its seed), sent as binary arrays, in the
+            # primary key's order: the index grows at its end instead of taking inserts all over it.
+            # (concat_arr then to_list: a fixed-width array is built in one pass, 20 times faster than concat_list.)
+            yield wide.select(
+                *PACKED_COLUMNS, ema=pl.concat_arr(emas).arr.to_list(), ema_bar=pl.concat_arr(bars).arr.to_list()
+            ).sort("asset_id", pl.col("tf").replace_strict(order, range(len(order))), "trade_date")
+
     with refilling(conn, f"market.{family}_packed", stored, removed):
-        written = copy_frame(conn, packed, rows)
-    added = row_counts.rows_by_month(wide.with_columns(long_rows=values_per_row(periods)), weight="long_rows")
-    row_counts.record_changes(conn, qualified(family), added, removed)
+        written = copy_frames(conn, packed, packed_rows(), [*PACKED_COLUMNS, "ema", "ema_bar"])
+    row_counts.record_changes(
+        conn, qualified(family), pl.concat([pl.DataFrame(schema=row_counts.MONTH_ROWS), *added]), removed
+    )
     return written
 
 

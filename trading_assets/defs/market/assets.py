@@ -492,10 +492,10 @@ def _finish(
 _STREAM_DAILY_ROWS = 40_000
 
 
-def _stream_groups(daily: pl.DataFrame) -> list[pl.DataFrame]:
-    """The assets of `daily` (asset_id) in groups of about _STREAM_DAILY_ROWS daily rows, in order."""
-    sizes = daily.group_by("asset_id").len().sort("asset_id")
-    group = (sizes["len"].cum_sum() - sizes["len"]) // _STREAM_DAILY_ROWS
+def stream_groups(rows: pl.DataFrame, size: int = _STREAM_DAILY_ROWS) -> list[pl.DataFrame]:
+    """The assets of `rows` (asset_id) in groups of about `size` rows, in order."""
+    sizes = rows.group_by("asset_id").len().sort("asset_id")
+    group = (sizes["len"].cum_sum() - sizes["len"]) // size
     return (
         sizes.select("asset_id").with_columns(group=group).partition_by("group", include_key=False, maintain_order=True)
     )
@@ -569,7 +569,7 @@ def _rebuild_family(
     def built() -> Iterator[pl.DataFrame]:
         # A group of assets at a time, in the primary key's order: the server stores one group while the next
         # is computed, and appends to the index instead of inserting all over it.
-        for group in _stream_groups(daily):
+        for group in stream_groups(daily):
             part, part_carry = daily.join(group, on="asset_id"), carry.join(group, on="asset_id")
             bars = pl.concat(
                 with_bar_times(

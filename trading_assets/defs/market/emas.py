@@ -9,6 +9,7 @@ stored row, so it needs a run over all months (automation starts one when dim_em
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -34,6 +35,7 @@ from trading_assets.defs.market.assets import (
     BarsConfig,
     asset_chunks,
     family_timeframes,
+    stream_groups,
 )
 from trading_assets.defs.market.assets import (
     GROUP as MARKET_GROUP,
@@ -56,6 +58,9 @@ from trading_assets.defs.partitions import partitions_end
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import preview
 from trading_assets.io import ema_store, market_store
+
+# Grid rows (one per asset, timeframe and day) of a group of assets computed while the previous group is stored.
+_STREAM_GRID_ROWS = 250_000
 
 EMA_KEYS = {family: dg.AssetKey([MARKET_GROUP, family]) for family in ema_store.EMA_FAMILIES}
 EMAS_CODE_VERSION = "4"
@@ -222,16 +227,30 @@ def _rebuild_emas(
     )
     if implausible := implausible_assets(grid, ["close"], bounds):
         raise ImplausibleInput(implausible)
-    frames = []
-    for timeframe in timeframes:
-        if v2:
-            frames.append(v2_ema(grid.with_columns(tf=pl.lit(timeframe.label)), timeframe.nominal_days, periods, carry))
-        else:
-            rows = grid.filter(pl.col("tf") == timeframe.label)
-            frames.append(dual_ema(rows, timeframe.nominal_days, periods, carry))
-    wide = pl.concat(frames)
+    wides = []
+
+    def computed() -> Iterator[pl.DataFrame]:
+        # A group of assets at a time: the server stores one group's rows while the next group's are computed.
+        # (An empty grid still makes one empty frame: the checks below read its columns.)
+        for group in stream_groups(grid, _STREAM_GRID_ROWS) or [grid.select("asset_id")]:
+            part, part_carry = grid.join(group, on="asset_id"), carry.join(group, on="asset_id")
+            frames = []
+            for timeframe in timeframes:
+                if v2:
+                    rows = part.with_columns(tf=pl.lit(timeframe.label))
+                    frames.append(v2_ema(rows, timeframe.nominal_days, periods, part_carry))
+                else:
+                    rows = part.filter(pl.col("tf") == timeframe.label)
+                    frames.append(dual_ema(rows, timeframe.nominal_days, periods, part_carry))
+            wides.append(pl.concat(frames))
+            yield wides[-1]
+
     removed_too = from_dates.join(pl.DataFrame({"tf": retired}, schema={"tf": pl.String}), how="cross")
-    packed = ema_store.replace_emas(conn, family, wide, pl.concat([rewrite_from, removed_too]), periods, end)
+    expected = grid.height * (len(timeframes) if v2 else 1)
+    packed = ema_store.replace_emas(
+        conn, family, computed(), pl.concat([rewrite_from, removed_too]), periods, end, expected
+    )
+    wide = pl.concat(wides)
     invalid = value_violations(wide, periods)
     candidates = price_bound_candidates(wide, periods)
     bounds = price_bound_violations(candidates, ema_store.daily_closes(conn, _windows(candidates)))
