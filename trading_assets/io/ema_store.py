@@ -10,19 +10,17 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns, values_per_row
-from trading_assets.io import row_counts
+from trading_assets.compute.ema import GRID_SCHEMA, carry_schema, ema_columns
 from trading_assets.io.market_store import (
     BAR_TABLES,
     DAILY_TF,
     TF_STARTS,
-    delete_rows,
     key_order,
     qualified,
     read_rows_from,
-    refilling,
+    rewrite_rows,
 )
-from trading_assets.io.postgres import copy_frame, copy_frames, filled_scratch_table, read_frame
+from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
 
 # EMA family (its table) -> the bar families whose rows are its daily grid.
 EMA_SOURCES = {
@@ -181,17 +179,11 @@ def replace_emas(
 ) -> int:
     """Delete each (asset, tf)'s rows from its from_date to `end` and COPY the rows of `wides` packed (about
     `expected_rows` wide rows), each frame stored while the next is made; returns packed rows."""
-    packed = packed_table(family)
-    filled_scratch_table(conn, "ema_replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    stored = row_counts.table_rows(conn, qualified(family))
-    removed = delete_rows(conn, packed, "ema_replace_from", end, expected_rows, weight=_LONG_ROWS)
     emas, bars = ema_columns(periods)
     order = key_order(conn, starts["tf"].unique().to_list())
-    added = []
 
     def packed_rows() -> Iterator[pl.DataFrame]:
         for wide in wides:
-            added.append(row_counts.rows_by_month(wide.with_columns(long_rows=values_per_row(periods)), "long_rows"))
             # One float8[] per row, a value per period (NULL before its seed), sent as binary arrays, in the
             # primary key's order: the index grows at its end instead of taking inserts all over it.
             # (concat_arr then to_list: a fixed-width array is built in one pass, 20 times faster than concat_list.)
@@ -199,12 +191,19 @@ def replace_emas(
                 *PACKED_COLUMNS, ema=pl.concat_arr(emas).arr.to_list(), ema_bar=pl.concat_arr(bars).arr.to_list()
             ).sort("asset_id", pl.col("tf").replace_strict(order, range(len(order))), "trade_date")
 
-    with refilling(conn, f"market.{family}_packed", stored, removed):
-        written = copy_frames(conn, packed, packed_rows(), [*PACKED_COLUMNS, "ema", "ema_bar"])
-    row_counts.record_changes(
-        conn, qualified(family), pl.concat([pl.DataFrame(schema=row_counts.MONTH_ROWS), *added]), removed
+    return rewrite_rows(
+        conn,
+        f"market.{family}_packed",
+        qualified(family),
+        starts,
+        packed_rows(),
+        [*PACKED_COLUMNS, "ema", "ema_bar"],
+        end,
+        expected_rows,
+        # A packed row stands for one long row per period with a value.
+        long_rows=pl.col("ema").list.drop_nulls().list.len(),
+        weight=_LONG_ROWS,
     )
-    return written
 
 
 def replace_rejects(

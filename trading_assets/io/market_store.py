@@ -375,27 +375,48 @@ def replace_bars(
     """Delete each (asset, tf)'s rows from its start date to `end` (`starts`: asset_id, tf, from_date) and COPY
     the rows of `frames` (inside the same dates; about `expected_rows`), each stored while the next is made."""
     table = BAR_TABLES[family]
-    target = sql.SQL("market.{}").format(sql.Identifier(table))
+    return rewrite_rows(conn, f"market.{table}", qualified(table), starts, frames, columns, end, expected_rows)
+
+
+def rewrite_rows(
+    conn: psycopg.Connection,
+    table: str,
+    counted_as: str,
+    starts: pl.DataFrame,
+    frames: Iterable[pl.DataFrame],
+    columns: list[str],
+    end: date,
+    expected_rows: int,
+    long_rows: pl.Expr | None = None,
+    weight: sql.Composable | None = None,
+) -> int:
+    """Delete each (asset, tf)'s rows of `table` (schema.table) from its from_date in `starts` to `end` and COPY
+    the `columns` of `frames`, each stored while the next is made; the rows per month of `counted_as` follow.
+    A row counts as `weight` in the table (`long_rows` of a frame's row): one, or its EMA values."""
+    target = sql.Identifier(*table.split("."))
     filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    stored = row_counts.table_rows(conn, qualified(table))
-    removed = delete_rows(conn, target, "replace_from", end, expected_rows)
+    stored = row_counts.table_rows(conn, counted_as)
+    removed = delete_rows(conn, target, "replace_from", end, expected_rows, weight or _ONE_ROW)
     added = []
 
     def counted() -> Iterator[pl.DataFrame]:
         for frame in frames:
-            added.append(row_counts.rows_by_month(frame))
+            if long_rows is None:
+                added.append(row_counts.rows_by_month(frame))
+            else:
+                added.append(row_counts.rows_by_month(frame.with_columns(long_rows=long_rows), "long_rows"))
             yield frame
 
-    with refilling(conn, qualified(table), stored, removed):
+    with _refilling(conn, table, stored, removed):
         written = copy_frames(conn, target, counted(), columns)
     row_counts.record_changes(
-        conn, qualified(table), pl.concat([pl.DataFrame(schema=row_counts.MONTH_ROWS), *added]), removed
+        conn, counted_as, pl.concat([pl.DataFrame(schema=row_counts.MONTH_ROWS), *added]), removed
     )
     return written
 
 
 @contextmanager
-def refilling(conn: psycopg.Connection, table: str, stored: int, removed: pl.DataFrame) -> Iterator[None]:
+def _refilling(conn: psycopg.Connection, table: str, stored: int, removed: pl.DataFrame) -> Iterator[None]:
     """Around the COPY of a rewrite: when it removed every row the table held (`stored`, as counted before;
     a full rebuild, or a first build), the indexes are built after the COPY instead of during it."""
     if int(removed["rows"].sum()) < stored:
