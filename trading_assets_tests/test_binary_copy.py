@@ -112,3 +112,21 @@ def test_narrower_frames_are_cast_to_the_table_types_and_numeric_is_read_as_text
 def test_a_value_the_column_cannot_hold_is_refused_with_its_column(scratch: psycopg.Connection) -> None:
     with pytest.raises(pl.exceptions.InvalidOperationError):
         copy_frame(scratch, sql.Identifier("roundtrip"), pl.DataFrame({"i": [2**40]}))
+
+
+def test_fixed_size_float_arrays_and_sliced_frames_are_written_as_float8_arrays(scratch: psycopg.Connection) -> None:
+    # The packed EMA rows arrive as fixed-size arrays, and a frame may be a slice of a larger one.
+    arrays = pl.DataFrame(
+        {"closes": [[1.5, None, -2.0], None, [float("nan"), float("inf"), 5e-324], [None, None, -0.0]]},
+        schema={"closes": pl.Array(pl.Float64, 3)},
+    )
+    expected = ["{1.5,NULL,-2}", None, "{NaN,Infinity,5e-324}", "{NULL,NULL,-0}"]
+    for offset, length in ((0, 4), (1, 3), (2, 1)):
+        scratch.execute("truncate roundtrip")
+        copy_frame(scratch, sql.Identifier("roundtrip"), arrays.slice(offset, length))
+        stored = [text for (text,) in scratch.execute("select closes::text from roundtrip").fetchall()]
+        assert stored == expected[offset : offset + length]
+    lists = pl.DataFrame({"closes": [[], [1.0], None, [None]]}, schema={"closes": pl.List(pl.Float64)}).slice(1)
+    scratch.execute("truncate roundtrip")
+    copy_frame(scratch, sql.Identifier("roundtrip"), lists)
+    assert scratch.execute("select closes::text from roundtrip").fetchall() == [("{1}",), (None,), ("{NULL}",)]

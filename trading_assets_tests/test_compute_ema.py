@@ -11,7 +11,7 @@ import talib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trading_assets.compute.ema import GROUP, dual_ema, ema, ema_columns, v2_ema
+from trading_assets.compute.ema import GROUP, dual_ema, ema, ema_columns, v2_ema, window_extremes
 from trading_assets.sources.price_files import read_price_file
 from trading_assets_tests.conftest import SHARED_DATA
 
@@ -133,3 +133,32 @@ def test_property_recompute_from_any_day_with_the_carry_equals_full(
     start = grid["trade_date"][min(cut, grid.height - 1)]
     tail = build(grid.filter(pl.col("trade_date") >= start), every, periods, _carry_at(full, start))
     assert tail.equals(full.filter(pl.col("trade_date") >= start))
+
+
+def test_window_extremes_agree_with_the_closes_of_each_window() -> None:
+    # Two assets with gaps; windows of many lengths, longer than the history, starting before it, and empty.
+    rng = np.random.default_rng(7)
+    days = [date(2020, 1, 1) + timedelta(days=int(d)) for d in np.sort(rng.choice(900, 500, replace=False))]
+    closes = pl.concat(
+        pl.DataFrame({"asset_id": asset, "trade_date": days, "close": rng.lognormal(3, 0.5, len(days))})
+        for asset in (3, 11)
+    )
+    windows = pl.DataFrame(
+        {
+            "asset_id": rng.choice([3, 11, 12], 2_000),
+            "trade_date": [date(2019, 12, 1) + timedelta(days=int(d)) for d in rng.integers(0, 960, 2_000)],
+            "days": rng.choice([1, 2, 7, 30, 63, 365, 2_000], 2_000),
+        }
+    ).with_columns(first=pl.col("trade_date") - pl.duration(days=pl.col("days") - 1))
+    lowest, highest = window_extremes(closes, windows)
+    # The definition, by brute force: the closes of the asset dated after day - length, up to day.
+    by_asset = {
+        asset: list(zip(days, closes.filter(pl.col("asset_id") == asset)["close"], strict=True)) for asset in (3, 11)
+    }
+    reference = []
+    for asset, day, length in windows.select("asset_id", "trade_date", "days").iter_rows():
+        held = [c for d, c in by_asset.get(asset, []) if day - timedelta(days=length) < d <= day]
+        reference.append((min(held), max(held)) if held else (None, None))
+    assert lowest.to_list() == [low for low, _ in reference]
+    assert highest.to_list() == [high for _, high in reference]
+    assert lowest.null_count() > 0 and lowest.null_count() < 2_000

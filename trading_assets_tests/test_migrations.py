@@ -68,3 +68,15 @@ def test_badly_named_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "1_Create.sql").write_text("select 1;")
     with pytest.raises(MigrationError, match=r"NNN_lowercase_name\.sql"):
         discover(tmp_path)
+
+
+def test_no_table_has_the_same_index_twice(database_url: str) -> None:
+    # A table made `like another including all` copies its indexes: creating one of them again by name would
+    # make every write maintain it twice.
+    with psycopg.connect(database_url) as conn:
+        repeated = conn.execute(
+            "select indrelid::regclass::text, array_agg(indexrelid::regclass::text order by indexrelid) from pg_index "
+            "group by indrelid, indkey::text, indclass::text, coalesce(pg_get_expr(indpred, indrelid), ''), "
+            "coalesce(pg_get_expr(indexprs, indrelid), '') having count(*) > 1"
+        ).fetchall()
+    assert repeated == []

@@ -1,7 +1,9 @@
 """PostgreSQL's binary COPY format to and from Arrow: frames travel as typed binary values, never as text.
 
 Writing, pgpq encodes Arrow record batches; the frame is first cast to the exact types of the target's
-columns (binary COPY refuses an int8 for an int4 column). Reading, a compiled scan finds every field of the
+columns (binary COPY refuses an int8 for an int4 column). float8[] values are encoded here, by a compiled loop,
+and handed to pgpq as ready field bytes: its list encoder took four times as long (1.4 s against 0.35 s for
+two six-element array columns of 2.2 M rows). Reading, a compiled scan finds every field of the
 stream and numpy turns each column into an Arrow array (big-endian values, PostgreSQL's 2000-01-01 epoch).
 """
 
@@ -24,6 +26,7 @@ _EPOCH_DAYS = 10_957  # 1970-01-01 to 2000-01-01
 _EPOCH_MICROS = _EPOCH_DAYS * 86_400 * 1_000_000
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _BATCH_ROWS = 100_000
+_FLOAT8_OID = 701
 # Fields (rows x columns) from which a read decodes its columns on two threads.
 _PARALLEL_FIELDS = 1_000_000
 
@@ -100,6 +103,18 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
     return frame.select(cast(name, dtype) for name, dtype in schema.items())
 
 
+def _is_float8_array(column: ColumnType) -> bool:
+    return column.array and column.name == "float8"
+
+
+def _written_type(dtype: pl.DataType, column: ColumnType) -> pl.DataType:
+    """The polars type a value is cast to before it is encoded for `column`: its own for a fixed-size float
+    array going to float8[] (encoded as it is), else the column's."""
+    if _is_float8_array(column) and isinstance(dtype, pl.Array) and dtype.inner == pl.Float64:
+        return dtype
+    return column.polars
+
+
 def encode(frames: Iterable[pl.DataFrame], types: Sequence[ColumnType]) -> Iterator[bytes]:
     """One binary COPY stream of the rows of `frames` (all with the same columns), cast to `types`, in blocks;
     each frame is taken only when the blocks before it have been consumed."""
@@ -108,7 +123,17 @@ def encode(frames: Iterable[pl.DataFrame], types: Sequence[ColumnType]) -> Itera
         unsupported = [f"{n} ({t.name})" for n, t in zip(frame.columns, types, strict=True) if not t.supported]
         if unsupported:
             raise TypeError(f"binary COPY cannot write columns of these types: {', '.join(unsupported)}")
-        table = conform(frame, {name: t.polars for name, t in zip(frame.columns, types, strict=True)}).to_arrow()
+        schema = {name: _written_type(frame.schema[name], t) for name, t in zip(frame.columns, types, strict=True)}
+        table = conform(frame, schema).to_arrow()
+        table = pa.table(
+            [
+                pa.chunked_array([_float8_array_fields(c) for c in table[name].chunks], pa.large_binary())
+                if _is_float8_array(t)
+                else table[name]
+                for name, t in zip(frame.columns, types, strict=True)
+            ],
+            names=frame.columns,
+        )
         if encoder is None:
             encoders = {
                 field.name: LargeStringEncoderBuilder.new_with_output(field, Jsonb())
@@ -122,6 +147,86 @@ def encode(frames: Iterable[pl.DataFrame], types: Sequence[ColumnType]) -> Itera
             yield encoder.write_batch(batch)
     if encoder is not None:
         yield encoder.finish()
+
+
+@numba.njit(cache=True, inline="always")
+def _is_set(bitmap: np.ndarray, index: int) -> bool:
+    """Bit `index` of an Arrow validity bitmap (an empty bitmap: every value is valid)."""
+    return bitmap.size == 0 or (bitmap[index >> 3] >> (index & 7)) & 1 == 1
+
+
+@numba.njit(cache=True, inline="always")
+def _big_endian(word: int) -> np.uint32:
+    """A 32-bit value as the native word whose bytes in memory are its big-endian form."""
+    word = np.uint32(word)
+    return ((word & 0xFF) << 24) | ((word & 0xFF00) << 8) | ((word >> 8) & 0xFF00) | (word >> 24)
+
+
+@numba.njit(cache=True, nogil=True)
+def _float8_array_words(
+    values: np.ndarray, present: np.ndarray, present_at: int, offsets: np.ndarray, valid: np.ndarray, valid_at: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The binary form of one-dimensional float8[] values, as 32-bit words end to end, and Arrow byte offsets
+    of each value (a NULL array is empty). `values`: the elements' bits; `present`/`valid`: the validity
+    bitmaps of the elements and the arrays, from bit `present_at`/`valid_at`; `offsets`: Arrow list offsets.
+    Every part of the format is a multiple of four bytes: dimensions, flags, element type, size, lower bound,
+    then per element its length (-1: NULL) and its eight bytes."""
+    rows = len(offsets) - 1
+    ends = np.zeros(rows + 1, np.int64)
+    for row in range(rows):
+        words = 0
+        if _is_set(valid, valid_at + row):
+            words = 3 if offsets[row + 1] == offsets[row] else 5  # an empty array has no dimension
+            for element in range(offsets[row], offsets[row + 1]):
+                words += 3 if _is_set(present, present_at + element) else 1
+        ends[row + 1] = ends[row] + words
+    out = np.empty(ends[-1], np.uint32)
+    for row in range(rows):
+        if not _is_set(valid, valid_at + row):
+            continue
+        first, last, at = offsets[row], offsets[row + 1], ends[row]
+        has_null = 0
+        for element in range(first, last):
+            if not _is_set(present, present_at + element):
+                has_null = 1
+        out[at] = _big_endian(1 if last > first else 0)
+        out[at + 1] = _big_endian(has_null)
+        out[at + 2] = _big_endian(_FLOAT8_OID)
+        at += 3
+        if last > first:
+            out[at] = _big_endian(last - first)
+            out[at + 1] = _big_endian(1)
+            at += 2
+        for element in range(first, last):
+            if _is_set(present, present_at + element):
+                bits = values[element]
+                out[at] = _big_endian(8)
+                out[at + 1] = _big_endian(bits >> np.uint64(32))
+                out[at + 2] = _big_endian(bits & np.uint64(0xFFFFFFFF))
+                at += 3
+            else:
+                out[at] = np.uint32(0xFFFFFFFF)
+                at += 1
+    return out, ends * 4
+
+
+def _bitmap(buffer: pa.Buffer | None) -> np.ndarray:
+    return np.frombuffer(buffer if buffer is not None else b"", np.uint8)
+
+
+def _float8_array_fields(arrays: pa.Array) -> pa.Array:
+    """Arrow lists of float64 as the binary field values of float8[] (large_binary, NULL kept)."""
+    arrays = arrays.cast(pa.large_list(pa.float64()))
+    offsets = np.frombuffer(arrays.buffers()[1], np.int64)[arrays.offset : arrays.offset + len(arrays) + 1]
+    elements = arrays.values
+    values = np.frombuffer(elements.buffers()[1], np.uint64)[elements.offset : elements.offset + len(elements)]
+    words, ends = _float8_array_words(
+        values, _bitmap(elements.buffers()[0]), elements.offset, offsets, _bitmap(arrays.buffers()[0]), arrays.offset
+    )
+    validity = arrays.is_valid().buffers()[1] if arrays.null_count else None
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(arrays), [validity, pa.py_buffer(ends), pa.py_buffer(words)], arrays.null_count
+    )
 
 
 @numba.njit(cache=True, inline="always")

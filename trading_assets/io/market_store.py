@@ -387,12 +387,12 @@ def rewrite_rows(
     columns: list[str],
     end: date,
     expected_rows: int,
-    long_rows: pl.Expr | None = None,
+    weight_column: str | None = None,
     weight: sql.Composable | None = None,
 ) -> int:
     """Delete each (asset, tf)'s rows of `table` (schema.table) from its from_date in `starts` to `end` and COPY
     the `columns` of `frames`, each stored while the next is made; the rows per month of `counted_as` follow.
-    A row counts as `weight` in the table (`long_rows` of a frame's row): one, or its EMA values."""
+    A row counts as `weight` in the table (as `weight_column` of a frame's row): one, or its EMA values."""
     target = sql.Identifier(*table.split("."))
     filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     stored = row_counts.table_rows(conn, counted_as)
@@ -401,10 +401,7 @@ def rewrite_rows(
 
     def counted() -> Iterator[pl.DataFrame]:
         for frame in frames:
-            if long_rows is None:
-                added.append(row_counts.rows_by_month(frame))
-            else:
-                added.append(row_counts.rows_by_month(frame.with_columns(long_rows=long_rows), "long_rows"))
+            added.append(row_counts.rows_by_month(frame, weight_column))
             yield frame
 
     with _refilling(conn, table, stored, removed):
