@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trading_assets.compute.bars import calendar_bars, multi_tf_bars, validate_daily
+from trading_assets.compute.bars import calendar_bars, multi_tf_bars, validate_daily, with_bar_times
 from trading_assets.compute.calendars import EVERY_DAY, Timeframe, session_table
 
 
@@ -245,3 +245,25 @@ def test_property_recompute_from_any_day_with_the_carry_equals_full_build(
     )
     tail = build(daily.filter(pl.col("trade_date") >= start), timeframe, SESSIONS, carry)
     assert tail.equals(full.filter(pl.col("trade_date") >= start))
+
+
+def test_bar_times_are_local_midnights_per_asset_timezone_and_rows_keep_their_order() -> None:
+    # New York crosses into daylight saving time on 2024-03-10; asset 3 has no timezone row (UTC).
+    bars = pl.DataFrame(
+        {
+            "asset_id": [2, 1, 3, 1],
+            "bar_start": [date(2024, 3, 9), date(2024, 3, 9), date(2024, 3, 9), date(2024, 3, 10)],
+            "bar_end": [date(2024, 3, 9), date(2024, 3, 10), date(2024, 3, 9), date(2024, 3, 10)],
+        }
+    )
+    zones = pl.DataFrame({"asset_id": [1, 2], "timezone": ["America/New_York", "Asia/Tokyo"]})
+    timed = with_bar_times(bars, zones)
+    assert timed["asset_id"].to_list() == [2, 1, 3, 1]
+    assert [t.isoformat() for t in timed["time_open_bar"]] == [
+        "2024-03-08T15:00:00+00:00", "2024-03-09T05:00:00+00:00", "2024-03-09T00:00:00+00:00",
+        "2024-03-10T05:00:00+00:00",
+    ]  # fmt: skip
+    assert [t.isoformat() for t in timed["time_close_bar"]] == [
+        "2024-03-09T15:00:00+00:00", "2024-03-11T04:00:00+00:00", "2024-03-10T00:00:00+00:00",
+        "2024-03-11T04:00:00+00:00",
+    ]  # fmt: skip

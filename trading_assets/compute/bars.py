@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import numba
+import numpy as np
 import polars as pl
 
 from trading_assets.compute.calendars import Timeframe, session_table, sessions_up_to, window_start_end
+from trading_assets.compute.runs import group_starts
 from trading_assets.compute.validation import DEFAULT_BOUNDS, PriceBounds, implausible
 
 PRICES = ("open", "high", "low", "close")
@@ -110,42 +113,79 @@ def _with_carry(frame: pl.DataFrame, carry: pl.DataFrame | None, timeframe: Time
     state = pl.DataFrame(schema=CARRY_SCHEMA) if carry is None else carry.select(list(CARRY_SCHEMA))
     state = state.filter(pl.col("tf") == timeframe.label).drop("tf").cast({"asset_id": pl.Int64, "bar_seq": pl.Int64})
     renamed = state.rename({c: f"carry_{c}" for c in CARRY_SCHEMA if c not in ("asset_id", "tf", "bar_seq")})
-    return frame.join(renamed, on=["asset_id", "bar_seq"], how="left")
+    return frame.join(renamed, on=["asset_id", "bar_seq"], how="left", maintain_order="left")
 
 
-def _extreme_date(side: str, group: list[str]) -> pl.Expr:
-    """The first date on which the bar's running high (low) reached its value: ties keep the earlier day."""
-    value, carried = pl.col(side), pl.col(f"carry_{side}")
-    if side == "high":
-        before = pl.max_horizontal(value.cum_max().shift(1).over(group), carried)
-        new_extreme = before.is_null() | (value > before)
-    else:
-        before = pl.min_horizontal(value.cum_min().shift(1).over(group), carried)
-        new_extreme = before.is_null() | (value < before)
-    reached = pl.when(new_extreme).then(pl.col("trade_date")).forward_fill().over(group)
-    return pl.coalesce(reached, f"carry_{side}_date").alias(f"{side}_date")
+# A day that is not there (dates travel to the kernel as days since 1970).
+_NO_DAY = np.iinfo(np.int32).min
 
 
-def _running(group: list[str]) -> list[pl.Expr]:
-    """Snapshot values of a bar as of each row (rows sorted by date within `group`), continuing the carry."""
-    carried_volume = pl.col("carry_volume").is_not_null()
-    has_volume = (pl.col("volume").is_not_null().cum_sum().over(group) > 0) | carried_volume
-    # The carried sum enters at the bar's first new row, so additions happen in the order a full build makes them.
-    first_row = pl.int_range(pl.len()).over(group) == 0
-    volume_terms = pl.when(first_row & carried_volume).then(pl.col("carry_volume") + pl.col("volume").fill_null(0))
-    return [
-        *(_extreme_date(side, group) for side in ("high", "low")),
-        pl.coalesce("carry_open", pl.col("open").first().over(group)).alias("open"),
-        pl.max_horizontal(pl.col("high").cum_max().over(group), "carry_high").alias("high"),
-        pl.min_horizontal(pl.col("low").cum_min().over(group), "carry_low").alias("low"),
-        pl.col("close"),
-        pl.when(has_volume)
-        .then(volume_terms.otherwise(pl.col("volume").fill_null(0)).cum_sum().over(group))
-        .alias("volume"),
-        (pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(group) + pl.col("carry_pos_in_bar").fill_null(0)).alias(
-            "pos_in_bar"
-        ),
-    ]
+@numba.njit(cache=True)
+def _snapshot_values(
+    group_starts, days, opens, highs, lows, volumes, carry_open, carry_high, carry_low, carry_volume, carry_position,
+    carry_high_day, carry_low_day,
+):  # pragma: no cover (compiled)  # fmt: skip
+    """Per row, its bar's values so far, continuing the group's carry (NaN / _NO_DAY: none): open, high, low,
+    volume (NaN while no volume was seen), position in the bar, and the first days of the high and of the low
+    (ties keep the earlier day). Volumes add up in the order a full build adds them (a carried sum enters with
+    the bar's first new row), so a partial recompute equals a full one exactly."""
+    rows = days.size
+    open_out, high_out, low_out = np.empty(rows), np.empty(rows), np.empty(rows)
+    volume_out, position = np.empty(rows), np.empty(rows, np.int64)
+    high_day, low_day = np.empty(rows, np.int32), np.empty(rows, np.int32)
+    for g in range(group_starts.size - 1):
+        first = group_starts[g]
+        opening = opens[first] if np.isnan(carry_open[g]) else carry_open[g]
+        top, top_day, bottom, bottom_day = carry_high[g], carry_high_day[g], carry_low[g], carry_low_day[g]
+        carried = not np.isnan(carry_volume[g])
+        seen, total = carried, 0.0
+        for i in range(first, group_starts[g + 1]):
+            if np.isnan(top) or highs[i] > top:
+                top, top_day = highs[i], days[i]
+            if np.isnan(bottom) or lows[i] < bottom:
+                bottom, bottom_day = lows[i], days[i]
+            volume = 0.0 if np.isnan(volumes[i]) else volumes[i]
+            seen = seen or not np.isnan(volumes[i])
+            if i == first:
+                total = carry_volume[g] + volume if carried else volume
+            else:
+                total += volume
+            open_out[i], high_out[i], low_out[i] = opening, top, bottom
+            volume_out[i] = total if seen else np.nan
+            position[i] = i - first + 1 + carry_position[g]
+            high_day[i], low_day[i] = top_day, bottom_day
+    return open_out, high_out, low_out, volume_out, position, high_day, low_day
+
+
+def _with_running(frame: pl.DataFrame, group: list[str]) -> pl.DataFrame:
+    """The snapshot values of each row's bar as of that row (open, high, low, volume, pos_in_bar, high_date,
+    low_date), continuing the carry; rows sorted by date within `group`, each group's rows together."""
+    starts = group_starts(frame.select(group))
+    firsts = frame[starts[:-1]]
+
+    def floats(source: pl.DataFrame, column: str) -> np.ndarray:
+        return source[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+    def days(source: pl.DataFrame, column: str) -> np.ndarray:
+        return source[column].cast(pl.Int32).fill_null(_NO_DAY).to_numpy()
+
+    values = _snapshot_values(
+        starts, days(frame, "trade_date"), *(floats(frame, c) for c in ("open", "high", "low", "volume")),
+        *(floats(firsts, f"carry_{c}") for c in ("open", "high", "low", "volume")),
+        firsts["carry_pos_in_bar"].fill_null(0).cast(pl.Int64).to_numpy(),
+        days(firsts, "carry_high_date"), days(firsts, "carry_low_date"),
+    )  # fmt: skip
+    opens, highs, lows, volumes, position, high_day, low_day = values
+    return frame.with_columns(
+        pl.Series("open", opens),
+        pl.Series("high", highs),
+        pl.Series("low", lows),
+        pl.Series("volume", volumes).fill_nan(None),
+        pl.Series("pos_in_bar", position),
+        *(pl.Series(name, day).replace(_NO_DAY, None).cast(pl.Date) for name, day in (
+            ("high_date", high_day), ("low_date", low_day)
+        )),
+    )  # fmt: skip
 
 
 def multi_tf_bars(
@@ -162,11 +202,10 @@ def multi_tf_bars(
     rows = _with_carry(
         daily.sort("asset_id", "trade_date").with_columns(bar_seq=pl.col("row_index") // n + 1), carry, timeframe
     )
-    rows = rows.with_columns(
-        *_running(group), bar_start=pl.coalesce("carry_bar_start", pl.col("trade_date").first().over(group))
+    rows = _with_running(rows, group).with_columns(
+        bar_start=pl.coalesce("carry_bar_start", pl.col("trade_date").first().over(group))
     )
-    for day_column, name in [("trade_date", "sessions_to_date"), ("bar_start", "first_sessions")]:
-        rows = sessions_up_to(rows, day_column, sessions, name)
+    rows = sessions_up_to(rows, sessions, sessions_to_date=pl.col("trade_date"), first_sessions=pl.col("bar_start"))
     snapshots = rows.with_columns(
         count_missing_days=(pl.col("sessions_to_date") - pl.col("first_sessions") + 1 - pl.col("pos_in_bar")).clip(
             lower_bound=0
@@ -204,15 +243,16 @@ def calendar_bars(
         first_window_start=first_start,
     )
     day = pl.duration(days=1)
-    for day_column, name in [
-        (pl.col("trade_date"), "sessions_to_date"),
-        (pl.col("trade_date") - day, "sessions_before_date"),
-        (pl.col("bar_end"), "sessions_to_end"),
-        (pl.col("bar_start") - day, "sessions_before_window"),
-        (pl.col("first_trade_date") - day, "sessions_before_first"),
-        (pl.col("first_window_start") - day, "sessions_before_first_window"),
-    ]:
-        frame = sessions_up_to(frame.with_columns(_day=day_column), "_day", sessions, name).drop("_day")
+    frame = sessions_up_to(
+        frame,
+        sessions,
+        sessions_to_date=pl.col("trade_date"),
+        sessions_before_date=pl.col("trade_date") - day,
+        sessions_to_end=pl.col("bar_end"),
+        sessions_before_window=pl.col("bar_start") - day,
+        sessions_before_first=pl.col("first_trade_date") - day,
+        sessions_before_first_window=pl.col("first_window_start") - day,
+    )
 
     # The first window starts partially when an expected session of it precedes the asset's first row;
     # that depends on first_trade_date only, so any slice of the history agrees on it.
@@ -229,8 +269,7 @@ def calendar_bars(
     )
     is_session = pl.col("sessions_to_date") > pl.col("sessions_before_date")
     frame = (
-        _with_carry(frame, carry, timeframe)
-        .with_columns(*_running(group))
+        _with_running(_with_carry(frame, carry, timeframe), group)
         .with_columns(
             tf=pl.lit(timeframe.label),
             tf_days=(pl.col("bar_end") - pl.col("bar_start")).dt.total_days() + 1,
@@ -273,8 +312,9 @@ def daily_bars(daily: pl.DataFrame, context: pl.DataFrame, sessions: pl.DataFram
             _day_before=pl.col("trade_date") - pl.duration(days=1),
         )
     )
-    bars = sessions_up_to(bars, "_previous", sessions, "_sessions_to_previous")
-    bars = sessions_up_to(bars, "_day_before", sessions, "_sessions_before")
+    bars = sessions_up_to(
+        bars, sessions, _sessions_to_previous=pl.col("_previous"), _sessions_before=pl.col("_day_before")
+    )
     missing = (pl.col("_sessions_before") - pl.col("_sessions_to_previous")).clip(lower_bound=0).cast(pl.Int32)
     bars = bars.with_columns(count_missing_days=missing).with_columns(is_missing_days=pl.col("count_missing_days") > 0)
     return bars.drop(
@@ -309,27 +349,24 @@ def daily_bars_of_history(
 def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame:
     """Add time_open_bar / time_close_bar: local midnight of bar_start and of the day after bar_end, in UTC.
 
-    `timezones` maps asset_id to its IANA timezone.
+    `timezones` maps asset_id to its IANA timezone (none: UTC). Rows keep their order.
     """
-    joined = frame.join(timezones.select("asset_id", "timezone"), on="asset_id", how="left")
-    parts = []
-    for (timezone,), part in joined.group_by("timezone"):
-        zone = timezone or "UTC"
+    joined = frame.join(
+        timezones.select("asset_id", "timezone"), on="asset_id", how="left", maintain_order="left"
+    ).with_columns(pl.col("timezone").fill_null("UTC"))
+    zones = joined["timezone"].unique().sort().to_list()
 
-        def instant(day: pl.Expr, zone: str = zone) -> pl.Expr:
-            return day.cast(pl.Datetime("us")).dt.replace_time_zone(zone).dt.convert_time_zone("UTC")
+    def instant(day: pl.Expr) -> pl.Expr:
+        local = day.cast(pl.Datetime("us"))
+        by_zone = [
+            pl.when(pl.col("timezone") == zone).then(local.dt.replace_time_zone(zone).dt.convert_time_zone("UTC"))
+            for zone in zones
+        ]
+        return pl.coalesce(by_zone) if by_zone else pl.lit(None, pl.Datetime("us", "UTC"))
 
-        parts.append(
-            part.with_columns(
-                time_open_bar=instant(pl.col("bar_start")),
-                time_close_bar=instant(pl.col("bar_end") + pl.duration(days=1)),
-            )
-        )
-    if not parts:
-        return frame.with_columns(
-            time_open_bar=pl.lit(None, pl.Datetime("us", "UTC")), time_close_bar=pl.lit(None, pl.Datetime("us", "UTC"))
-        )
-    return pl.concat(parts).drop("timezone").sort("asset_id", "trade_date")
+    return joined.with_columns(
+        time_open_bar=instant(pl.col("bar_start")), time_close_bar=instant(pl.col("bar_end") + pl.duration(days=1))
+    ).drop("timezone")
 
 
 def invariant_violations(bars: pl.DataFrame) -> dict[str, pl.DataFrame]:

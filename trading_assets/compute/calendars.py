@@ -133,14 +133,17 @@ def session_table(calendars: list[str], start: date, end: date) -> pl.DataFrame:
     return pl.concat(frames).select("calendar", "session_date", "session_ordinal")
 
 
-def sessions_up_to(frame: pl.DataFrame, day_column: str, sessions: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Add `name`: how many sessions of the row's calendar fall on or before `day_column` (0 if none).
-    `sessions` as session_table makes it: each calendar's sessions in date order."""
-    counts = np.zeros(frame.height, np.int64)
-    days = frame[day_column]
+def sessions_up_to(frame: pl.DataFrame, sessions: pl.DataFrame, **days: pl.Expr) -> pl.DataFrame:
+    """Add a column per keyword: how many sessions of the row's calendar fall on or before the day its
+    expression gives (0 if none). `sessions` as session_table makes it: each calendar's sessions in date order."""
+    values = frame.select(calendar="calendar", **days)
+    counts = {name: np.zeros(frame.height, np.int64) for name in days}
     # A binary search per row in its calendar's session dates: the count is the last ordinal at or before it.
-    for calendar in frame["calendar"].unique():
-        rows = ((frame["calendar"] == calendar) & days.is_not_null()).to_numpy()
-        dates = sessions.filter(pl.col("calendar") == calendar)["session_date"]
-        counts[rows] = dates.search_sorted(days.filter(rows), side="right").to_numpy()
-    return frame.with_columns(pl.Series(name, counts))
+    for calendar in values["calendar"].unique():
+        rows = (values["calendar"] == calendar).to_numpy()
+        dates = sessions.filter(pl.col("calendar") == calendar)["session_date"].cast(pl.Int32).to_numpy()
+        for name in days:
+            column = values[name].filter(rows)
+            found = np.searchsorted(dates, column.cast(pl.Int32).fill_null(0).to_numpy(), side="right")
+            counts[name][rows] = np.where(column.is_null().to_numpy(), 0, found)
+    return frame.with_columns(pl.Series(name, count) for name, count in counts.items())

@@ -28,6 +28,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from trading_assets.compute.runs import group_starts
+
 GROUP = ["asset_id", "tf"]
 GRID_SCHEMA = {
     "asset_id": pl.Int64,
@@ -132,13 +134,6 @@ def _series(name: str, values: np.ndarray, defined: np.ndarray) -> pl.Series:
     return pl.Series(name, pa.array(values, mask=~defined), dtype=pl.Float64)
 
 
-def _groups(keys: pl.DataFrame) -> np.ndarray:
-    """Start offsets of the runs of equal keys in `keys` (sorted), with the end as the last element."""
-    runs = keys.select(pl.struct(keys.columns).rle_id())[:, 0].to_numpy()
-    changes = np.flatnonzero(np.diff(runs)) + 1
-    return np.concatenate([[0], changes, [runs.size]]).astype(np.int64)
-
-
 def ema(values: pl.Series, period: int, group_lengths: list[int] | None = None) -> pl.Series:
     """The kernel on its own: SMA-seeded EMA of `values` in order (per consecutive group of the given lengths)."""
     lengths = group_lengths or [values.len()]
@@ -157,7 +152,7 @@ def _prepared(grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int]
     keys = rows.select(GROUP).unique(maintain_order=True)
     aligned = keys.join(state, on=GROUP, how="left", maintain_order="left")
     arrays = {
-        "starts": _groups(rows.select(GROUP)),
+        "starts": group_starts(rows.select(GROUP)),
         "n_closes": aligned["n_closes"].fill_null(0).to_numpy(),
         "close_sum": aligned["close_sum"].fill_null(0.0).to_numpy(),
         **{c: aligned[c].fill_null(np.nan).to_numpy() for c in schema if c.startswith("ema_")},

@@ -358,11 +358,6 @@ def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataF
     )
 
 
-def key_order(conn: psycopg.Connection, labels: list[str]) -> list[str]:
-    """Timeframe labels in the order the tables' primary keys sort them (the database's collation)."""
-    return [label for (label,) in conn.execute("select tf from unnest(%s::text[]) tf order by tf", (labels,))]
-
-
 def replace_bars(
     conn: psycopg.Connection,
     family: str,
