@@ -477,9 +477,12 @@ def test_one_canonical_row_per_bar_and_the_daily_invariants_see_bad_rows(
             "is_partial_end": [False, False, False],
         }
     )
-    tally = BarTally()
+    tally, from_prices_held = BarTally(), BarTally()
     with psycopg.connect(settings.database_url) as writer:
         tally.add(writer, bars)
+        # The daily bars compare with the price rows they were built from: here only the first day's.
+        from_prices_held.add(writer, bars, pl.DataFrame({"asset_id": [asset], "trade_date": [day]}))
+    assert from_prices_held.violations["not_newer_than_prices"] == 2
     results = {r.check_name: r for r in tally.check_results()}
     assert tally.failed
     duplicates = results["one_canonical_row_per_bar"]

@@ -177,11 +177,8 @@ def replace_emas(
     expected_rows: int,
 ) -> int:
     """Delete each (asset, tf)'s rows from its from_date to `end` and COPY the rows of `wides` packed (about
-    `expected_rows` wide rows), each frame stored while the next is made; returns packed rows.
-
-    A frame's rows are stored in the order they come: each (asset, tf)'s rows together, in date order, is what
-    reads by key want. (Sorting each frame into the primary key's order cost 0.4 s a family for nothing: a
-    whole-table rewrite builds the indexes after the COPY, and a partial one writes few rows.)"""
+    `expected_rows` wide rows, in the primary key's order), each frame stored while the next is made; returns
+    packed rows."""
     emas, bars = ema_columns(periods)
 
     def packed_rows() -> Iterator[pl.DataFrame]:

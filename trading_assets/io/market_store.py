@@ -358,6 +358,19 @@ def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataF
     )
 
 
+def key_order(conn: psycopg.Connection, labels: list[str]) -> list[str]:
+    """Timeframe labels in the order the tables' primary keys sort them (the database's collation)."""
+    return [label for (label,) in conn.execute("select tf from unnest(%s::text[]) tf order by tf", (labels,))]
+
+
+def in_key_order(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Frames of one group of assets, one per timeframe in key_order and each in (asset, date) order, as one
+    frame in the primary key's order (asset, tf, date): a stable sort by asset alone. A whole-table rewrite
+    builds its indexes after the COPY, and the server sorts rows that come in that order in two thirds of
+    the time (2.2 M packed EMA rows: 0.87 s against 1.36 s)."""
+    return pl.concat(frames).sort("asset_id", maintain_order=True)
+
+
 def replace_bars(
     conn: psycopg.Connection,
     family: str,
@@ -542,27 +555,32 @@ def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataF
     )
 
 
-def rows_without_prices(conn: psycopg.Connection, written: pl.DataFrame) -> pl.DataFrame:
+def rows_without_prices(
+    conn: psycopg.Connection, written: pl.DataFrame, prices: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """The (asset_id, trade_date, rows) of `written` (bar rows just stored) on a date with no loaded price:
-    bars newer than prices."""
+    bars newer than prices. `prices`: the price rows (asset_id, trade_date) this transaction built them from,
+    when the caller holds them (the daily bars': the prices it read are the ones a read would find)."""
     schema = {"asset_id": pl.Int64, "trade_date": pl.Date, "rows": pl.Int64}
     if written.is_empty():
         return pl.DataFrame(schema=schema)
     days = written.group_by("asset_id", "trade_date").agg(rows=pl.len())
-    # The price dates of each asset over the span it was written, compared here: one range scan per asset
-    # instead of a lookup per written day.
-    filled_scratch_table(
-        conn,
-        "written_spans",
-        "(asset_id integer, first_date date, last_date date)",
-        days.group_by("asset_id").agg(first_date=pl.col("trade_date").min(), last_date=pl.col("trade_date").max()),
-    )
-    priced = read_frame(
-        conn,
-        "select p.asset_id, p.trade_date from written_spans w join market.price_histories p "
-        "on p.asset_id = w.asset_id and p.trade_date between w.first_date and w.last_date",
-        schema={"asset_id": pl.Int64, "trade_date": pl.Date},
-    )
+    if prices is None:
+        # The price dates of each asset over the span it was written, compared here: one range scan per asset
+        # instead of a lookup per written day.
+        filled_scratch_table(
+            conn,
+            "written_spans",
+            "(asset_id integer, first_date date, last_date date)",
+            days.group_by("asset_id").agg(first_date=pl.col("trade_date").min(), last_date=pl.col("trade_date").max()),
+        )
+        prices = read_frame(
+            conn,
+            "select p.asset_id, p.trade_date from written_spans w join market.price_histories p "
+            "on p.asset_id = w.asset_id and p.trade_date between w.first_date and w.last_date",
+            schema={"asset_id": pl.Int64, "trade_date": pl.Date},
+        )
+    priced = prices.select(pl.col("asset_id").cast(pl.Int64), "trade_date")
     return (
         days.join(priced, on=["asset_id", "trade_date"], how="anti").sort("asset_id", "trade_date").select(list(schema))
     )

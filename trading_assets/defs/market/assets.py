@@ -171,8 +171,10 @@ class BarTally:
         self.dates: list[date] = []
         self.sample: list[pl.DataFrame] = []
 
-    def add(self, conn: psycopg.Connection, bars: pl.DataFrame) -> None:
-        found = {**invariant_violations(bars), "not_newer_than_prices": market_store.rows_without_prices(conn, bars)}
+    def add(self, conn: psycopg.Connection, bars: pl.DataFrame, prices: pl.DataFrame | None = None) -> None:
+        """Tally the rows of one chunk; `prices`: the price rows they were built from, when the caller has them."""
+        newer = market_store.rows_without_prices(conn, bars, prices)
+        found = {**invariant_violations(bars), "not_newer_than_prices": newer}
         for name, rows in found.items():
             self.violations[name] += int(rows["rows"].sum()) if name == "not_newer_than_prices" else rows.height
             if rows.height:
@@ -414,7 +416,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
                 repairs += repaired.height
                 gaps += int(bars["is_missing_days"].sum())
-                tally.add(conn, bars)
+                tally.add(conn, bars, prices)
                 run.record_written(bars)
             settle(conn, run, ends.changed(conn))
             for family in [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]:
@@ -563,20 +565,23 @@ def _rebuild_family(
         date(daily["first_trade_date"].min().year - years - 1, 1, 1),
         date(daily["trade_date"].max().year + years + 1, 12, 31),
     )
+    order = market_store.key_order(conn, [t.label for t in timeframes])
+    ordered = sorted(timeframes, key=lambda t: order.index(t.label))
     frames = []
 
     def built() -> Iterator[pl.DataFrame]:
-        # A group of assets at a time: the server stores one group while the next is computed. Each (asset, tf)'s
-        # rows come together in date order, as reads by key want; sorting them into the primary key's order
-        # cost 0.3 s a family for nothing (a whole-table rewrite builds the indexes after the COPY).
+        # A group of assets at a time, in the primary key's order: the server stores one group while the next
+        # is computed.
         for group in stream_groups(daily):
             part, part_carry = daily.join(group, on="asset_id"), carry.join(group, on="asset_id")
             frames.append(
-                pl.concat(
-                    with_bar_times(
-                        (multi_tf_bars if t.unit == "D" else calendar_bars)(part, t, sessions, part_carry), assets
-                    )
-                    for t in timeframes
+                market_store.in_key_order(
+                    [
+                        with_bar_times(
+                            (multi_tf_bars if t.unit == "D" else calendar_bars)(part, t, sessions, part_carry), assets
+                        )
+                        for t in ordered
+                    ]
                 )
             )
             yield frames[-1]

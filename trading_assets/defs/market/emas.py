@@ -228,21 +228,22 @@ def _rebuild_emas(
     if implausible := implausible_assets(grid, ["close"], bounds):
         raise ImplausibleInput(implausible)
     wides = []
+    order = market_store.key_order(conn, [t.label for t in timeframes])
 
     def computed() -> Iterator[pl.DataFrame]:
-        # A group of assets at a time: the server stores one group's rows while the next group's are computed.
-        # (An empty grid still makes one empty frame: the checks below read its columns.)
+        # A group of assets at a time, in the primary key's order: the server stores one group's rows while the
+        # next group's are computed. (An empty grid still makes one empty frame: the checks below read its columns.)
         for group in stream_groups(grid, _STREAM_GRID_ROWS) or [grid.select("asset_id")]:
             part, part_carry = grid.join(group, on="asset_id"), carry.join(group, on="asset_id")
             frames = []
-            for timeframe in timeframes:
+            for timeframe in sorted(timeframes, key=lambda t: order.index(t.label)):
                 if v2:
                     rows = part.with_columns(tf=pl.lit(timeframe.label))
                     frames.append(v2_ema(rows, timeframe.nominal_days, periods, part_carry))
                 else:
                     rows = part.filter(pl.col("tf") == timeframe.label)
                     frames.append(dual_ema(rows, timeframe.nominal_days, periods, part_carry))
-            wides.append(pl.concat(frames))
+            wides.append(market_store.in_key_order(frames))
             yield wides[-1]
 
     removed_too = from_dates.join(pl.DataFrame({"tf": retired}, schema={"tf": pl.String}), how="cross")
