@@ -27,7 +27,7 @@ from trading_assets.defs.jobs import LOAD_PRICES_JOB, REFRESH_BARS_JOB
 from trading_assets.defs.market.assets import BAR_KEYS
 from trading_assets.defs.partitions import REBUILD_TAG, key_range_for_dates, monthly_partitions, range_tags
 from trading_assets.io.binary_copy import column_types
-from trading_assets.io.database import ensure_database, resolve_database_url, with_database
+from trading_assets.io.database import ensure_database, resolve_database_url, stop_embedded, with_database
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets.io.postgres import connect, copy_frame, copy_out, read_frame
 from trading_assets.orchestration import prepare_environment, run_job
@@ -58,6 +58,9 @@ def bench_platform(home: str) -> Iterator[tuple[Settings, str]]:
         with connect(server, autocommit=True) as conn:
             for db in (name, f"{name}_dagster"):
                 conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db)))
+        if base.database_url is None:
+            # The embedded server of this stage's home, stopped before its folder is removed (it writes to it).
+            stop_embedded(base.embedded_pgdata)
 
 
 def seed_prices(url: str, prices: pl.DataFrame) -> None:

@@ -120,7 +120,7 @@ def _with_carry(frame: pl.DataFrame, carry: pl.DataFrame | None, timeframe: Time
 _NO_DAY = np.iinfo(np.int32).min
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _snapshot_values(
     group_starts, days, opens, highs, lows, volumes, carry_open, carry_high, carry_low, carry_volume, carry_position,
     carry_high_day, carry_low_day,

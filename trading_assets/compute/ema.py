@@ -65,7 +65,7 @@ def carry_schema(periods: list[int]) -> dict[str, pl.DataType]:
     }
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _running_closes(values, taken, group_starts, first_count, first_total):  # pragma: no cover (compiled)
     """Per row, how many values of its group were taken so far and their sum, continuing each group's carry."""
     count = np.empty(values.size, np.int64)
@@ -80,7 +80,7 @@ def _running_closes(values, taken, group_starts, first_count, first_total):  # p
     return count, total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _seeded(values, taken, group_starts, horizon, smoothing, first_count, first_total, first_ema):  # pragma: no cover
     """The kernel: per group, null until `horizon` values were taken (counting and summing on from the carry's
     count and sum, exactly as `_running_closes`), their mean on the horizon-th, then `smoothing * value +
@@ -108,7 +108,7 @@ def _seeded(values, taken, group_starts, horizon, smoothing, first_count, first_
     return out, defined
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _continued(values, starts_here, start_values, group_starts, smoothing, first_ema):  # pragma: no cover
     """An EMA over every row of a group that starts at the first row flagged `starts_here` with that row's
     `start_values` (or continues the carry's EMA). Returns (values, defined)."""
