@@ -137,7 +137,9 @@ def _finished(settings: Settings, url: str, summary) -> int:
 def _loaded(settings: Settings, url: str, summary) -> int:
     """_finished for a load: a load that kept its good rows and recorded rejects says so, and exits 4."""
     status = _finished(settings, url, summary)
-    rejects = sum(int(metadata.get("run_rejects", 0) or 0) for _, _, metadata in summary.materializations)
+    # Each asset's run metadata once (a run over several months records a materialization per month).
+    latest = {asset: metadata for asset, _, metadata in summary.materializations}
+    rejects = sum(int(metadata.get("run_rejects", 0) or 0) for metadata in latest.values())
     if status == 0 and rejects:
         print(f"{rejects} input row(s) rejected and recorded with file, line and reason (run_rejects above)")
         return EXIT_WITH_REJECTS

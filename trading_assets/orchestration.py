@@ -86,7 +86,12 @@ def summarize(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
     run = instance.get_run_by_id(run_id)
     assert run is not None
     summary = RunSummary(run_id=run_id, job_name=run.job_name, success=run.status == DagsterRunStatus.SUCCESS)
-    for entry in instance.all_logs(run_id):
+    wanted = {
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        dg.DagsterEventType.STEP_FAILURE,
+    }
+    for entry in instance.all_logs(run_id, of_type=wanted):
         event = entry.dagster_event
         if event is None:
             continue

@@ -153,6 +153,18 @@ def test_bad_rows_are_recorded_and_the_good_rows_load_with_exit_4(
     assert changed_tables(before, _state(conn)) <= LOAD_TABLES
 
 
+def test_the_rejects_of_a_load_over_several_months_are_counted_once(
+    cli_env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "months.csv"
+    days = ["2021-01-04", "2021-02-01", "2021-03-01"]
+    path.write_text(
+        "date,open,high,low,close,volume\n" + "".join(f"{d},10,11,9,10,100\n" for d in days) + "2021-03-02,-1,1,1,1,1\n"
+    )
+    assert main(["load", "prices", str(path), "--symbol", "MONTHS"]) == 4
+    assert "\n1 input row(s) rejected" in capsys.readouterr().out
+
+
 def test_an_encoding_given_loads_every_row(cli_env: Settings, conn: psycopg.Connection) -> None:
     assert main(["load", "prices", str(CORPUS / "latin1.csv"), "--symbol", "L1", "--encoding", "latin-1"]) == 0
     assert len(_prices(conn, "L1")) == 3

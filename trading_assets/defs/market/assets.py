@@ -351,21 +351,22 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         with warehouse.transaction() as conn:
             results = [_load_file(conn, spec, window, settings.price_bounds) for spec in specs]
             loaded = pl.concat([r.pop("frame") for r in results]) if results else pl.DataFrame(schema=_LOADED_SCHEMA)
-            report_partitions(context, row_counts.rows_per_month(conn, table), row_counts.rows_by_month(loaded))
+            rows_now = row_counts.rows_per_month(conn, table)
             described = table_metadata(conn, table, row_counts.table_rows(conn, table))
         totals = {key: sum(r[key] for r in results) for key in ("rows", "inserted", "revised", "unchanged", "rejects")}
         totals["repeated_rows"] = sum(r["repeated_rows"] for r in results)
         crossed = loaded.filter(pl.col("high") < pl.col("low"))
+        metadata = {
+            **described,
+            "files": len(specs),
+            "assets": len({s.symbol for s in specs}),
+            **{f"run_{key}": value for key, value in totals.items()},
+            **_date_range(loaded),
+            "preview": preview(loaded.sort("asset_id", "trade_date").drop("line", "source_file"), "rows loaded"),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         yield dg.MaterializeResult(
-            metadata={
-                **described,
-                "files": len(specs),
-                "assets": len({s.symbol for s in specs}),
-                **{f"run_{key}": value for key, value in totals.items()},
-                **_date_range(loaded),
-                "preview": preview(loaded.sort("asset_id", "trade_date").drop("line", "source_file"), "rows loaded"),
-                "seconds": round(time.perf_counter() - started, 3),
-            }
+            metadata=report_partitions(context, rows_now, row_counts.rows_by_month(loaded), metadata)
         )
         yield dg.AssetCheckResult(
             check_name="prices_not_crossed",

@@ -361,9 +361,9 @@ def materialization(
 ) -> dg.MaterializeResult:
     """The materialization of a run that keeps its writes: per partition, rows written and rows now; for the
     run, the table, what it rewrote and what still waits."""
-    report_partitions(context, row_counts.rows_per_month(conn, table), run.written_by_month)
+    described = {**table_metadata(conn, table, row_counts.table_rows(conn, table)), **run.metadata(), **metadata}
     return dg.MaterializeResult(
-        metadata={**table_metadata(conn, table, row_counts.table_rows(conn, table)), **run.metadata(), **metadata},
+        metadata=report_partitions(context, row_counts.rows_per_month(conn, table), run.written_by_month, described),
         check_results=selected_checks(
             context, [*checks, _changes_applied(conn, run.family), _quarantine_result(conn, run)]
         ),

@@ -191,23 +191,22 @@ def build_series_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             present = in_window.drop_nulls("value")
             counts = series_store.upsert_observations(conn, present)
             described = table_metadata(conn, "core_energy.fact_series_value")
-            report_partitions(
-                context, series_store.observations_per_month(conn), rows_by_month(present, day="obs_date")
-            )
+            rows_now = series_store.observations_per_month(conn)
+        metadata = {
+            **described,
+            "preview": preview(present.sort("series_code", "obs_date").select("series_code", "obs_date", "value")),
+            "files": len(paths),
+            "rows": present.height,
+            "missing_values": in_window.height - present.height,
+            "inserted": counts.inserted,
+            "revised": counts.revised,
+            "unchanged": counts.unchanged,
+            "first_date": str(present["obs_date"].min()) if present.height else "",
+            "last_date": str(present["obs_date"].max()) if present.height else "",
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         return dg.MaterializeResult(
-            metadata={
-                **described,
-                "preview": preview(present.sort("series_code", "obs_date").select("series_code", "obs_date", "value")),
-                "files": len(paths),
-                "rows": present.height,
-                "missing_values": in_window.height - present.height,
-                "inserted": counts.inserted,
-                "revised": counts.revised,
-                "unchanged": counts.unchanged,
-                "first_date": str(present["obs_date"].min()) if present.height else "",
-                "last_date": str(present["obs_date"].max()) if present.height else "",
-                "seconds": round(time.perf_counter() - started, 3),
-            }
+            metadata=report_partitions(context, rows_now, rows_by_month(present, day="obs_date"), metadata)
         )
 
     @dg.asset(
