@@ -10,6 +10,7 @@ stored row, so it needs a run over all months (automation starts one when dim_em
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -117,6 +118,20 @@ def bars_fresh_result(conn: psycopg.Connection, stale: list[int], skipped: bool)
     )
 
 
+@dataclass
+class EmaBuild:
+    """What one rewrite of a group of assets wrote and found: per wide row written its asset, date and long rows
+    (`written`), its first and last wide rows (`sample`), packed rows, invalid values, rejects and the number of
+    EMAs out of their price bounds."""
+
+    written: pl.DataFrame
+    sample: pl.DataFrame
+    packed_rows: int
+    invalid: pl.DataFrame
+    rejects: pl.DataFrame
+    out_of_bounds: int
+
+
 class EmaTally:
     """Rows written and validation findings over the chunks of one run."""
 
@@ -128,14 +143,14 @@ class EmaTally:
         self.dates: list[date] = []
         self.sample: list[pl.DataFrame] = []
 
-    def add(self, wide: pl.DataFrame, packed: int, invalid: pl.DataFrame, rejects: pl.DataFrame, bounds: int) -> None:
-        self.packed_rows += packed
-        self.invalid = pl.concat([self.invalid, invalid], how="diagonal_relaxed")
-        self.out_of_bounds += bounds
-        self.rejects.append(rejects)
-        if wide.height:
-            self.dates += [wide["trade_date"].min(), wide["trade_date"].max()]
-            self.sample.append(pl.concat([wide.head(3), wide.tail(3)]))
+    def add(self, built: EmaBuild) -> None:
+        self.packed_rows += built.packed_rows
+        self.invalid = pl.concat([self.invalid, built.invalid], how="diagonal_relaxed")
+        self.out_of_bounds += built.out_of_bounds
+        self.rejects.append(built.rejects)
+        if built.written.height:
+            self.dates += [built.written["trade_date"].min(), built.written["trade_date"].max()]
+            self.sample.append(built.sample)
 
     def check_results(self) -> list[dg.AssetCheckResult]:
         sample = self.invalid.head(20).to_dicts() if self.invalid.height else []
@@ -208,12 +223,10 @@ def _rebuild_emas(
     starts: dict[int, date],
     end: date,
     bounds: PriceBounds,
-) -> tuple[pl.DataFrame, int, pl.DataFrame, pl.DataFrame, int]:
+) -> EmaBuild:
     """Rewrite each asset's EMAs of every timeframe from its start date to `end` (rows of retired timeframes
-    in that span are removed).
-
-    Returns (the wide rows written, packed rows written, invalid values, rejects, out-of-bounds count).
-    """
+    in that span are removed). Each group of assets is checked as it is stored, so that no more than one
+    group's wide rows are held."""
     from_dates = pl.DataFrame(
         {"asset_id": list(starts), "from_date": list(starts.values())},
         schema={"asset_id": pl.Int64, "from_date": pl.Date},
@@ -227,8 +240,8 @@ def _rebuild_emas(
     )
     if implausible := implausible_assets(grid, ["close"], bounds):
         raise ImplausibleInput(implausible)
-    wides = []
     order = market_store.key_order(conn, [t.label for t in timeframes])
+    written, samples, invalid, candidates = [], [], [], []
 
     def computed() -> Iterator[pl.DataFrame]:
         # A group of assets at a time, in the primary key's order: the server stores one group's rows while the
@@ -243,24 +256,25 @@ def _rebuild_emas(
                 else:
                     rows = part.filter(pl.col("tf") == timeframe.label)
                     frames.append(dual_ema(rows, timeframe.nominal_days, periods, part_carry))
-            wides.append(market_store.in_key_order(frames))
-            yield wides[-1]
+            wide = market_store.in_key_order(frames)
+            written.append(wide.select("asset_id", "trade_date", long_rows=values_per_row(periods)))
+            samples.append(pl.concat([wide.head(3), wide.tail(3)]))
+            invalid.append(value_violations(wide, periods))
+            candidates.append(price_bound_candidates(wide, periods))
+            yield wide
 
     removed_too = from_dates.join(pl.DataFrame({"tf": retired}, schema={"tf": pl.String}), how="cross")
     expected = grid.height * (len(timeframes) if v2 else 1)
     packed = ema_store.replace_emas(
         conn, family, computed(), pl.concat([rewrite_from, removed_too]), periods, end, expected
     )
-    wide = pl.concat(wides)
-    invalid = value_violations(wide, periods)
-    candidates = price_bound_candidates(wide, periods)
-    bounds = price_bound_violations(candidates, ema_store.daily_closes(conn, _windows(candidates)))
-    bounds = bounds.join(
-        candidates.select(*GROUP, "period", "trade_date", "close"), on=[*GROUP, "period", "trade_date"]
-    )
-    rejects = _rejects(invalid, bounds)
+    found, outside = pl.concat(invalid), pl.concat(candidates)
+    bounds = price_bound_violations(outside, ema_store.daily_closes(conn, _windows(outside)))
+    bounds = bounds.join(outside.select(*GROUP, "period", "trade_date", "close"), on=[*GROUP, "period", "trade_date"])
+    rejects = _rejects(found, bounds)
     ema_store.replace_rejects(conn, family, starts, rejects, end)
-    return wide, packed, invalid, rejects, bounds.height
+    sample = pl.concat([samples[0].head(3), samples[-1].tail(3)])
+    return EmaBuild(pl.concat(written), sample, packed, found, rejects, bounds.height)
 
 
 def _windows(candidates: pl.DataFrame) -> pl.DataFrame:
@@ -328,14 +342,14 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                 ends = EndStates(conn, run, ema_store.packed_table(family), "price_bars_1d", labels, columns, last_day)
                 if periods and timeframes:
 
-                    def rebuild(starts: dict[int, date]) -> tuple:
+                    def rebuild(starts: dict[int, date]) -> EmaBuild:
                         end, bounds = run.window.end, settings.price_bounds
                         return _rebuild_emas(conn, family, timeframes, retired, periods, starts, end, bounds)
 
                     for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
-                        for wide, *found in build_quarantining(conn, run, chunk, rebuild):
-                            tally.add(wide, *found)
-                            run.record_written(wide.with_columns(long_rows=values_per_row(periods)), "long_rows")
+                        for built in build_quarantining(conn, run, chunk, rebuild):
+                            tally.add(built)
+                            run.record_written(built.written, "long_rows")
                 settle(conn, run, ends.changed(conn))
                 if tally.invalid.height:
                     # Invalid values never replace stored ones; their rejects are kept to show why.
