@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from psycopg import sql
 
+from trading_assets.io import postgres
 from trading_assets.io.postgres import copy_frame, read_frame
 
 TABLE = (
@@ -130,3 +131,20 @@ def test_fixed_size_float_arrays_and_sliced_frames_are_written_as_float8_arrays(
     scratch.execute("truncate roundtrip")
     copy_frame(scratch, sql.Identifier("roundtrip"), lists)
     assert scratch.execute("select closes::text from roundtrip").fetchall() == [("{1}",), (None,), ("{NULL}",)]
+
+
+def test_a_read_decoded_in_many_blocks_is_the_frame_written(
+    scratch: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of about 300 bytes: every few rows start a block of their own, decoded while the next arrive.
+    rows = [
+        {"i": n, "s": "é" * (n % 5), "closes": [float(n), None][: n % 3], "ts": datetime(2024, 3, 10, 7, tzinfo=UTC)}
+        for n in range(2_000)
+    ]
+    frame = pl.DataFrame([{**dict.fromkeys(SCHEMA), **r} for r in rows], schema=SCHEMA, orient="row")
+    monkeypatch.setattr(postgres, "_DECODED_BLOCK_BYTES", 300)
+    blocks = []
+    decode = postgres.decode
+    monkeypatch.setattr(postgres, "decode", lambda block, *args: blocks.append(block) or decode(block, *args))
+    assert_frame_equal(_round_trip(scratch, frame), frame, check_exact=True)
+    assert len(blocks) > 100 and all(b.startswith(b"PGCOPY\n\xff\r\n\x00") and b.endswith(b"\xff\xff") for b in blocks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import polars as pl
@@ -114,32 +115,39 @@ def copy_out(conn: psycopg.Connection, query: sql.Composable, text_format: str |
     with conn.cursor() as cur, cur.copy(statement) as copy:
         if text_format:
             return b"".join(bytes(block) for block in copy)
-        return _binary_stream(conn.pgconn, copy)
+        return b"".join(_binary_blocks(conn.pgconn, copy, None))
 
 
-def _binary_stream(pgconn: psycopg.pq.abc.PGconn, copy: psycopg.Copy) -> bytearray:
-    """The messages of a binary COPY TO STDOUT up to its trailer, end to end; then `copy` is finished.
+def _binary_blocks(pgconn: psycopg.pq.abc.PGconn, copy: psycopg.Copy, block_bytes: int | None) -> Iterator[bytes]:
+    """A binary COPY TO STDOUT as streams of their own (the header, whole rows, the trailer) of about
+    `block_bytes` each (None: one stream); then `copy` is finished.
 
     The server sends a message per row. Taking those libpq has already received straight from it, and
     waiting through psycopg only when none is, takes a third of the CPU of psycopg's reader per row.
     """
-    stream = bytearray()
+    header, rows = b"", bytearray()
     get = pgconn.get_copy_data
     while True:
         size, message = get(1)
-        if size > 2 and stream:  # a row; the first message may be the header and the trailer
-            stream += message
-            continue
         if size == 0:  # nothing received yet: wait for the next message
             message = copy.read()
             size = len(message)
-        stream += message
-        # The trailer (a field count of -1) is a message of its own, or follows the header when no rows.
-        if stream[-2:] == _TRAILER and (size == 2 or len(stream) == header_size(stream) + 2):
+        if not header:  # the first message: the header, then the trailer when there are no rows
+            header = bytes(message[: header_size(message)])
+            rest = message[len(header) :]
+            if bytes(rest) == _TRAILER:
+                break
+            rows += rest
+        elif size == 2 and bytes(message) == _TRAILER:
             break
+        else:
+            rows += message
+            if block_bytes is not None and len(rows) >= block_bytes:
+                yield header + rows + _TRAILER
+                rows = bytearray()
     if copy.read():
         raise psycopg.DataError("binary COPY stream continues after its trailer")
-    return stream
+    yield header + rows + _TRAILER
 
 
 def read_typed(conn: psycopg.Connection, query: sql.Composable) -> pl.DataFrame:
@@ -164,7 +172,7 @@ def read_frame(
     """
     if schema is not None and params is None:
         composed, types = readable(conn, sql.SQL(query) if isinstance(query, str) else query)
-        return conform(decode(copy_out(conn, composed), list(schema), types), schema)
+        return conform(_decoded(conn, composed, list(schema), types), schema)
     with conn.cursor() as cur:
         cur.execute(query, params)
         names = [d.name for d in cur.description or []]
@@ -172,6 +180,22 @@ def read_frame(
     if schema is not None:
         return pl.DataFrame(rows, schema=schema, orient="row")
     return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+
+
+# Bytes of rows decoded on a second thread while the next ones arrive.
+_DECODED_BLOCK_BYTES = 8 << 20
+
+
+def _decoded(conn: psycopg.Connection, query: sql.Composable, names: list[str], types: list) -> pl.DataFrame:
+    """The rows of `query` received by binary COPY and decoded block by block on a second thread while the
+    next block arrives (the compiled kernels release the GIL)."""
+    statement = sql.SQL("copy ({}) to stdout (format binary)").format(query)
+    with ThreadPoolExecutor(max_workers=1) as pool, conn.cursor() as cur, cur.copy(statement) as copy:
+        blocks = [
+            pool.submit(decode, block, names, types)
+            for block in _binary_blocks(conn.pgconn, copy, _DECODED_BLOCK_BYTES)
+        ]
+    return pl.concat([block.result() for block in blocks], rechunk=False)
 
 
 def scratch_table(conn: psycopg.Connection, name: str, definition: str) -> sql.Identifier:
