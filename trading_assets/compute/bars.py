@@ -351,22 +351,27 @@ def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame
 
     `timezones` maps asset_id to its IANA timezone (none: UTC). Rows keep their order.
     """
-    joined = frame.join(
+    zoned = frame.join(
         timezones.select("asset_id", "timezone"), on="asset_id", how="left", maintain_order="left"
-    ).with_columns(pl.col("timezone").fill_null("UTC"))
-    zones = joined["timezone"].unique().sort().to_list()
-
-    def instant(day: pl.Expr) -> pl.Expr:
-        local = day.cast(pl.Datetime("us"))
-        by_zone = [
-            pl.when(pl.col("timezone") == zone).then(local.dt.replace_time_zone(zone).dt.convert_time_zone("UTC"))
-            for zone in zones
+    ).with_columns(pl.col("timezone").fill_null("UTC"), _after_end=pl.col("bar_end") + pl.duration(days=1))
+    # Each zone's local midnights are computed on its own distinct days only, then joined back.
+    days = pl.concat(
+        [zoned.select("timezone", day=pl.col("bar_start")), zoned.select("timezone", day=pl.col("_after_end"))]
+    ).unique()
+    instants = pl.concat(
+        [
+            part.with_columns(
+                instant=pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone(zone).dt.convert_time_zone("UTC")
+            )
+            for (zone,), part in days.group_by("timezone")
         ]
-        return pl.coalesce(by_zone) if by_zone else pl.lit(None, pl.Datetime("us", "UTC"))
-
-    return joined.with_columns(
-        time_open_bar=instant(pl.col("bar_start")), time_close_bar=instant(pl.col("bar_end") + pl.duration(days=1))
-    ).drop("timezone")
+        or [days.with_columns(instant=pl.lit(None, pl.Datetime("us", "UTC")))]
+    )
+    for day, name in (("bar_start", "time_open_bar"), ("_after_end", "time_close_bar")):
+        zoned = zoned.join(
+            instants.rename({"day": day, "instant": name}), on=["timezone", day], how="left", maintain_order="left"
+        )
+    return zoned.drop("timezone", "_after_end")
 
 
 def invariant_violations(bars: pl.DataFrame) -> dict[str, pl.DataFrame]:
