@@ -566,8 +566,7 @@ def _rebuild_family(
         date(daily["first_trade_date"].min().year - years - 1, 1, 1),
         date(daily["trade_date"].max().year + years + 1, 12, 31),
     )
-    order = market_store.key_order(conn, [t.label for t in timeframes])
-    ordered = sorted(timeframes, key=lambda t: order.index(t.label))
+    ordered = market_store.timeframes_in_key_order(conn, timeframes)
     frames = []
 
     def built() -> Iterator[pl.DataFrame]:

@@ -240,7 +240,7 @@ def _rebuild_emas(
     )
     if implausible := implausible_assets(grid, ["close"], bounds):
         raise ImplausibleInput(implausible)
-    order = market_store.key_order(conn, [t.label for t in timeframes])
+    ordered = market_store.timeframes_in_key_order(conn, timeframes)
     written, samples, invalid, candidates = [], [], [], []
 
     def computed() -> Iterator[pl.DataFrame]:
@@ -249,7 +249,7 @@ def _rebuild_emas(
         for group in stream_groups(grid, _STREAM_GRID_ROWS) or [grid.select("asset_id")]:
             part, part_carry = grid.join(group, on="asset_id"), carry.join(group, on="asset_id")
             frames = []
-            for timeframe in sorted(timeframes, key=lambda t: order.index(t.label)):
+            for timeframe in ordered:
                 if v2:
                     rows = part.with_columns(tf=pl.lit(timeframe.label))
                     frames.append(v2_ema(rows, timeframe.nominal_days, periods, part_carry))
