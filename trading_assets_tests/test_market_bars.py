@@ -140,7 +140,7 @@ def test_a_file_with_a_crossed_row_fails_the_blocking_check_and_stops_the_bars(
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "prices_not_crossed"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert check.metadata["crossed_rows"].value == 1
-    assert f"{crossed} |      3 | 2024-01-03   |      8 |    12 |" in check.metadata["rows"].value
+    assert f"| {crossed} | 3 | 2024-01-03 | 8.0 | 12.0 |" in check.metadata["rows"].value
     # The file's rows are kept as loaded; nothing downstream of them was built.
     assert [e.asset_key for e in result.get_asset_materialization_events()] == [PRICE_HISTORIES]
     assert conn.execute("select count(*) from market.price_bars_1d").fetchone() == (0,)

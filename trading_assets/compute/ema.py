@@ -26,7 +26,6 @@ from collections.abc import Callable
 import numba
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from trading_assets.compute.runs import group_starts
 
@@ -131,7 +130,7 @@ def _continued(values, starts_here, start_values, group_starts, smoothing, first
 
 def _series(name: str, values: np.ndarray, defined: np.ndarray) -> pl.Series:
     """A float column, null where the EMA is not defined (a NaN that is defined stays NaN)."""
-    return pl.Series(name, pa.array(values, mask=~defined), dtype=pl.Float64)
+    return pl.select(pl.when(pl.Series(defined)).then(pl.Series(values, dtype=pl.Float64)).alias(name)).to_series()
 
 
 def ema(values: pl.Series, period: int, group_lengths: list[int] | None = None) -> pl.Series:

@@ -46,8 +46,23 @@ def preview(frame: pl.DataFrame, title: str = "rows") -> dg.MetadataValue:
     if frame.is_empty():
         return dg.MetadataValue.md(f"no {title}")
     shown = frame if frame.height <= 2 * _PREVIEW_ROWS else pl.concat([frame.head(3), frame.tail(3)])
-    # Dates as written (pandas would show them as midnight timestamps).
-    return dg.MetadataValue.md(shown.with_columns(pl.col(pl.Date).cast(pl.String)).to_pandas().to_markdown(index=False))
+    return dg.MetadataValue.md(markdown_table(shown))
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    """`frame` as a Markdown table, numbers right-aligned, NULL as an empty cell (written here: pandas'
+    to_markdown cost a run's process 0.3 s to import pandas)."""
+
+    def cell(value: object) -> str:
+        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+    numeric = [dtype.is_numeric() for dtype in frame.dtypes]
+    lines = [
+        "| " + " | ".join(frame.columns) + " |",
+        "|" + "|".join("---:" if right else ":---" for right in numeric) + "|",
+        *("| " + " | ".join(map(cell, row)) + " |" for row in frame.iter_rows()),
+    ]
+    return "\n".join(lines)
 
 
 # Run metadata too large to repeat on every partition's materialization (a run of ten years writes 120).

@@ -2,11 +2,70 @@
 database, so that `dagster dev`, `dagster definitions validate` and `dg` work in the project root with
 no environment set (the embedded server is started on demand)."""
 
+from collections.abc import Sequence
+
+from dagster import DagsterEventType
 from dagster._config.config_schema import UserConfigSchema
-from dagster._serdes import ConfigurableClassData
-from dagster_postgres import DagsterPostgresStorage
+from dagster._core.event_api import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
+from dagster._serdes import ConfigurableClassData, serialize_value
+from dagster_postgres import (
+    DagsterPostgresStorage,
+    PostgresEventLogStorage,
+    PostgresRunStorage,
+    PostgresScheduleStorage,
+)
 
 from trading_assets.io.database import instance_storage_url
+
+_PLANNED = frozenset({DagsterEventType.ASSET_MATERIALIZATION_PLANNED, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
+
+
+class PlatformEventLogStorage(PostgresEventLogStorage):
+    """Dagster's PostgreSQL event log, storing the events a run plans in one statement each.
+
+    A run over 120 months of 6 assets plans 720 materializations and, per check, one execution row per month.
+    Dagster stores planned events one at a time (four statements each) and serialises a check's event again
+    for every partition: 2.2 s of a ten-year bar rebuild. The rows stored are the same."""
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        if not {event.get_dagster_event().event_type for event in events} <= _PLANNED:
+            super().store_event_batch(events)
+            return
+        with self._connect() as conn:
+            inserted = conn.execute(
+                SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True),
+                [self._event_to_row(event) for event in events],
+            )
+            ids = [row[0] for row in inserted]
+        # An asset's row in asset_keys holds its newest planned event only, as after storing them one by one.
+        newest_of_asset: dict[str, tuple[EventLogEntry, int]] = {}
+        for event, event_id in zip(events, ids, strict=True):
+            dagster_event = event.get_dagster_event()
+            if dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+                newest_of_asset[dagster_event.asset_key.to_string()] = (event, event_id)
+            else:
+                self.store_asset_check_event(event, event_id)
+        with self.index_transaction() as conn:
+            for event, event_id in newest_of_asset.values():
+                self._store_asset_event(conn, event, event_id)
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        planned = event.get_dagster_event().asset_check_planned_data
+        keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        row = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**row, "partition": key} for key in keys])
 
 
 class PlatformStorage(DagsterPostgresStorage):
@@ -15,7 +74,14 @@ class PlatformStorage(DagsterPostgresStorage):
     written into the instance's configuration."""
 
     def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
-        super().__init__(instance_storage_url(), inst_data=inst_data)
+        # DagsterPostgresStorage.__init__, with the platform's event log.
+        self.postgres_url = instance_storage_url()
+        self.should_autocreate_tables = True
+        self._inst_data = inst_data
+        self._run_storage = PostgresRunStorage(self.postgres_url)
+        self._event_log_storage = PlatformEventLogStorage(self.postgres_url)
+        self._schedule_storage = PostgresScheduleStorage(self.postgres_url)
+        DagsterStorage.__init__(self)
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
