@@ -110,7 +110,7 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: 
         dict(from_dates.iter_rows()),
         {"asset_id": pl.Int64, "trade_date": pl.Date, "close": pl.Float64},
         end,
-    )
+    ).sort("asset_id", "trade_date")
     span_schema = {"asset_id": pl.Int64, "tf": pl.String, "first": pl.Date, "last": pl.Date}
     grids = []
     for bars in EMA_SOURCES[family]:
@@ -137,12 +137,17 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: 
                 "and t.trade_date >= r.from_date and t.trade_date < {} and not t.is_partial_end offset 0) t"
             ).format(table, sql.Literal(end)),
             schema={"asset_id": pl.Int64, "tf": pl.String, "trade_date": pl.Date},
-        ).with_columns(canonical=pl.lit(True))
+        )
+        # Each (asset, tf) span numbered, and a canonical date found by one integer (span high, day low): a
+        # join on the string tf of every grid row cost 0.25 s of 2.2 M rows.
+        spans = spans.sort("asset_id", "tf").with_row_index("span")
+        span_day = pl.col("span").cast(pl.Int64) * 2**32 + pl.col("trade_date").cast(pl.Int32)
+        canonical_days = canonical.join(spans, on=["asset_id", "tf"]).select(span_day).to_series()
+        # Joined in order, so that the sort below finds the rows sorted (0.03 s instead of 0.5 s).
         grid = (
-            spans.join(daily, on="asset_id")
+            spans.join(daily, on="asset_id", maintain_order="left_right")
             .filter(pl.col("trade_date").is_between(pl.col("first"), pl.col("last")))
-            .join(canonical, on=["asset_id", "tf", "trade_date"], how="left")
-            .with_columns(pl.col("canonical").fill_null(False))
+            .with_columns(canonical=span_day.is_in(canonical_days.implode()))
         )
         grids.append(grid.select(list(GRID_SCHEMA)))
     return pl.concat(grids).sort("asset_id", "tf", "trade_date")
