@@ -22,7 +22,7 @@ from trading_assets.config import Settings
 from trading_assets.definitions import build_definitions
 from trading_assets.defs.jobs import TABLE_CHECKS
 from trading_assets.defs.market import assets as market_assets
-from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES, BarTally
+from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES, BarTally, WrittenBars
 from trading_assets.defs.market.emas import EMA_KEYS
 from trading_assets.io import market_store
 from trading_assets.io.ema_store import EMA_SOURCES
@@ -479,9 +479,9 @@ def test_one_canonical_row_per_bar_and_the_daily_invariants_see_bad_rows(
     )
     tally, from_prices_held = BarTally(), BarTally()
     with psycopg.connect(settings.database_url) as writer:
-        tally.add(writer, bars)
+        tally.add(writer, WrittenBars.of(bars))
         # The daily bars compare with the price rows they were built from: here only the first day's.
-        from_prices_held.add(writer, bars, pl.DataFrame({"asset_id": [asset], "trade_date": [day]}))
+        from_prices_held.add(writer, WrittenBars.of(bars), pl.DataFrame({"asset_id": [asset], "trade_date": [day]}))
     assert from_prices_held.violations["not_newer_than_prices"] == 2
     results = {r.check_name: r for r in tally.check_results()}
     assert tally.failed
@@ -491,6 +491,11 @@ def test_one_canonical_row_per_bar_and_the_daily_invariants_see_bad_rows(
     assert not results["ohlc_consistent"].passed and "2024-01-09" in results["ohlc_consistent"].metadata["rows"].value
     assert not results["not_newer_than_prices"].passed
     assert results["not_newer_than_prices"].metadata["violations"].value == 3
+    # A family's groups of assets are summed up as one: counts add, rows per day stay, the sample spans them.
+    whole, parts = WrittenBars.of(bars), WrittenBars.concat([WrittenBars.of(bars.head(2)), WrittenBars.of(bars[2:])])
+    assert parts.violations["ohlc_consistent"][0] == whole.violations["ohlc_consistent"][0] == 1
+    assert parts.days.sort("trade_date").equals(whole.days.sort("trade_date"))
+    assert (parts.sample["trade_date"][0], parts.sample["trade_date"][-1]) == (day, day + timedelta(days=7))
 
 
 def _covered_here() -> set[str]:

@@ -559,15 +559,15 @@ def dates_of_bar_seq(conn: psycopg.Connection, wanted: pl.DataFrame) -> pl.DataF
 
 
 def rows_without_prices(
-    conn: psycopg.Connection, written: pl.DataFrame, prices: pl.DataFrame | None = None
+    conn: psycopg.Connection, days: pl.DataFrame, prices: pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """The (asset_id, trade_date, rows) of `written` (bar rows just stored) on a date with no loaded price:
-    bars newer than prices. `prices`: the price rows (asset_id, trade_date) this transaction built them from,
-    when the caller holds them (the daily bars': the prices it read are the ones a read would find)."""
+    """The (asset_id, trade_date, rows) of `days` (bar rows just stored, per asset and date) on a date with no
+    loaded price: bars newer than prices. `prices`: the price rows (asset_id, trade_date) this transaction built
+    them from, when the caller holds them (the daily bars': the prices it read are the ones a read would find)."""
     schema = {"asset_id": pl.Int64, "trade_date": pl.Date, "rows": pl.Int64}
-    if written.is_empty():
+    if days.is_empty():
         return pl.DataFrame(schema=schema)
-    days = written.group_by("asset_id", "trade_date").agg(rows=pl.len())
+    days = days.cast(schema)
     if prices is None:
         # The price dates of each asset over the span it was written, compared here: one range scan per asset
         # instead of a lookup per written day.

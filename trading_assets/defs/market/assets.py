@@ -9,6 +9,7 @@ rewrites its window is in `rebuild.py`.
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -162,6 +163,42 @@ _SHOWN_VIOLATIONS = 20
 _CHUNK_DAILY_ROWS = 400_000
 
 
+@dataclass
+class WrittenBars:
+    """What a rebuild wrote, without its rows: the rows per (asset_id, trade_date), each invariant's violations
+    (count and the first offending rows) and a sample. Made per group of assets while the next is stored, so
+    that a run never holds a whole family's rows."""
+
+    days: pl.DataFrame
+    violations: dict[str, tuple[int, pl.DataFrame]]
+    sample: pl.DataFrame
+
+    @classmethod
+    def of(cls, bars: pl.DataFrame) -> "WrittenBars":
+        found = invariant_violations(bars)
+        return cls(
+            bars.group_by("asset_id", "trade_date").agg(rows=pl.len()),
+            {name: (rows.height, rows.head(_SHOWN_VIOLATIONS)) for name, rows in found.items()},
+            pl.concat([bars.head(3), bars.tail(3)]),
+        )
+
+    @classmethod
+    def concat(cls, parts: list["WrittenBars"]) -> "WrittenBars":
+        if not parts:
+            return cls.of(pl.DataFrame(schema=_EMPTY_BARS))
+        return cls(
+            pl.concat([p.days for p in parts]),
+            {
+                name: (
+                    sum(p.violations[name][0] for p in parts),
+                    pl.concat([p.violations[name][1] for p in parts], how="diagonal_relaxed").head(_SHOWN_VIOLATIONS),
+                )
+                for name in parts[0].violations
+            },
+            pl.concat([parts[0].sample.head(3), parts[-1].sample.tail(3)]),
+        )
+
+
 class BarTally:
     """Date range, a sample and invariant violations of the rows one run writes, over its chunks."""
 
@@ -171,17 +208,17 @@ class BarTally:
         self.dates: list[date] = []
         self.sample: list[pl.DataFrame] = []
 
-    def add(self, conn: psycopg.Connection, bars: pl.DataFrame, prices: pl.DataFrame | None = None) -> None:
-        """Tally the rows of one chunk; `prices`: the price rows they were built from, when the caller has them."""
-        newer = market_store.rows_without_prices(conn, bars, prices)
-        found = {**invariant_violations(bars), "not_newer_than_prices": newer}
-        for name, rows in found.items():
-            self.violations[name] += int(rows["rows"].sum()) if name == "not_newer_than_prices" else rows.height
+    def add(self, conn: psycopg.Connection, written: WrittenBars, prices: pl.DataFrame | None = None) -> None:
+        """Tally what one chunk wrote; `prices`: the price rows it was built from, when the caller has them."""
+        newer = market_store.rows_without_prices(conn, written.days, prices)
+        found = {**written.violations, "not_newer_than_prices": (int(newer["rows"].sum()), newer)}
+        for name, (count, rows) in found.items():
+            self.violations[name] += count
             if rows.height:
                 self.offending[name].append(rows.head(_SHOWN_VIOLATIONS))
-        if bars.height:
-            self.dates += [bars["trade_date"].min(), bars["trade_date"].max()]
-            self.sample.append(pl.concat([bars.head(3), bars.tail(3)]))
+        if written.days.height:
+            self.dates += [written.days["trade_date"].min(), written.days["trade_date"].max()]
+            self.sample.append(written.sample)
 
     @property
     def failed(self) -> bool:
@@ -417,8 +454,9 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
                 repairs += repaired.height
                 gaps += int(bars["is_missing_days"].sum())
-                tally.add(conn, bars, prices)
-                run.record_written(bars)
+                written = WrittenBars.of(bars)
+                tally.add(conn, written, prices)
+                run.record_written(written.days, "rows")
             settle(conn, run, ends.changed(conn))
             for family in [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]:
                 market_store.mark_dirty(conn, family, run.plan.starts)
@@ -452,13 +490,13 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 tally = BarTally()
                 bounds = settings.price_bounds
 
-                def rebuild(starts: dict[int, date]) -> pl.DataFrame:
+                def rebuild(starts: dict[int, date]) -> WrittenBars:
                     return _rebuild_family(conn, family, timeframes, retired, starts, run.window.end, bounds)
 
                 for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
-                    for bars in build_quarantining(conn, run, chunk, rebuild):
-                        tally.add(conn, bars)
-                        run.record_written(bars)
+                    for written in build_quarantining(conn, run, chunk, rebuild):
+                        tally.add(conn, written)
+                        run.record_written(written.days, "rows")
                 settle(conn, run, ends.changed(conn))
                 for emas in ema_store.EMAS_OF_BARS[family]:
                     market_store.mark_dirty(conn, emas, run.plan.starts)
@@ -518,7 +556,7 @@ def _rebuild_family(
     bounds: PriceBounds,
 ) -> pl.DataFrame:
     """Rewrite each asset's bars of every timeframe from its start date to `end`; rows of retired timeframes
-    in that span are removed. Returns the rows written; raises ImplausibleInput for assets whose daily bars
+    in that span are removed. Returns what was written; raises ImplausibleInput for assets whose daily bars
     are outside `bounds`.
 
     Only daily rows from the start date on are read: a bar in progress continues from its last stored
@@ -526,7 +564,7 @@ def _rebuild_family(
     later than its own date, so a one-day refresh costs one day whatever the history behind it.
     """
     if not starts:
-        return pl.DataFrame(schema=_EMPTY_BARS)
+        return WrittenBars.concat([])
     context = market_store.daily_context(conn, starts)
     rewrite_from = context.select("asset_id", "from_date").join(
         pl.DataFrame({"tf": [t.label for t in timeframes] + retired}, schema={"tf": pl.String}), how="cross"
@@ -557,9 +595,8 @@ def _rebuild_family(
         raise ImplausibleInput(implausible)
     columns = _family_columns(family)
     if daily.is_empty() or not timeframes:
-        empty = pl.DataFrame(schema=_EMPTY_BARS)
         market_store.replace_bars(conn, family, [], rewrite_from, [], end, 0)
-        return empty
+        return WrittenBars.concat([])
     years = max((t.n for t in timeframes if t.unit == "Y"), default=1)
     sessions = session_table(
         daily["calendar"].unique().to_list(),
@@ -567,25 +604,24 @@ def _rebuild_family(
         date(daily["trade_date"].max().year + years + 1, 12, 31),
     )
     ordered = market_store.timeframes_in_key_order(conn, timeframes)
-    frames = []
+    written = []
 
     def built() -> Iterator[pl.DataFrame]:
         # A group of assets at a time, in the primary key's order: the server stores one group while the next
-        # is computed.
+        # is computed and checked.
         for group in stream_groups(daily):
             part, part_carry = daily.join(group, on="asset_id"), carry.join(group, on="asset_id")
-            frames.append(
-                market_store.in_key_order(
-                    [
-                        with_bar_times(
-                            (multi_tf_bars if t.unit == "D" else calendar_bars)(part, t, sessions, part_carry), assets
-                        )
-                        for t in ordered
-                    ]
-                )
+            bars = market_store.in_key_order(
+                [
+                    with_bar_times(
+                        (multi_tf_bars if t.unit == "D" else calendar_bars)(part, t, sessions, part_carry), assets
+                    )
+                    for t in ordered
+                ]
             )
-            yield frames[-1]
+            written.append(WrittenBars.of(bars))
+            yield bars
 
     # A snapshot row per daily row and timeframe.
     market_store.replace_bars(conn, family, built(), rewrite_from, columns, end, daily.height * len(timeframes))
-    return pl.concat(frames)
+    return WrittenBars.concat(written)
