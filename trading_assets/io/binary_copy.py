@@ -325,12 +325,15 @@ def _validity(valid: np.ndarray) -> pa.Buffer | None:
     return None if valid.all() else _bits(valid)
 
 
+def _nulls(valid: np.ndarray) -> int:
+    return len(valid) - int(np.count_nonzero(valid))
+
+
 def _arrow(arrow_type: pa.DataType, values: np.ndarray, valid: np.ndarray) -> pa.Array:
     """The Arrow array over native numpy `values` (NULL where not `valid`), built from its buffers: pa.array
     would import pandas on its first call (0.3 s of a process's first read)."""
     data = _bits(values) if arrow_type == pa.bool_() else pa.py_buffer(values)
-    nulls = len(valid) - int(np.count_nonzero(valid))
-    return pa.Array.from_buffers(arrow_type, len(values), [_validity(valid), data], null_count=nulls)
+    return pa.Array.from_buffers(arrow_type, len(values), [_validity(valid), data], null_count=_nulls(valid))
 
 
 def _values(buffer: np.ndarray, words: np.ndarray, name: str) -> pa.Array:
@@ -338,9 +341,8 @@ def _values(buffer: np.ndarray, words: np.ndarray, name: str) -> pa.Array:
     if _SCALARS[name][1] is None:
         skip = 1 if name == "jsonb" else 0  # jsonb's binary value is a version byte, then the text
         data, ends, valid = _text_bytes(buffer, words, skip)
-        nulls = int((~valid).sum())
         return pa.LargeStringArray.from_buffers(
-            len(words), pa.py_buffer(ends), pa.py_buffer(data), _validity(valid), nulls
+            len(words), pa.py_buffer(ends), pa.py_buffer(data), _validity(valid), _nulls(valid)
         )
     native = np.dtype(_SCALARS[name][1]).newbyteorder("=")
     raw = np.empty(len(words), f"u{native.itemsize}")
@@ -367,10 +369,8 @@ def _column(buffer: np.ndarray, words: np.ndarray, column: ColumnType) -> pa.Arr
         return _values(buffer, words, column.name)
     ends, valid, element_words = _array_elements(buffer, words)
     values = _values(buffer, element_words, column.name)
-    nulls = len(valid) - int(np.count_nonzero(valid))
-    return pa.Array.from_buffers(
-        pa.large_list(values.type), len(words), [_validity(valid), pa.py_buffer(ends)], nulls, children=[values]
-    )
+    buffers = [_validity(valid), pa.py_buffer(ends)]
+    return pa.Array.from_buffers(pa.large_list(values.type), len(words), buffers, _nulls(valid), children=[values])
 
 
 def decode(payload: bytes, names: Sequence[str], types: Sequence[ColumnType]) -> pl.DataFrame:

@@ -554,7 +554,7 @@ def _rebuild_family(
     starts: dict[int, date],
     end: date,
     bounds: PriceBounds,
-) -> pl.DataFrame:
+) -> WrittenBars:
     """Rewrite each asset's bars of every timeframe from its start date to `end`; rows of retired timeframes
     in that span are removed. Returns what was written; raises ImplausibleInput for assets whose daily bars
     are outside `bounds`.
