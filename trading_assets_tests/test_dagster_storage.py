@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import psycopg
+import pytest
 from dagster_postgres import PostgresEventLogStorage
 from psycopg import sql
 
@@ -85,3 +86,21 @@ def test_planned_events_are_stored_as_dagster_stores_them(server_url: str) -> No
         "2024-04-01",
     ]
     assert platform == dagster
+
+
+def test_planned_events_are_stored_all_or_none(server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the events' rows were inserted stores none of them (Dagster then stores them one by one:
+    nothing is stored twice)."""
+    events = _planned_events()
+
+    def fails(*_: object) -> None:
+        raise RuntimeError("asset key upsert failed")
+
+    with database_copy(server_url, "template0") as url:
+        storage = PlatformEventLogStorage(with_database(url, urlsplit(url).path[1:], scheme="postgresql+psycopg2"))
+        monkeypatch.setattr(storage, "_store_asset_event", fails)
+        with pytest.raises(RuntimeError, match="upsert failed"):
+            storage.store_event_batch(events)
+        stored = _rows(url)
+        storage.dispose()
+    assert stored == {"event_logs": [], "asset_keys": [], "asset_check_executions": [], "asset_event_tags": []}

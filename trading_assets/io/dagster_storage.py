@@ -24,7 +24,7 @@ _PLANNED = frozenset({DagsterEventType.ASSET_MATERIALIZATION_PLANNED, DagsterEve
 
 
 class PlatformEventLogStorage(PostgresEventLogStorage):
-    """Dagster's PostgreSQL event log, storing the events a run plans in one statement each.
+    """Dagster's PostgreSQL event log, storing the events a run plans in one transaction.
 
     A run over 120 months of 6 assets plans 720 materializations and, per check, one execution row per month.
     Dagster stores planned events one at a time (four statements each) and serialises a check's event again
@@ -34,25 +34,33 @@ class PlatformEventLogStorage(PostgresEventLogStorage):
         if not {event.get_dagster_event().event_type for event in events} <= _PLANNED:
             super().store_event_batch(events)
             return
-        with self._connect() as conn:
+        # One transaction: when a statement fails nothing is stored, and Dagster stores the events one by one.
+        with self.index_transaction() as conn:
             inserted = conn.execute(
                 SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True),
                 [self._event_to_row(event) for event in events],
             )
-            ids = [row[0] for row in inserted]
-        # An asset's row in asset_keys holds its newest planned event only, as after storing them one by one.
-        newest_of_asset: dict[str, tuple[EventLogEntry, int]] = {}
-        for event, event_id in zip(events, ids, strict=True):
-            dagster_event = event.get_dagster_event()
-            if dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
-                newest_of_asset[dagster_event.asset_key.to_string()] = (event, event_id)
-            else:
-                self.store_asset_check_event(event, event_id)
-        with self.index_transaction() as conn:
+            # An asset's row in asset_keys holds its newest planned event only, as after storing them one by one.
+            newest_of_asset: dict[str, tuple[EventLogEntry, int]] = {}
+            checks = []
+            for event, (event_id,) in zip(events, inserted.fetchall(), strict=True):
+                dagster_event = event.get_dagster_event()
+                if dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+                    newest_of_asset[dagster_event.asset_key.to_string()] = (event, event_id)
+                else:
+                    checks += self._planned_check_rows(event, event_id)
+            if checks:
+                conn.execute(AssetCheckExecutionsTable.insert(), checks)
             for event, event_id in newest_of_asset.values():
                 self._store_asset_event(conn, event, event_id)
 
     def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), self._planned_check_rows(event, event_id))
+
+    def _planned_check_rows(self, event: EventLogEntry, event_id: int | None) -> list[dict[str, object]]:
+        """A planned check's execution rows, one per partition, its event serialised once (Dagster serialises it
+        again for every partition)."""
         planned = event.get_dagster_event().asset_check_planned_data
         keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
         row = {
@@ -64,8 +72,7 @@ class PlatformEventLogStorage(PostgresEventLogStorage):
             "evaluation_event_timestamp": self._event_insert_timestamp(event),
             "evaluation_event_storage_id": event_id,
         }
-        with self.index_connection() as conn:
-            conn.execute(AssetCheckExecutionsTable.insert(), [{**row, "partition": key} for key in keys])
+        return [{**row, "partition": key} for key in keys]
 
 
 class PlatformStorage(DagsterPostgresStorage):
