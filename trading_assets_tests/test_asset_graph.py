@@ -268,6 +268,10 @@ def test_the_asset_graph_is_the_declared_lineage(platform: Platform) -> None:
     assert "2025-03-01" not in own.get_partition_keys() and "2025-02-01" in own.get_partition_keys()
     for key in [PRICE_HISTORIES, *BAR_KEYS.values(), *EMA_KEYS.values()]:
         assert graph.get(key).code_version, key
+    # A bar family's check against the loaded prices reads them: the check declares it.
+    for key in BAR_KEYS.values():
+        check = graph.get(dg.AssetCheckKey(key, "not_newer_than_prices"))
+        assert check.parent_entity_keys == {key, PRICE_HISTORIES}, key
 
 
 def _btc(first: str, last: str) -> list[str]:

@@ -147,10 +147,17 @@ INVARIANT_CHECKS = {
 }
 
 
+# What a check reads besides its asset's rows (not_newer_than_prices: the loaded prices, which only the daily
+# bars have as a parent), declared on the check so that the graph shows every table a run reads.
+_CHECK_READS = {"not_newer_than_prices": [PRICE_HISTORIES]}
+
+
 def invariant_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
         *(
-            dg.AssetCheckSpec(name, asset=key, blocking=True, description=text)
+            dg.AssetCheckSpec(
+                name, asset=key, blocking=True, description=text, additional_deps=_CHECK_READS.get(name, [])
+            )
             for name, text in INVARIANT_CHECKS.items()
         ),
         changes_applied_spec(key),
