@@ -45,8 +45,13 @@ def preview(frame: pl.DataFrame, title: str = "rows") -> dg.MetadataValue:
     """A Markdown table of the first and last rows of `frame`."""
     if frame.is_empty():
         return dg.MetadataValue.md(f"no {title}")
-    shown = frame if frame.height <= 2 * _PREVIEW_ROWS else pl.concat([frame.head(3), frame.tail(3)])
+    shown = frame if frame.height <= 2 * _PREVIEW_ROWS else ends(frame)
     return dg.MetadataValue.md(markdown_table(shown))
+
+
+def ends(first: pl.DataFrame, last: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The first rows of `first` and the last rows of `last` (else of `first`): what a preview shows of them."""
+    return pl.concat([first.head(_PREVIEW_ROWS), (first if last is None else last).tail(_PREVIEW_ROWS)])
 
 
 def markdown_table(frame: pl.DataFrame) -> str:

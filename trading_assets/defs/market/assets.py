@@ -51,7 +51,7 @@ from trading_assets.defs.market.rebuild import (
 )
 from trading_assets.defs.partitions import partitions_end, run_window
 from trading_assets.defs.resources import Warehouse
-from trading_assets.defs.table_metadata import preview, report_partitions, table_metadata
+from trading_assets.defs.table_metadata import ends, preview, report_partitions, table_metadata
 from trading_assets.io import ema_store, market_store, row_counts
 from trading_assets.progress import PROGRESS_MESSAGE
 from trading_assets.sources.price_files import PriceFile, read_price_file
@@ -186,7 +186,7 @@ class WrittenBars:
         return cls(
             bars.group_by("asset_id", "trade_date").agg(rows=pl.len()),
             {name: (rows.height, rows.head(_SHOWN_VIOLATIONS)) for name, rows in found.items()},
-            pl.concat([bars.head(3), bars.tail(3)]),
+            ends(bars),
         )
 
     @classmethod
@@ -202,7 +202,7 @@ class WrittenBars:
                 )
                 for name in parts[0].violations
             },
-            pl.concat([parts[0].sample.head(3), parts[-1].sample.tail(3)]),
+            ends(parts[0].sample, parts[-1].sample),
         )
 
 

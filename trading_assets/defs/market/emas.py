@@ -57,7 +57,7 @@ from trading_assets.defs.market.rebuild import (
 )
 from trading_assets.defs.partitions import partitions_end
 from trading_assets.defs.resources import Warehouse
-from trading_assets.defs.table_metadata import preview
+from trading_assets.defs.table_metadata import ends, preview
 from trading_assets.io import ema_store, market_store
 
 # Grid rows (one per asset, timeframe and day) of a group of assets computed while the previous group is stored.
@@ -258,7 +258,7 @@ def _rebuild_emas(
                     frames.append(dual_ema(rows, timeframe.nominal_days, periods, part_carry))
             wide = market_store.in_key_order(frames)
             written.append(wide.select("asset_id", "trade_date", long_rows=values_per_row(periods)))
-            samples.append(pl.concat([wide.head(3), wide.tail(3)]))
+            samples.append(ends(wide))
             invalid.append(value_violations(wide, periods))
             candidates.append(price_bound_candidates(wide, periods))
             yield wide
@@ -273,7 +273,7 @@ def _rebuild_emas(
     bounds = bounds.join(outside.select(*GROUP, "period", "trade_date", "close"), on=[*GROUP, "period", "trade_date"])
     rejects = _rejects(found, bounds)
     ema_store.replace_rejects(conn, family, starts, rejects, end)
-    sample = pl.concat([samples[0].head(3), samples[-1].tail(3)])
+    sample = ends(samples[0], samples[-1])
     return EmaBuild(pl.concat(written), sample, packed, found, rejects, bounds.height)
 
 
