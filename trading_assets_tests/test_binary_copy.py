@@ -78,8 +78,8 @@ def test_random_frames_round_trip_exactly(scratch: psycopg.Connection, rows: lis
     assert_frame_equal(back, frame, check_exact=True)
 
 
-def test_a_large_frame_decoded_on_two_threads_round_trips_exactly(scratch: psycopg.Connection) -> None:
-    # 100,000 rows x 11 columns: past the size from which columns are decoded on two threads.
+def test_a_large_frame_read_in_several_blocks_round_trips_exactly(scratch: psycopg.Connection) -> None:
+    # 100,000 rows x 11 columns: more than one block of a typed read, each decoded while the next arrives.
     examples = [
         {"i": 1, "b": -(2**63), "f": float("nan"), "d": date(1000, 1, 1), "ts": datetime(2024, 3, 10, 7, tzinfo=UTC),
          "s": "é", "ok": True, "closes": [1.5, None, float("-inf")], "periods": [9, 200], "tags": ["a", ""],

@@ -10,7 +10,6 @@ stream and numpy turns each column into an Arrow array (big-endian values, Postg
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -27,8 +26,6 @@ _EPOCH_MICROS = _EPOCH_DAYS * 86_400 * 1_000_000
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _BATCH_ROWS = 100_000
 _FLOAT8_OID = 701
-# Fields (rows x columns) from which a read decodes its columns on two threads.
-_PARALLEL_FIELDS = 1_000_000
 
 # Element types by name: their polars type and the big-endian numpy type of their binary value.
 _SCALARS: dict[str, tuple[pl.DataType, str | None]] = {
@@ -374,17 +371,11 @@ def _column(buffer: np.ndarray, words: np.ndarray, column: ColumnType) -> pa.Arr
 
 
 def decode(payload: bytes, names: Sequence[str], types: Sequence[ColumnType]) -> pl.DataFrame:
-    """The frame a binary COPY TO STDOUT stream holds, typed by `types`. Large streams decode their columns
-    on two threads (the compiled kernels release the GIL)."""
+    """The frame a binary COPY TO STDOUT stream holds, typed by `types`."""
     if not payload:
         return pl.DataFrame(schema={n: t.polars for n, t in zip(names, types, strict=True)})
     buffer = np.frombuffer(payload, np.uint8)
     words = _scan(buffer, len(names), header_size(payload))
-    columns = list(zip(words, types, strict=True))
-    if words.size >= _PARALLEL_FIELDS:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            arrays = list(pool.map(lambda pair: _column(buffer, *pair), columns))
-    else:
-        arrays = [_column(buffer, at, column) for at, column in columns]
+    arrays = [_column(buffer, at, column) for at, column in zip(words, types, strict=True)]
     frame = pl.from_arrow(pa.Table.from_arrays(arrays, names=list(names)), rechunk=False)
     return frame.cast({n: t.polars for n, t in zip(names, types, strict=True)})
