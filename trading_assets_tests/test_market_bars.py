@@ -319,6 +319,41 @@ def test_a_full_rewrite_builds_the_indexes_after_its_copy_and_a_failed_one_keeps
         conn.execute("insert into market.price_bars_multi_tf select * from market.price_bars_multi_tf limit 1")
 
 
+def _file_of(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute("select pg_relation_filenode(%s::regclass)", (table,)).fetchone()[0]
+
+
+def test_a_rewrite_of_every_row_truncates_and_freezes_and_one_that_misses_a_row_deletes(
+    platform: Platform, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    prices = _write(tmp_path / "x.csv", [f"2024-01-{d:02d},10,11,9,{10 + d / 10},100" for d in range(1, 32)])
+    _load(platform, [{"path": str(prices), "symbol": "XTEST"}], ("2024-01-01", "2024-01-01"))
+    table = "market.price_bars_multi_tf"
+    empty = _file_of(conn, table)
+    _bars(platform, ("2024-01-01", "2024-01-01"))
+    first = _snapshot(conn)
+    # A first build and a full rewrite truncate (a new file) and COPY frozen rows: their pages are marked
+    # all-visible as they are written, so the visibility map exists before any vacuum.
+    assert _file_of(conn, table) != empty
+    assert conn.execute("select pg_relation_size(%s::regclass, 'vm')", (table,)).fetchone()[0] > 0
+    built = _file_of(conn, table)
+    _bars(platform, ("2024-01-01", "2024-01-01"), full_window=True)
+    rewritten = _file_of(conn, table)
+    assert rewritten != built and _snapshot(conn) == first
+    # Rows the run does not rebuild (of an asset without prices, written by SQL) are not replaced: the rewrite
+    # deletes instead, and they stay.
+    other = conn.execute("insert into market.dim_assets (symbol) values ('YTEST') returning asset_id").fetchone()[0]
+    conn.execute("create temp table outside as select * from market.price_bars_multi_tf")
+    conn.execute("update outside set asset_id = %s", (other,))
+    conn.execute("insert into market.price_bars_multi_tf select * from outside")
+    _bars(platform, ("2024-01-01", "2024-01-01"), full_window=True)
+    assert _file_of(conn, table) == rewritten
+    kept = conn.execute("select count(*) from market.price_bars_multi_tf where asset_id = %s", (other,)).fetchone()
+    assert kept == (len(first["price_bars_multi_tf"]),)
+    conn.execute("delete from market.price_bars_multi_tf where asset_id = %s", (other,))
+    assert _snapshot(conn) == first
+
+
 def test_d4_backfill_at_series_start_renumbers_without_duplicates(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:

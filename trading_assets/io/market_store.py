@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
 
@@ -403,11 +403,22 @@ def rewrite_rows(
 ) -> int:
     """Delete each (asset, tf)'s rows of `table` (schema.table) from its from_date in `starts` to `end` and COPY
     the `columns` of `frames`, each stored while the next is made; the rows per month of `counted_as` follow.
-    A row counts as `weight` in the table (as `weight_column` of a frame's row): one, or its EMA values."""
+    A row counts as `weight` in the table (as `weight_column` of a frame's row): one, or its EMA values.
+
+    A rewrite that replaces every row of the table (a first build, a full rebuild) truncates it instead of
+    deleting, COPYs the rows frozen and builds the indexes after: no dead rows, and no later pass that sets
+    hint bits on every page or freezes it (a rebuilt EMA family: 14 s -> 6 s). TRUNCATE locks the table
+    until the commit, as the index rebuild did; a transaction whose snapshot is older than the commit reads
+    the new rows (frozen rows are visible to every snapshot), not the ones its snapshot saw.
+    """
     target = sql.Identifier(*table.split("."))
     filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    stored = row_counts.table_rows(conn, counted_as)
-    removed = delete_rows(conn, target, "replace_from", end, expected_rows, weight or _ONE_ROW)
+    whole = _replaces_every_row(conn, target, "replace_from", end)
+    if whole:
+        conn.execute(sql.SQL("truncate {}").format(target))
+        removed = row_counts.rows_per_month(conn, counted_as)
+    else:
+        removed = delete_rows(conn, target, "replace_from", end, expected_rows, weight or _ONE_ROW)
     added = []
 
     def counted() -> Iterator[pl.DataFrame]:
@@ -415,23 +426,32 @@ def rewrite_rows(
             added.append(row_counts.rows_by_month(frame, weight_column))
             yield frame
 
-    with _refilling(conn, table, stored, removed):
-        written = copy_frames(conn, target, counted(), columns)
+    with indexes_built_after(conn, table) if whole else nullcontext():
+        written = copy_frames(conn, target, counted(), columns, freeze=whole)
     row_counts.record_changes(
         conn, counted_as, pl.concat([pl.DataFrame(schema=row_counts.MONTH_ROWS), *added]), removed
     )
     return written
 
 
-@contextmanager
-def _refilling(conn: psycopg.Connection, table: str, stored: int, removed: pl.DataFrame) -> Iterator[None]:
-    """Around the COPY of a rewrite: when it removed every row the table held (`stored`, as counted before;
-    a full rebuild, or a first build), the indexes are built after the COPY instead of during it."""
-    if int(removed["rows"].sum()) < stored:
-        yield
-        return
-    with indexes_built_after(conn, table):
-        yield
+def _replaces_every_row(conn: psycopg.Connection, table: sql.Composable, starts: str, end: date) -> bool:
+    """Whether every row of `table` lies in a range the rewrite replaces (its (asset_id, tf)'s from_date in
+    the scratch table `starts` to `end`): the scan stops at the first row that does not.
+
+    A hash of `starts` is probed per row: the planner would otherwise pick a nested loop over both tables,
+    which it expects to stop early, and that walks the whole table against every start when all are covered.
+    """
+    query = sql.SQL(
+        "select not exists (select from {t} t where not exists (select from {s} r where r.asset_id = t.asset_id "
+        "and r.tf = t.tf and t.trade_date >= r.from_date and t.trade_date < {end}))"
+    ).format(t=table, s=sql.Identifier(starts), end=sql.Literal(end))
+    conn.execute("set local enable_nestloop = off")
+    conn.execute("set local enable_mergejoin = off")
+    try:
+        return conn.execute(query).fetchone()[0]
+    finally:
+        conn.execute("reset enable_nestloop")
+        conn.execute("reset enable_mergejoin")
 
 
 # Up to this many rows, a rewrite deletes by one index range scan per (asset, tf).

@@ -77,10 +77,15 @@ def copy_frame(
 
 
 def copy_frames(
-    conn: psycopg.Connection, target: sql.Composable, frames: Iterable[pl.DataFrame], columns: Sequence[str]
+    conn: psycopg.Connection,
+    target: sql.Composable,
+    frames: Iterable[pl.DataFrame],
+    columns: Sequence[str],
+    freeze: bool = False,
 ) -> int:
     """Bulk-load the frames `columns` of `frames` into `target` in one binary COPY (Arrow batches encoded by
-    pgpq, each column cast to the target's type); returns rows copied.
+    pgpq, each column cast to the target's type); returns rows copied. `freeze`: the rows are written frozen
+    (only into a table created or truncated in the current subtransaction).
 
     A writer thread sends each block while the next is encoded, and while the next frame is made when
     `frames` computes them: the server stores one frame as the next is computed. Nothing else may use the
@@ -100,8 +105,8 @@ def copy_frames(
             yield frame
 
     types = _target_types(conn, target, columns)
-    statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-        target, sql.SQL(", ").join(map(sql.Identifier, columns))
+    statement = sql.SQL("copy {} ({}) from stdin (format binary{})").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", freeze" if freeze else "")
     )
     with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
         for block in encode(counted(), types):
