@@ -267,8 +267,10 @@ def adjusted_emas(
     timeframe = Timeframe.parse(tf)
     rows = _family_rows(daily, timeframe)
     keys = _security_keys(rows)
-    grid = rows.join(keys, on="security").select(
-        "asset_id", "tf", "trade_date", "close", canonical=~pl.col("is_partial_end")
+    grid = (
+        rows.join(keys, on="security")
+        .select("asset_id", "tf", "trade_date", "close", canonical=~pl.col("is_partial_end"))
+        .sort("asset_id", "trade_date")
     )
     wide = dual_ema(grid, timeframe.nominal_days, periods)
     return wide.join(keys, on="asset_id").drop("asset_id").select("security", pl.exclude("security")).filter(window)

@@ -21,7 +21,7 @@ what polars' own `ewm_mean` costs, where the same logic as polars expressions co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numba
 import numpy as np
@@ -80,15 +80,16 @@ def _running_closes(values, taken, group_starts, first_count, first_total):  # p
 
 
 @numba.njit(cache=True, nogil=True)
-def _seeded(values, taken, group_starts, horizon, smoothing, first_count, first_total, first_ema):  # pragma: no cover
-    """The kernel: per group, null until `horizon` values were taken (counting and summing on from the carry's
-    count and sum, exactly as `_running_closes`), their mean on the horizon-th, then `smoothing * value +
-    (1 - smoothing) * previous` on every taken value; a row not taken holds the previous value. A group whose
-    carry has an EMA (`first_ema` not NaN) continues it. Returns (values, defined)."""
+def _seeded(values, taken, group_starts, horizons, smoothings, first_count, first_total, first_ema):  # pragma: no cover
+    """The kernel: per group g, null until `horizons[g]` values were taken (counting and summing on from the
+    carry's count and sum, exactly as `_running_closes`), their mean on the horizon-th, then `smoothings[g] *
+    value + (1 - smoothings[g]) * previous` on every taken value; a row not taken holds the previous value. A
+    group whose carry has an EMA (`first_ema` not NaN) continues it. Returns (values, defined)."""
     out = np.empty(values.size, np.float64)
     defined = np.zeros(values.size, np.bool_)
-    keep = 1.0 - smoothing
     for g in range(group_starts.size - 1):
+        horizon, smoothing = horizons[g], smoothings[g]
+        keep = 1.0 - smoothing
         current = first_ema[g]
         seeded = not np.isnan(current)
         n, s = first_count[g], first_total[g]
@@ -108,13 +109,15 @@ def _seeded(values, taken, group_starts, horizon, smoothing, first_count, first_
 
 
 @numba.njit(cache=True, nogil=True)
-def _continued(values, starts_here, start_values, group_starts, smoothing, first_ema):  # pragma: no cover
-    """An EMA over every row of a group that starts at the first row flagged `starts_here` with that row's
-    `start_values` (or continues the carry's EMA). Returns (values, defined)."""
+def _continued(values, starts_here, start_values, group_starts, smoothings, first_ema):  # pragma: no cover
+    """An EMA (smoothing `smoothings[g]` in group g) over every row of a group that starts at the first row
+    flagged `starts_here` with that row's `start_values` (or continues the carry's EMA). Returns (values,
+    defined)."""
     out = np.empty(values.size, np.float64)
     defined = np.zeros(values.size, np.bool_)
-    keep = 1.0 - smoothing
     for g in range(group_starts.size - 1):
+        smoothing = smoothings[g]
+        keep = 1.0 - smoothing
         current = first_ema[g]
         seeded = not np.isnan(current)
         for i in range(group_starts[g], group_starts[g + 1]):
@@ -139,19 +142,37 @@ def ema(values: pl.Series, period: int, group_lengths: list[int] | None = None) 
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     x = values.cast(pl.Float64).fill_null(np.nan).to_numpy()
     taken = values.is_not_null().to_numpy()
-    none = np.zeros(len(lengths), np.int64), np.zeros(len(lengths)), np.full(len(lengths), np.nan)
-    return _series(values.name, *_seeded(x, taken, starts, period, alpha(period), *none))
+    groups = len(lengths)
+    none = np.zeros(groups, np.int64), np.zeros(groups), np.full(groups, np.nan)
+    horizons, smoothings = np.full(groups, period), np.full(groups, alpha(period))
+    return _series(values.name, *_seeded(x, taken, starts, horizons, smoothings, *none))
 
 
-def _prepared(grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int]) -> tuple[pl.DataFrame, dict]:
-    """The grid sorted by group and date, and per group (in that order) its carry as numpy arrays."""
-    rows = grid.select(list(GRID_SCHEMA)).cast(GRID_SCHEMA).sort(*GROUP, "trade_date")
+def _prepared(
+    grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int], tf_days: int | Mapping[str, int]
+) -> tuple[pl.DataFrame, dict]:
+    """The grid's rows, and per group (asset_id, tf) in their order its carry and its timeframe's days
+    (`tf_days`: one for all, or per tf label) as numpy arrays. The rows of a group must be together and in date
+    order (as the tables' primary keys hold them); the groups may come in any order."""
+    rows = grid.select(list(GRID_SCHEMA)).cast(GRID_SCHEMA)
+    starts = group_starts(rows.select(GROUP))
+    keys = rows.select(GROUP)[starts[:-1]]
+    dates = rows["trade_date"].to_physical().to_numpy()
+    within = np.ones(max(dates.size - 1, 0), np.bool_)
+    within[starts[1:-1] - 1] = False
+    if keys.n_unique() < keys.height or (np.diff(dates)[within] <= 0).any():
+        raise ValueError("the grid's rows of each (asset_id, tf) must be together and in date order")
     schema = carry_schema(periods)
     state = pl.DataFrame(schema=schema) if carry is None else carry.select(list(schema)).cast(schema)
-    keys = rows.select(GROUP).unique(maintain_order=True)
     aligned = keys.join(state, on=GROUP, how="left", maintain_order="left")
+    days = (
+        np.full(keys.height, tf_days, np.int64)
+        if isinstance(tf_days, int)
+        else keys["tf"].replace_strict(dict(tf_days), return_dtype=pl.Int64).to_numpy()
+    )
     arrays = {
-        "starts": group_starts(rows.select(GROUP)),
+        "starts": starts,
+        "tf_days": days,
         "n_closes": aligned["n_closes"].fill_null(0).to_numpy(),
         "close_sum": aligned["close_sum"].fill_null(0.0).to_numpy(),
         **{c: aligned[c].fill_null(np.nan).to_numpy() for c in schema if c.startswith("ema_")},
@@ -159,23 +180,28 @@ def _prepared(grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int]
     return rows, arrays
 
 
-def _finish(rows: pl.DataFrame, tf_days: int, canonical: np.ndarray, columns: list[pl.Series]) -> pl.DataFrame:
+def _finish(rows: pl.DataFrame, state: dict, canonical: np.ndarray, columns: list[pl.Series]) -> pl.DataFrame:
     """Add roll, tf_days and the value columns. (Whether a preview row belongs to a bar still forming depends
     on later rows: the views derive is_partial_end when read.)"""
-    return (
-        rows.with_columns(pl.Series("canonical", canonical), *columns)
-        .with_columns(roll=~pl.col("canonical"), tf_days=pl.lit(tf_days, pl.Int64))
-        .drop("canonical")
+    return rows.with_columns(
+        *columns, roll=pl.Series(~canonical), tf_days=pl.Series(_per_row(state, state["tf_days"]), dtype=pl.Int64)
     )
 
 
-def dual_ema(grid: pl.DataFrame, tf_days: int, periods: list[int], carry: pl.DataFrame | None = None) -> pl.DataFrame:
-    """`ema` and `ema_bar` of every period on the daily grid of one timeframe (GRID_SCHEMA columns).
+def _per_row(state: dict, per_group: np.ndarray) -> np.ndarray:
+    return np.repeat(per_group, np.diff(state["starts"]))
 
-    Returns one row per grid row with n_closes / close_sum (canonical closes so far) and the per-period
-    columns of `ema_columns`; a period's values are null before its seed.
+
+def dual_ema(
+    grid: pl.DataFrame, tf_days: int | Mapping[str, int], periods: list[int], carry: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """`ema` and `ema_bar` of every period on the daily grid (GRID_SCHEMA columns) of one or more timeframes
+    (`tf_days`: the timeframe's days, or per tf label), each (asset_id, tf)'s rows together in date order.
+
+    Returns one row per grid row, in its order, with n_closes / close_sum (canonical closes so far) and the
+    per-period columns of `ema_columns`; a period's values are null before its seed.
     """
-    rows, state = _prepared(grid, carry, periods)
+    rows, state = _prepared(grid, carry, periods, tf_days)
     starts = state["starts"]
     close = rows["close"].to_numpy()
     canonical = rows["canonical"].fill_null(False).to_numpy()
@@ -185,31 +211,50 @@ def dual_ema(grid: pl.DataFrame, tf_days: int, periods: list[int], carry: pl.Dat
     for p, ema_column, bar_column in zip(periods, emas, bars, strict=True):
         # The bar EMA over canonical closes; between them it holds the last canonical value.
         carried = state["n_closes"], state["close_sum"], state[bar_column]
-        held, defined = _seeded(close, canonical, starts, p, alpha(p), *carried)
+        horizons = np.full(starts.size - 1, p)
+        held, defined = _seeded(close, canonical, starts, horizons, alpha(horizons), *carried)
         preview = alpha(p) * close + (1.0 - alpha(p)) * held
         columns.append(_series(bar_column, np.where(canonical, held, preview), defined))
         seed_row = canonical & (count == p)
-        daily, seeded = _continued(close, seed_row, held, starts, alpha(p * tf_days), state[ema_column])
+        daily, seeded = _continued(close, seed_row, held, starts, alpha(p * state["tf_days"]), state[ema_column])
         columns.append(_series(ema_column, daily, seeded))
-    return _finish(rows, tf_days, canonical, columns).select(WIDE_COLUMNS + emas + bars)
+    return _finish(rows, state, canonical, columns).select(WIDE_COLUMNS + emas + bars)
 
 
-def v2_ema(daily: pl.DataFrame, tf_days: int, periods: list[int], carry: pl.DataFrame | None = None) -> pl.DataFrame:
-    """The daily EMA of horizon `p * tf_days` on daily closes (GRID_SCHEMA, `canonical` ignored); a row is
-    canonical (roll = false) on every tf_days-th daily close from the asset's first one. ema_bar is null."""
-    rows, state = _prepared(daily, carry, periods)
+def v2_ema(
+    daily: pl.DataFrame, tf_days: int | Mapping[str, int], periods: list[int], carry: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The daily EMA of horizon `p * tf_days` on daily closes (GRID_SCHEMA, `canonical` ignored; each
+    (asset_id, tf)'s rows together in date order, see `per_timeframe`); a row is canonical (roll = false) on
+    every tf_days-th daily close from the asset's first one. ema_bar is null."""
+    rows, state = _prepared(daily, carry, periods, tf_days)
     starts = state["starts"]
     close = rows["close"].to_numpy()
     every = np.ones(close.size, np.bool_)
     count, total = _running_closes(close, every, starts, state["n_closes"], state["close_sum"])
     columns = [pl.Series("n_closes", count), pl.Series("close_sum", total)]
     emas, bars = ema_columns(periods)
+    nulls = pl.repeat(None, close.size, dtype=pl.Float64, eager=True)
     for p, ema_column, bar_column in zip(periods, emas, bars, strict=True):
-        horizon = p * tf_days
+        horizons = p * state["tf_days"]
         carried = state["n_closes"], state["close_sum"], state[ema_column]
-        values, defined = _seeded(close, every, starts, horizon, alpha(horizon), *carried)
-        columns += [_series(ema_column, values, defined), pl.Series(bar_column, [None] * close.size, pl.Float64)]
-    return _finish(rows, tf_days, count % tf_days == 0, columns).select(WIDE_COLUMNS + emas + bars)
+        values, defined = _seeded(close, every, starts, horizons, alpha(horizons), *carried)
+        columns += [_series(ema_column, values, defined), nulls.alias(bar_column)]
+    canonical = count % _per_row(state, state["tf_days"]) == 0
+    return _finish(rows, state, canonical, columns).select(WIDE_COLUMNS + emas + bars)
+
+
+def per_timeframe(daily: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
+    """The rows of `daily` (each asset's together, in date order) once per tf of `labels`, in the order (asset,
+    tf as listed, date): v2's grid of each timeframe is the asset's daily closes."""
+    starts = group_starts(daily.select("asset_id"))
+    lengths = np.repeat(np.diff(starts), len(labels))
+    first = np.repeat(starts[:-1], len(labels))
+    # Row i of block b (an asset's tf) is daily row first[b] + i.
+    block_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    rows = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(first - block_offsets, lengths)
+    tf = pl.Series("tf", labels, pl.String).gather(np.repeat(np.tile(np.arange(len(labels)), starts.size - 1), lengths))
+    return daily[rows].with_columns(tf)
 
 
 def _period_rows(wide: pl.DataFrame, periods: list[int], keep: Callable[[pl.Expr, pl.Expr], pl.Expr]) -> pl.DataFrame:

@@ -359,10 +359,13 @@ def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataF
     )
 
 
+def labels_in_key_order(conn: psycopg.Connection, labels: list[str]) -> list[str]:
+    """Timeframe labels in the order the tables' primary keys sort them (the database's collation)."""
+    return [label for (label,) in conn.execute("select tf from unnest(%s::text[]) tf order by tf", (labels,))]
+
+
 def timeframes_in_key_order(conn: psycopg.Connection, timeframes: list[Timeframe]) -> list[Timeframe]:
-    """`timeframes` in the order the tables' primary keys sort their labels (the database's collation)."""
-    labels = [t.label for t in timeframes]
-    order = [label for (label,) in conn.execute("select tf from unnest(%s::text[]) tf order by tf", (labels,))]
+    order = labels_in_key_order(conn, [t.label for t in timeframes])
     return sorted(timeframes, key=lambda t: order.index(t.label))
 
 

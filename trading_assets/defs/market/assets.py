@@ -540,13 +540,13 @@ def _finish(
 _STREAM_DAILY_ROWS = 40_000
 
 
-def stream_groups(rows: pl.DataFrame, size: int = _STREAM_DAILY_ROWS) -> list[pl.DataFrame]:
-    """The assets of `rows` (asset_id) in groups of about `size` rows, in order."""
-    sizes = rows.group_by("asset_id").len().sort("asset_id")
-    group = (sizes["len"].cum_sum() - sizes["len"]) // size
-    return (
-        sizes.select("asset_id").with_columns(group=group).partition_by("group", include_key=False, maintain_order=True)
-    )
+def stream_slices(rows: pl.DataFrame, size: int = _STREAM_DAILY_ROWS) -> list[pl.DataFrame]:
+    """`rows` (sorted by asset_id) in consecutive slices of whole assets, about `size` rows each."""
+    lengths = rows.group_by("asset_id", maintain_order=True).len()["len"]
+    group = (lengths.cum_sum() - lengths) // size
+    totals = lengths.to_frame().with_columns(group=group).group_by("group", maintain_order=True).sum()["len"]
+    offsets = totals.cum_sum() - totals
+    return [rows.slice(offset, length) for offset, length in zip(offsets, totals, strict=True)]
 
 
 def _family_columns(family: str) -> list[str]:
@@ -616,8 +616,8 @@ def _rebuild_family(
     def built() -> Iterator[pl.DataFrame]:
         # A group of assets at a time, in the primary key's order: the server stores one group while the next
         # is computed and checked.
-        for group in stream_groups(daily):
-            part, part_carry = daily.join(group, on="asset_id"), carry.join(group, on="asset_id")
+        for part in stream_slices(daily):
+            part_carry = carry.filter(pl.col("asset_id").is_in(part["asset_id"].unique().implode()))
             bars = market_store.in_key_order(
                 [
                     with_bar_times(

@@ -22,6 +22,7 @@ from trading_assets.compute.calendars import Timeframe
 from trading_assets.compute.ema import (
     GROUP,
     dual_ema,
+    per_timeframe,
     price_bound_candidates,
     price_bound_violations,
     v2_ema,
@@ -36,7 +37,7 @@ from trading_assets.defs.market.assets import (
     BarsConfig,
     asset_chunks,
     family_timeframes,
-    stream_groups,
+    stream_slices,
 )
 from trading_assets.defs.market.assets import (
     GROUP as MARKET_GROUP,
@@ -240,23 +241,20 @@ def _rebuild_emas(
     )
     if implausible := implausible_assets(grid, ["close"], bounds):
         raise ImplausibleInput(implausible)
-    ordered = market_store.timeframes_in_key_order(conn, timeframes)
+    labels = [t.label for t in market_store.timeframes_in_key_order(conn, timeframes)]
+    days = {t.label: t.nominal_days for t in timeframes}
     written, samples, invalid, candidates = [], [], [], []
 
     def computed() -> Iterator[pl.DataFrame]:
-        # A group of assets at a time, in the primary key's order: the server stores one group's rows while the
-        # next group's are computed. (An empty grid still makes one empty frame: the checks below read its columns.)
-        for group in stream_groups(grid, _STREAM_GRID_ROWS) or [grid.select("asset_id")]:
-            part, part_carry = grid.join(group, on="asset_id"), carry.join(group, on="asset_id")
-            frames = []
-            for timeframe in ordered:
-                if v2:
-                    rows = part.with_columns(tf=pl.lit(timeframe.label))
-                    frames.append(v2_ema(rows, timeframe.nominal_days, periods, part_carry))
-                else:
-                    rows = part.filter(pl.col("tf") == timeframe.label)
-                    frames.append(dual_ema(rows, timeframe.nominal_days, periods, part_carry))
-            wide = market_store.in_key_order(frames)
+        # A group of assets at a time, in the primary key's order (the grid's, and v2's timeframes listed in the
+        # key's order): the server stores one group's rows while the next group's are computed. (An empty grid
+        # still makes one empty frame: the checks below read its columns.)
+        for part in stream_slices(grid, _STREAM_GRID_ROWS) or [grid]:
+            part_carry = carry.filter(pl.col("asset_id").is_in(part["asset_id"].unique().implode()))
+            if v2:
+                wide = v2_ema(per_timeframe(part, labels), days, periods, part_carry)
+            else:
+                wide = dual_ema(part, days, periods, part_carry)
             written.append(wide.select("asset_id", "trade_date", long_rows=values_per_row(periods)))
             samples.append(ends(wide))
             invalid.append(value_violations(wide, periods))
