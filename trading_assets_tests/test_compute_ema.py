@@ -11,7 +11,7 @@ import talib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trading_assets.compute.ema import GROUP, dual_ema, ema, ema_columns, v2_ema, window_extremes
+from trading_assets.compute.ema import GROUP, dual_ema, ema, ema_columns, per_timeframe, v2_ema, window_extremes
 from trading_assets.sources.price_files import read_price_file
 from trading_assets_tests.conftest import SHARED_DATA
 
@@ -162,3 +162,44 @@ def test_window_extremes_agree_with_the_closes_of_each_window() -> None:
     assert lowest.to_list() == [low for low, _ in reference]
     assert highest.to_list() == [high for _, high in reference]
     assert lowest.null_count() > 0 and lowest.null_count() < 2_000
+
+
+def test_one_pass_over_several_timeframes_equals_one_pass_per_timeframe() -> None:
+    # Two assets, three timeframes each (every group with its own days, so its own smoothing and seed),
+    # laid out in key order; then each timeframe alone. A kernel taking one group's days for all would differ.
+    rng = np.random.default_rng(3)
+    days = {"2D": 2, "5D": 5, "9D": 9}
+    grids = [
+        _grid(list(rng.lognormal(4, 0.2, 60)), every, tf).with_columns(asset_id=pl.lit(asset, pl.Int64))
+        for asset in (4, 7)
+        for tf, every in days.items()
+    ]
+    periods = [2, 3, 7]
+    together = dual_ema(pl.concat(grids), days, periods)
+    alone = pl.concat(dual_ema(grid, days[grid["tf"][0]], periods) for grid in grids)
+    assert together.equals(alone)
+    daily = grids[0].select("asset_id", "trade_date", "close", "canonical").with_columns(tf=pl.lit("1D"))
+    daily = pl.concat([daily, daily.with_columns(asset_id=pl.lit(9, pl.Int64))])
+    laid_out = per_timeframe(daily, list(days))
+    expected = (
+        daily.drop("tf")
+        .join(pl.DataFrame({"tf": list(days), "rank": [0, 1, 2]}), how="cross")
+        .sort("asset_id", "rank", "trade_date")
+    )
+    assert laid_out.equals(expected.select(laid_out.columns))
+    together = v2_ema(laid_out, days, periods)
+    alone = pl.concat(
+        v2_ema(laid_out.filter((pl.col("asset_id") == a) & (pl.col("tf") == tf)), d, periods)
+        for a in (4, 9)
+        for tf, d in days.items()
+    )
+    assert together.equals(alone)
+
+
+def test_a_grid_out_of_order_is_refused() -> None:
+    grid = _grid([float(c) for c in range(1, 11)])
+    with pytest.raises(ValueError, match="together and in date order"):
+        dual_ema(grid.reverse(), 1, [3])
+    split = pl.concat([grid.head(3), grid.with_columns(tf=pl.lit("2D")).head(3), grid.tail(7)])
+    with pytest.raises(ValueError, match="together and in date order"):
+        dual_ema(split, {"1D": 1, "2D": 2}, [3])
