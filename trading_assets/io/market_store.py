@@ -450,11 +450,11 @@ def _replaces_every_row(conn: psycopg.Connection, table: sql.Composable, starts:
     ).format(t=table, s=sql.Identifier(starts), end=sql.Literal(end))
     conn.execute("set local enable_nestloop = off")
     conn.execute("set local enable_mergejoin = off")
-    try:
-        return conn.execute(query).fetchone()[0]
-    finally:
-        conn.execute("reset enable_nestloop")
-        conn.execute("reset enable_mergejoin")
+    covered = conn.execute(query).fetchone()[0]
+    # The session's plans again for the rest of the transaction (a failure rolls the settings back with it).
+    conn.execute("reset enable_nestloop")
+    conn.execute("reset enable_mergejoin")
+    return covered
 
 
 # Up to this many rows, a rewrite deletes by one index range scan per (asset, tf).
