@@ -152,8 +152,9 @@ def _prepared(
     grid: pl.DataFrame, carry: pl.DataFrame | None, periods: list[int], tf_days: int | Mapping[str, int]
 ) -> tuple[pl.DataFrame, dict]:
     """The grid's rows, and per group (asset_id, tf) in their order its carry and its timeframe's days
-    (`tf_days`: one for all, or per tf label) as numpy arrays. The rows of a group must be together and in date
-    order (as the tables' primary keys hold them); the groups may come in any order."""
+    (`tf_days`: one for all, or per tf label; `row_days` repeats them per row) as numpy arrays. The rows of a
+    group must be together and in date order (as the tables' primary keys hold them); the groups may come in
+    any order."""
     rows = grid.select(list(GRID_SCHEMA)).cast(GRID_SCHEMA)
     starts = group_starts(rows.select(GROUP))
     keys = rows.select(GROUP)[starts[:-1]]
@@ -173,6 +174,7 @@ def _prepared(
     arrays = {
         "starts": starts,
         "tf_days": days,
+        "row_days": np.repeat(days, np.diff(starts)),
         "n_closes": aligned["n_closes"].fill_null(0).to_numpy(),
         "close_sum": aligned["close_sum"].fill_null(0.0).to_numpy(),
         **{c: aligned[c].fill_null(np.nan).to_numpy() for c in schema if c.startswith("ema_")},
@@ -183,13 +185,7 @@ def _prepared(
 def _finish(rows: pl.DataFrame, state: dict, canonical: np.ndarray, columns: list[pl.Series]) -> pl.DataFrame:
     """Add roll, tf_days and the value columns. (Whether a preview row belongs to a bar still forming depends
     on later rows: the views derive is_partial_end when read.)"""
-    return rows.with_columns(
-        *columns, roll=pl.Series(~canonical), tf_days=pl.Series(_per_row(state, state["tf_days"]), dtype=pl.Int64)
-    )
-
-
-def _per_row(state: dict, per_group: np.ndarray) -> np.ndarray:
-    return np.repeat(per_group, np.diff(state["starts"]))
+    return rows.with_columns(*columns, roll=pl.Series(~canonical), tf_days=pl.Series(state["row_days"]))
 
 
 def dual_ema(
@@ -240,7 +236,7 @@ def v2_ema(
         carried = state["n_closes"], state["close_sum"], state[ema_column]
         values, defined = _seeded(close, every, starts, horizons, alpha(horizons), *carried)
         columns += [_series(ema_column, values, defined), nulls.alias(bar_column)]
-    canonical = count % _per_row(state, state["tf_days"]) == 0
+    canonical = count % state["row_days"] == 0
     return _finish(rows, state, canonical, columns).select(WIDE_COLUMNS + emas + bars)
 
 

@@ -540,13 +540,17 @@ def _finish(
 _STREAM_DAILY_ROWS = 40_000
 
 
-def stream_slices(rows: pl.DataFrame, size: int = _STREAM_DAILY_ROWS) -> list[pl.DataFrame]:
-    """`rows` (sorted by asset_id) in consecutive slices of whole assets, about `size` rows each."""
+def stream_slices(
+    rows: pl.DataFrame, carry: pl.DataFrame, size: int = _STREAM_DAILY_ROWS
+) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+    """`rows` (sorted by asset_id) in consecutive slices of whole assets, about `size` rows each, each with the
+    rows of `carry` (by asset_id) of its assets."""
     lengths = rows.group_by("asset_id", maintain_order=True).len()["len"]
     group = (lengths.cum_sum() - lengths) // size
     totals = lengths.to_frame().with_columns(group=group).group_by("group", maintain_order=True).sum()["len"]
     offsets = totals.cum_sum() - totals
-    return [rows.slice(offset, length) for offset, length in zip(offsets, totals, strict=True)]
+    slices = [rows.slice(offset, length) for offset, length in zip(offsets, totals, strict=True)]
+    return [(part, carry.filter(pl.col("asset_id").is_between(*part["asset_id"][[0, -1]]))) for part in slices]
 
 
 def _family_columns(family: str) -> list[str]:
@@ -616,8 +620,7 @@ def _rebuild_family(
     def built() -> Iterator[pl.DataFrame]:
         # A group of assets at a time, in the primary key's order: the server stores one group while the next
         # is computed and checked.
-        for part in stream_slices(daily):
-            part_carry = carry.filter(pl.col("asset_id").is_in(part["asset_id"].unique().implode()))
+        for part, part_carry in stream_slices(daily, carry):
             bars = market_store.in_key_order(
                 [
                     with_bar_times(

@@ -249,8 +249,7 @@ def _rebuild_emas(
         # A group of assets at a time, in the primary key's order (the grid's, and v2's timeframes listed in the
         # key's order): the server stores one group's rows while the next group's are computed. (An empty grid
         # still makes one empty frame: the checks below read its columns.)
-        for part in stream_slices(grid, _STREAM_GRID_ROWS) or [grid]:
-            part_carry = carry.filter(pl.col("asset_id").is_in(part["asset_id"].unique().implode()))
+        for part, part_carry in stream_slices(grid, carry, _STREAM_GRID_ROWS) or [(grid, carry)]:
             if v2:
                 wide = v2_ema(per_timeframe(part, labels), days, periods, part_carry)
             else:
