@@ -111,6 +111,7 @@ def test_a_day_in_the_ui(day: Settings, browser_page: Page, conn: psycopg.Connec
         assert wait_for_run(port, run_id, time.monotonic() + 240) == "SUCCESS"
         page.goto(url + href)
         page.get_by_text("Success", exact=True).first.wait_for()
+        page.get_by_text("Loading run logs").first.wait_for(state="detached")
         _shoot(page, "run-succeeded")
         pages_seen.append(page.content())
         with dg.DagsterInstance.get() as instance:
