@@ -354,6 +354,39 @@ def test_a_rewrite_of_every_row_truncates_and_freezes_and_one_that_misses_a_row_
     assert _snapshot(conn) == first
 
 
+@pytest.mark.parametrize(
+    ("stored", "starts", "whole"),
+    [
+        ([], [], True),
+        ([(1, "7D", 1), (1, "7D", 5), (1, "14D", 3), (2, "7D", 2)], [(1, "7D", 1), (1, "14D", 3), (2, "7D", 1)], True),
+        # a key the rewrite does not name: first, in the middle, last
+        ([(1, "7D", 1), (2, "7D", 1), (3, "7D", 1)], [(2, "7D", 1), (3, "7D", 1)], False),
+        ([(1, "7D", 1), (2, "7D", 1), (3, "7D", 1)], [(1, "7D", 1), (3, "7D", 1)], False),
+        ([(1, "7D", 1), (2, "7D", 1), (3, "7D", 1)], [(1, "7D", 1), (2, "7D", 1)], False),
+        ([(1, "7D", 1), (1, "14D", 1)], [(1, "7D", 1), (1, "1D", 1)], False),
+        # a row before its key's from_date, and one on the end date
+        ([(1, "7D", 1), (1, "7D", 2), (2, "7D", 1)], [(1, "7D", 2), (2, "7D", 1)], False),
+        ([(1, "7D", 1), (2, "7D", 1), (2, "7D", 20)], [(1, "7D", 1), (2, "7D", 1)], False),
+    ],
+)
+def test_a_rewrite_replaces_every_row_only_when_each_stored_key_is_covered_from_its_first_to_its_last_row(
+    conn: psycopg.Connection,
+    stored: list[tuple[int, str, int]],
+    starts: list[tuple[int, str, int]],
+    whole: bool,
+) -> None:
+    conn.execute(
+        "create temp table keyed (asset_id int, tf text, trade_date date, primary key (asset_id, tf, trade_date))"
+    )
+    conn.execute(f"create temp table starts {market_store.TF_STARTS}")
+    with conn.cursor() as cur:
+        cur.executemany("insert into keyed values (%s, %s, '2024-01-01'::date + %s)", stored)
+        cur.executemany("insert into starts values (%s, %s, '2024-01-01'::date + %s)", starts)
+    table = psycopg.sql.SQL("keyed")
+    assert market_store._replaces_every_row(conn, table, "starts", date(2024, 1, 20)) is whole
+    conn.rollback()
+
+
 def test_d4_backfill_at_series_start_renumbers_without_duplicates(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:

@@ -439,22 +439,26 @@ def rewrite_rows(
 
 def _replaces_every_row(conn: psycopg.Connection, table: sql.Composable, starts: str, end: date) -> bool:
     """Whether every row of `table` lies in a range the rewrite replaces (its (asset_id, tf)'s from_date in
-    the scratch table `starts` to `end`): the scan stops at the first row that does not.
+    the scratch table `starts` to `end`).
 
-    A hash of `starts` is probed per row: the planner would otherwise pick a nested loop over both tables,
-    which it expects to stop early, and that walks the whole table against every start when all are covered.
+    The table's keys are walked through the primary key, one (asset_id, tf) at a time with its first and
+    last date (three index probes a key), and the walk stops at the first key not covered: a few thousand
+    probes for a full rewrite, one for a refresh. (An anti-join of every row took 0.45 s of 1.8 M rows.)
     """
-    query = sql.SQL(
-        "select not exists (select from {t} t where not exists (select from {s} r where r.asset_id = t.asset_id "
-        "and r.tf = t.tf and t.trade_date >= r.from_date and t.trade_date < {end}))"
+    covered = sql.SQL(
+        "exists (select from {s} r where r.asset_id = k.asset_id and r.tf = k.tf and r.from_date <= k.trade_date) "
+        "and (select max(l.trade_date) from {t} l where l.asset_id = k.asset_id and l.tf = k.tf) < {end}"
     ).format(t=table, s=sql.Identifier(starts), end=sql.Literal(end))
-    conn.execute("set local enable_nestloop = off")
-    conn.execute("set local enable_mergejoin = off")
-    covered = conn.execute(query).fetchone()[0]
-    # The session's plans again for the rest of the transaction (a failure rolls the settings back with it).
-    conn.execute("reset enable_nestloop")
-    conn.execute("reset enable_mergejoin")
-    return covered
+    query = sql.SQL(
+        "with recursive k as ("
+        "(select asset_id, tf, trade_date from {t} order by asset_id, tf, trade_date limit 1) "
+        "union all "
+        "select n.* from k cross join lateral (select x.asset_id, x.tf, x.trade_date from {t} x "
+        "where (x.asset_id, x.tf) > (k.asset_id, k.tf) order by x.asset_id, x.tf, x.trade_date limit 1) n "
+        "where {covered}) "
+        "select coalesce(bool_and({covered}), true) from k"
+    ).format(t=table, covered=covered)
+    return conn.execute(query).fetchone()[0]
 
 
 # Up to this many rows, a rewrite deletes by one index range scan per (asset, tf).

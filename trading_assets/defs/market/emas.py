@@ -249,7 +249,9 @@ def _rebuild_emas(
         # A group of assets at a time, in the primary key's order (the grid's, and v2's timeframes listed in the
         # key's order): the server stores one group's rows while the next group's are computed. (An empty grid
         # still makes one empty frame: the checks below read its columns.)
-        for part, part_carry in stream_slices(grid, carry, _STREAM_GRID_ROWS) or [(grid, carry)]:
+        # v2's grid is the daily rows, each computed once per timeframe: its slices are sized by the rows made.
+        size = _STREAM_GRID_ROWS // len(labels) if v2 else _STREAM_GRID_ROWS
+        for part, part_carry in stream_slices(grid, carry, size) or [(grid, carry)]:
             if v2:
                 wide = v2_ema(per_timeframe(part, labels), days, periods, part_carry)
             else:
