@@ -351,27 +351,31 @@ def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame
 
     `timezones` maps asset_id to its IANA timezone (none: UTC). Rows keep their order.
     """
-    zoned = frame.join(
-        timezones.select("asset_id", "timezone"), on="asset_id", how="left", maintain_order="left"
-    ).with_columns(pl.col("timezone").fill_null("UTC"), _after_end=pl.col("bar_end") + pl.duration(days=1))
-    # Each zone's local midnights are computed on its own distinct days only, then joined back.
-    days = pl.concat(
-        [zoned.select("timezone", day=pl.col("bar_start")), zoned.select("timezone", day=pl.col("_after_end"))]
-    ).unique()
-    instants = pl.concat(
-        [
-            part.with_columns(
-                instant=pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone(zone).dt.convert_time_zone("UTC")
-            )
-            for (zone,), part in days.group_by("timezone")
-        ]
-        or [days.with_columns(instant=pl.lit(None, pl.Datetime("us", "UTC")))]
-    )
-    for day, name in (("bar_start", "time_open_bar"), ("_after_end", "time_close_bar")):
-        zoned = zoned.join(
-            instants.rename({"day": day, "instant": name}), on=["timezone", day], how="left", maintain_order="left"
+    zone_of = dict(timezones.select("asset_id", "timezone").iter_rows())
+    zones = frame["asset_id"].replace_strict(zone_of, default="UTC", return_dtype=pl.String).fill_null("UTC")
+    opens = frame["bar_start"].cast(pl.Int32).to_numpy()
+    closes = frame["bar_end"].cast(pl.Int32).to_numpy() + 1
+    open_us, close_us = np.zeros(frame.height, np.int64), np.zeros(frame.height, np.int64)
+    distinct = zones.unique()
+    # Each zone's local midnights are computed once per day of its span, then looked up by day.
+    for zone in distinct:
+        rows = slice(None) if len(distinct) == 1 else (zones == zone).to_numpy()
+        first, last = int(opens[rows].min()), int(closes[rows].max())
+        midnights = (
+            pl.int_range(first, last + 1, eager=True)
+            .cast(pl.Date)
+            .cast(pl.Datetime("us"))
+            .dt.replace_time_zone(zone)
+            .dt.convert_time_zone("UTC")
+            .to_physical()
+            .to_numpy()
         )
-    return zoned.drop("timezone", "_after_end")
+        open_us[rows] = midnights[opens[rows] - first]
+        close_us[rows] = midnights[closes[rows] - first]
+    return frame.with_columns(
+        pl.Series("time_open_bar", open_us).cast(pl.Datetime("us", "UTC")),
+        pl.Series("time_close_bar", close_us).cast(pl.Datetime("us", "UTC")),
+    )
 
 
 def invariant_violations(bars: pl.DataFrame) -> dict[str, pl.DataFrame]:

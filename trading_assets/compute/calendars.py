@@ -136,14 +136,17 @@ def session_table(calendars: list[str], start: date, end: date) -> pl.DataFrame:
 def sessions_up_to(frame: pl.DataFrame, sessions: pl.DataFrame, **days: pl.Expr) -> pl.DataFrame:
     """Add a column per keyword: how many sessions of the row's calendar fall on or before the day its
     expression gives (0 if none). `sessions` as session_table makes it: each calendar's sessions in date order."""
-    values = frame.select(calendar="calendar", **days)
+    values = frame.select(calendar="calendar", **{name: day.cast(pl.Int32) for name, day in days.items()})
+    missing = {name: values[name].is_null().to_numpy() for name in days}
+    wanted = {name: values[name].fill_null(0).to_numpy() for name in days}
     counts = {name: np.zeros(frame.height, np.int64) for name in days}
+    calendars = values["calendar"].unique()
     # A binary search per row in its calendar's session dates: the count is the last ordinal at or before it.
-    for calendar in values["calendar"].unique():
-        rows = (values["calendar"] == calendar).to_numpy()
+    for calendar in calendars:
+        rows = slice(None) if len(calendars) == 1 else (values["calendar"] == calendar).to_numpy()
         dates = sessions.filter(pl.col("calendar") == calendar)["session_date"].cast(pl.Int32).to_numpy()
         for name in days:
-            column = values[name].filter(rows)
-            found = np.searchsorted(dates, column.cast(pl.Int32).fill_null(0).to_numpy(), side="right")
-            counts[name][rows] = np.where(column.is_null().to_numpy(), 0, found)
+            counts[name][rows] = np.searchsorted(dates, wanted[name][rows], side="right")
+    for name in days:
+        counts[name][missing[name]] = 0
     return frame.with_columns(pl.Series(name, count) for name, count in counts.items())
