@@ -267,3 +267,17 @@ def test_bar_times_are_local_midnights_per_asset_timezone_and_rows_keep_their_or
         "2024-03-09T15:00:00+00:00", "2024-03-11T04:00:00+00:00", "2024-03-10T00:00:00+00:00",
         "2024-03-11T04:00:00+00:00",
     ]  # fmt: skip
+
+
+def test_bar_times_skip_days_without_a_bar_whose_local_midnight_does_not_exist() -> None:
+    # Havana springs forward at midnight: 2024-03-10 00:00 does not exist there. No bar opens or closes at it,
+    # so the bars on either side get their times.
+    bars = pl.DataFrame({"asset_id": [1, 1], "bar_start": [date(2024, 3, 8), date(2024, 3, 12)]}).with_columns(
+        bar_end=pl.col("bar_start")
+    )
+    timed = with_bar_times(bars, pl.DataFrame({"asset_id": [1], "timezone": ["America/Havana"]}))
+    assert [t.isoformat() for t in timed["time_open_bar"]] == ["2024-03-08T05:00:00+00:00", "2024-03-12T04:00:00+00:00"]
+    assert [t.isoformat() for t in timed["time_close_bar"]] == [
+        "2024-03-09T05:00:00+00:00",
+        "2024-03-13T04:00:00+00:00",
+    ]

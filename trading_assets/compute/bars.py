@@ -357,12 +357,17 @@ def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame
     closes = frame["bar_end"].cast(pl.Int32).to_numpy() + 1
     open_us, close_us = np.zeros(frame.height, np.int64), np.zeros(frame.height, np.int64)
     distinct = zones.unique()
-    # Each zone's local midnights are computed once per day of its span, then looked up by day.
+    # Each zone's local midnights are computed once per distinct day of its rows (only those: a day without a
+    # bar whose midnight does not exist must not fail), then looked up by day.
     for zone in distinct:
         rows = slice(None) if len(distinct) == 1 else (zones == zone).to_numpy()
-        first, last = int(opens[rows].min()), int(closes[rows].max())
-        midnights = (
-            pl.int_range(first, last + 1, eager=True)
+        first = int(min(opens[rows].min(), closes[rows].min()))
+        present = np.zeros(int(max(opens[rows].max(), closes[rows].max())) - first + 1, bool)
+        present[opens[rows] - first] = present[closes[rows] - first] = True
+        days = np.flatnonzero(present) + first
+        midnights = np.zeros(present.size, np.int64)
+        midnights[days - first] = (
+            pl.Series(days, dtype=pl.Int32)
             .cast(pl.Date)
             .cast(pl.Datetime("us"))
             .dt.replace_time_zone(zone)
