@@ -777,13 +777,21 @@ class _WithoutStorageNoise:
     """stderr without Dagster's own reports of a lost storage connection, which it writes on every event the
     run still tries to store: the CLI reports the lost database once, with what to do."""
 
-    _NOISE = ("Exception while writing logger call to event log",)
+    _NOISE = (
+        "Exception while writing logger call to event log",
+        "Exception while storing event batch: too many retries for DB connection",
+    )
+    # Written after a failed batch store; noise only when that failure was the lost connection.
+    _FALLBACK = "Falling back to storing multiple single-event storage requests"
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self._after_noise = False
 
     def write(self, text: str) -> int:
-        return len(text) if text.startswith(self._NOISE) else self._stream.write(text)
+        noise = text.startswith(self._NOISE) or (self._after_noise and text.startswith(self._FALLBACK))
+        self._after_noise = noise
+        return len(text) if noise else self._stream.write(text)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)

@@ -1,5 +1,6 @@
 """The `trading-assets` CLI: runs go through Dagster onto the PostgreSQL instance; errors exit non-zero."""
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -8,7 +9,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from trading_assets.cli import main
+from trading_assets.cli import _WithoutStorageNoise, main
 from trading_assets.config import Settings
 from trading_assets.defs.ops.alerts import build_alert_sensors
 from trading_assets.orchestration import dagster_instance
@@ -255,3 +256,23 @@ def test_a_cli_refresh_is_one_run_of_a_named_job_that_the_ui_can_reexecute(
         child = instance.get_run_by_id(launched["run"]["runId"])
         assert (child.job_name, child.parent_run_id) == ("refresh_market", run_id)
         assert child.tags["dagster/asset_partition_range_start"] == run.tags["dagster/asset_partition_range_start"]
+
+
+def test_stderr_drops_dagsters_reports_of_the_lost_database_and_keeps_every_other_failure() -> None:
+    shown = io.StringIO()
+    stderr = _WithoutStorageNoise(shown)
+    fallback = "Falling back to storing multiple single-event storage requests...\n"
+    for text in (
+        "Exception while writing logger call to event log: connection refused\n",
+        "Exception while storing event batch: too many retries for DB connection\n",
+        fallback,
+        "Exception while storing event batch: value too long for type character varying(255)\n",
+        fallback,
+        "error: the database cannot be reached: connection refused\n",
+    ):
+        stderr.write(text)
+    assert shown.getvalue().splitlines() == [
+        "Exception while storing event batch: value too long for type character varying(255)",
+        fallback.strip(),
+        "error: the database cannot be reached: connection refused",
+    ]
