@@ -445,19 +445,24 @@ def _replaces_every_row(conn: psycopg.Connection, table: sql.Composable, starts:
     last date (three index probes a key), and the walk stops at the first key not covered: a few thousand
     probes for a full rewrite, one for a refresh. (An anti-join of every row took 0.45 s of 1.8 M rows.)
     """
-    covered = sql.SQL(
-        "exists (select from {s} r where r.asset_id = k.asset_id and r.tf = k.tf and r.from_date <= k.trade_date) "
-        "and (select max(l.trade_date) from {t} l where l.asset_id = k.asset_id and l.tf = k.tf) < {end}"
-    ).format(t=table, s=sql.Identifier(starts), end=sql.Literal(end))
+
+    def covered(key: str) -> sql.Composable:
+        return sql.SQL(
+            "exists (select from {s} r where r.asset_id = {k}.asset_id and r.tf = {k}.tf "
+            "and r.from_date <= {k}.trade_date) and (select max(l.trade_date) from {t} l "
+            "where l.asset_id = {k}.asset_id and l.tf = {k}.tf) < {end}"
+        ).format(k=sql.Identifier(key), s=sql.Identifier(starts), t=table, end=sql.Literal(end))
+
     query = sql.SQL(
         "with recursive k as ("
-        "(select asset_id, tf, trade_date from {t} order by asset_id, tf, trade_date limit 1) "
+        "(select f.*, {first_covered} as covered from "
+        "(select asset_id, tf, trade_date from {t} order by asset_id, tf, trade_date limit 1) f) "
         "union all "
-        "select n.* from k cross join lateral (select x.asset_id, x.tf, x.trade_date from {t} x "
+        "select n.*, {next_covered} from k cross join lateral (select x.asset_id, x.tf, x.trade_date from {t} x "
         "where (x.asset_id, x.tf) > (k.asset_id, k.tf) order by x.asset_id, x.tf, x.trade_date limit 1) n "
-        "where {covered}) "
-        "select coalesce(bool_and({covered}), true) from k"
-    ).format(t=table, covered=covered)
+        "where k.covered) "
+        "select coalesce(bool_and(covered), true) from k"
+    ).format(t=table, first_covered=covered("f"), next_covered=covered("n"))
     return conn.execute(query).fetchone()[0]
 
 
