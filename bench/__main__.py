@@ -101,7 +101,7 @@ def main() -> None:
     ]
     for stage in stages:
         if stage[0] == "refresh" and stage[2] == 1:
-            print("\none-day incremental refresh of every bar family, then every EMA family, through Dagster")
+            print("\none-day incremental refresh of every bar and EMA family through Dagster (one run)")
         subprocess.run([sys.executable, "-m", "bench", "--stage", *map(str, stage)], check=True)
 
 

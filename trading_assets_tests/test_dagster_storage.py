@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 import psycopg
 import pytest
+import sqlalchemy
 from dagster_postgres import PostgresEventLogStorage
 from psycopg import sql
 
@@ -104,3 +105,35 @@ def test_planned_events_are_stored_all_or_none(server_url: str, monkeypatch: pyt
         stored = _rows(url)
         storage.dispose()
     assert stored == {"event_logs": [], "asset_keys": [], "asset_check_executions": [], "asset_event_tags": []}
+
+
+def test_schema_questions_are_asked_once_when_the_answer_is_yes(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A column or table that exists is looked up in the catalog once per storage; one that does not is looked
+    up again each time (an upgrade may add it)."""
+    looked_up: list[str] = []
+    inspect = sqlalchemy.inspect
+
+    def inspected(subject: object) -> object:
+        looked_up.append("columns")
+        return inspect(subject)
+
+    with database_copy(server_url, "template0") as url:
+        storage = PlatformEventLogStorage(with_database(url, urlsplit(url).path[1:], scheme="postgresql+psycopg2"))
+        dialect = storage._engine.dialect
+        has_table = type(dialect).has_table
+
+        def table_looked_up(self: object, *args: object, **kwargs: object) -> bool:
+            looked_up.append("table")
+            return has_table(self, *args, **kwargs)
+
+        monkeypatch.setattr(sqlalchemy, "inspect", inspected)
+        monkeypatch.setattr(type(dialect), "has_table", table_looked_up)
+        answers = [storage.has_asset_key_col("cached_status_data") for _ in range(3)]
+        answers += [storage.has_asset_key_col("no_such_column") for _ in range(2)]
+        answers += [storage.has_table("asset_check_executions") for _ in range(2)]
+        answers += [storage.has_table("no_such_table") for _ in range(2)]
+        storage.dispose()
+    assert answers == [True, True, True, False, False, True, True, False, False]
+    assert looked_up == ["columns", "columns", "columns", "table", "table", "table"]
