@@ -361,9 +361,10 @@ def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame
     # bar whose midnight does not exist must not fail), then looked up by day.
     for zone in distinct:
         rows = slice(None) if len(distinct) == 1 else (zones == zone).to_numpy()
-        first = int(min(opens[rows].min(), closes[rows].min()))
-        present = np.zeros(int(max(opens[rows].max(), closes[rows].max())) - first + 1, bool)
-        present[opens[rows] - first] = present[closes[rows] - first] = True
+        zone_opens, zone_closes = opens[rows], closes[rows]
+        first = int(min(zone_opens.min(), zone_closes.min()))
+        present = np.zeros(int(max(zone_opens.max(), zone_closes.max())) - first + 1, bool)
+        present[zone_opens - first] = present[zone_closes - first] = True
         days = np.flatnonzero(present) + first
         midnights = np.zeros(present.size, np.int64)
         midnights[days - first] = (
@@ -375,8 +376,8 @@ def with_bar_times(frame: pl.DataFrame, timezones: pl.DataFrame) -> pl.DataFrame
             .to_physical()
             .to_numpy()
         )
-        open_us[rows] = midnights[opens[rows] - first]
-        close_us[rows] = midnights[closes[rows] - first]
+        open_us[rows] = midnights[zone_opens - first]
+        close_us[rows] = midnights[zone_closes - first]
     return frame.with_columns(
         pl.Series("time_open_bar", open_us).cast(pl.Datetime("us", "UTC")),
         pl.Series("time_close_bar", close_us).cast(pl.Datetime("us", "UTC")),
