@@ -387,6 +387,49 @@ def test_a_rewrite_replaces_every_row_only_when_each_stored_key_is_covered_from_
     conn.rollback()
 
 
+@pytest.mark.parametrize(
+    ("stored", "starts", "whole"),
+    [
+        ([1, 5, 20], [1], False),
+        ([1, 5, 18], [1], True),
+        ([2, 5], [1], True),
+        ([1, 5], [2], False),
+    ],
+)
+def test_the_daily_bars_are_walked_by_asset_alone(
+    conn: psycopg.Connection, stored: list[int], starts: list[int], whole: bool
+) -> None:
+    # Keyed as market.price_bars_1d: (asset_id, trade_date), tf always 1D. Assets 1 and 3 hold `stored` days,
+    # asset 2 one day; the rewrite names all three from the days of `starts`.
+    conn.execute(
+        "create temp table daily (asset_id int, tf text not null default '1D', trade_date date, "
+        "primary key (asset_id, trade_date))"
+    )
+    conn.execute(f"create temp table starts {market_store.TF_STARTS}")
+    with conn.cursor() as cur:
+        rows = [(asset, day) for asset in (1, 3) for day in stored] + [(2, 3)]
+        cur.executemany("insert into daily (asset_id, trade_date) values (%s, '2024-01-01'::date + %s)", rows)
+        firsts = [(asset, day) for asset in (1, 3) for day in starts] + [(2, 3)]
+        cur.executemany("insert into starts values (%s, '1D', '2024-01-01'::date + %s)", firsts)
+    assert market_store._replaces_every_row(conn, psycopg.sql.SQL("daily"), "starts", date(2024, 1, 20)) is whole
+    conn.rollback()
+
+
+@pytest.mark.parametrize(
+    "key", ["asset_id, tf, trade_date", "asset_id, trade_date"], ids=["multi-day bars", "daily bars"]
+)
+def test_the_key_walk_follows_the_primary_key_without_sorting(conn: psycopg.Connection, key: str) -> None:
+    # A walk ordered by a column its key lacks (tf, of the daily bars) sorted every asset's rows at each step.
+    conn.execute(f"create temp table keyed (asset_id int, tf text, trade_date date, primary key ({key}))")
+    conn.execute(f"create temp table starts {market_store.TF_STARTS}")
+    for setting in ("enable_seqscan", "enable_sort", "enable_incremental_sort"):
+        conn.execute(psycopg.sql.SQL("set local {} = off").format(psycopg.sql.Identifier(setting)))
+    walk = market_store._key_walk(conn, psycopg.sql.SQL("keyed"), "starts", date(2024, 1, 20))
+    plan = "\n".join(line for (line,) in conn.execute(psycopg.sql.SQL("explain ") + walk))
+    assert "Sort" not in plan and "Index" in plan
+    conn.rollback()
+
+
 def test_d4_backfill_at_series_start_renumbers_without_duplicates(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
