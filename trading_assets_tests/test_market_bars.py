@@ -16,7 +16,7 @@ from trading_assets.defs.market import assets as market_assets
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.defs.partitions import CARRY_CHANGED_TAG
-from trading_assets.io import market_store
+from trading_assets.io import market_store, row_counts
 from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
@@ -210,9 +210,15 @@ def test_rebuilding_asset_by_asset_in_chunks_gives_the_same_rows(
     _load(platform, files, months)
     _bars(platform, months)
     together = _snapshot(conn)
+    daily = _file_of(conn, "market.price_bars_1d")
     monkeypatch.setattr(market_assets, "_CHUNK_DAILY_ROWS", 1)  # every asset its own chunk
     rebuilt = _bars(platform, months, full_window=True)
     assert _snapshot(conn) == together
+    # The daily bars' run replaced every row over its three chunks: it truncated once (a new file) and COPYd
+    # frozen rows (the visibility map exists before any vacuum), and its row counts are exact.
+    assert _file_of(conn, "market.price_bars_1d") != daily
+    assert conn.execute("select pg_relation_size('market.price_bars_1d'::regclass, 'vm')").fetchone()[0] > 0
+    assert row_counts.table_rows(conn, "market.price_bars_1d") == len(together["price_bars_1d"])
     metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in rebuilt.get_asset_materialization_events()}
     assert metadata["price_bars_1d"]["run_rows_written"].value == len(together["price_bars_1d"]) == 3 * 334
     assert metadata["price_bars_multi_tf"]["run_rows_written"].value == len(together["price_bars_multi_tf"])

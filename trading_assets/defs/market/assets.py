@@ -444,26 +444,30 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             )
             assets = market_store.assets(conn)
             tally, repairs, gaps = BarTally(), 0, 0
-            for chunk in asset_chunks(context, conn, "price_histories", run.plan.starts, run.window.end):
-                prices = market_store.read_rows_from(
-                    conn, "price_histories", chunk, market_store.PRICE_SCHEMA, run.window.end
-                )
-                stored = market_store.daily_context(conn, chunk)
-                # Implausible rows (edited in by SQL, or loaded under older bounds) become rejects here.
-                daily, repaired = validate_daily(prices, settings.price_bounds)
-                bars = daily_bars(daily, stored, _sessions_of_daily_rows(daily, stored))
-                bars = with_bar_times(bars, assets)
-                replace_from = pl.DataFrame(
-                    {"asset_id": list(chunk), "from_date": list(chunk.values())},
-                    schema={"asset_id": pl.Int64, "from_date": pl.Date},
-                ).with_columns(tf=pl.lit(market_store.DAILY_TF))
-                market_store.replace_bars(conn, "1d", [bars], replace_from, _DAILY_COLUMNS, run.window.end, bars.height)
-                market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
-                repairs += repaired.height
-                gaps += int(bars["is_missing_days"].sum())
-                written = WrittenBars.of(bars)
-                tally.add(conn, written, prices)
-                run.record_written(written.days, "rows")
+            # Each asset's stored rows before its start, read before the table may be truncated (and without
+            # its indexes: a lookup per asset would scan it).
+            stored_before = market_store.daily_context(conn, run.plan.starts)
+            # Whether the run replaces every row is decided once for all its groups of assets (no savepoints here).
+            replaced = _daily_starts(run.plan.starts)
+            with market_store.bars_truncated_if_replaced(conn, "1d", replaced, run.window.end) as truncated:
+                for chunk in asset_chunks(context, conn, "price_histories", run.plan.starts, run.window.end):
+                    prices = market_store.read_rows_from(
+                        conn, "price_histories", chunk, market_store.PRICE_SCHEMA, run.window.end
+                    )
+                    stored = stored_before.filter(pl.col("asset_id").is_in(list(chunk)))
+                    # Implausible rows (edited in by SQL, or loaded under older bounds) become rejects here.
+                    daily, repaired = validate_daily(prices, settings.price_bounds)
+                    bars = daily_bars(daily, stored, _sessions_of_daily_rows(daily, stored))
+                    bars = with_bar_times(bars, assets)
+                    market_store.replace_bars(
+                        conn, "1d", [bars], _daily_starts(chunk), _DAILY_COLUMNS, run.window.end, bars.height, truncated
+                    )
+                    market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
+                    repairs += repaired.height
+                    gaps += int(bars["is_missing_days"].sum())
+                    written = WrittenBars.of(bars)
+                    tally.add(conn, written, prices)
+                    run.record_written(written.days, "rows")
             settle(conn, run, ends.changed(conn))
             for family in [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]:
                 market_store.mark_dirty(conn, family, run.plan.starts)
@@ -515,6 +519,14 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         return bars_of_family
 
     return [price_histories, price_bars_1d, *(family_asset(f) for f in market_store.MULTI_FAMILIES)]
+
+
+def _daily_starts(starts: dict[int, date]) -> pl.DataFrame:
+    """The daily bars' keys (asset_id, tf 1D) rewritten from each asset's date."""
+    return pl.DataFrame(
+        {"asset_id": list(starts), "from_date": list(starts.values())},
+        schema={"asset_id": pl.Int64, "from_date": pl.Date},
+    ).with_columns(tf=pl.lit(market_store.DAILY_TF))
 
 
 def _finish(
