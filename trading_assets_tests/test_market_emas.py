@@ -11,14 +11,18 @@ import polars as pl
 import psycopg
 import pytest
 import talib
+from psycopg import sql
 
 from trading_assets.config import Settings
 from trading_assets.defs.jobs import TABLE_CHECKS
+from trading_assets.defs.market import assets as market_assets
 from trading_assets.defs.market import emas as emas_module
 from trading_assets.defs.market.assets import BAR_KEYS, PRICE_HISTORIES
 from trading_assets.defs.market.ema_checks import FRESHNESS_GATE
 from trading_assets.defs.market.emas import EMA_KEYS, stale_assets
+from trading_assets.io import row_counts
 from trading_assets.io.ema_store import EMA_FAMILIES
+from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
 
 BTC = SHARED_DATA / "daily" / "binance_BTCUSDT_1d.csv"
@@ -285,3 +289,104 @@ def test_d23_gate_threshold_against_the_newest_bar_close(
         ids = [a for (a,) in gate_conn.execute("select asset_id from market.dim_assets order by 1")]
         assert stale_assets(gate_conn, ids, 48, closed + timedelta(hours=49)) == ids  # 49 h ago: stale
         assert stale_assets(gate_conn, ids, 48, closed + timedelta(hours=47)) == ids[1:]  # no bars: stale
+
+
+def _three_coins(platform: Platform, months: tuple[str, str]) -> None:
+    files = [
+        {"path": str(SHARED_DATA / "daily" / f"binance_{ticker}_1d.csv"), "symbol": ticker}
+        for ticker in ("BTCUSDT", "ETCUSDT", "LTCUSDT")
+    ]
+    platform.run(
+        dg.AssetSelection.assets(PRICE_HISTORIES),
+        partition_range=months,
+        ops={"market__price_histories": {"files": files}},
+    )
+
+
+def _files(conn: psycopg.Connection) -> dict[str, int]:
+    tables = [*(f"market.{t}" for t in BAR_TABLES.values()), *(f"market.{f}_packed" for f in EMA_FAMILIES)]
+    return {t: conn.execute("select pg_relation_filenode(%s::regclass)", (t,)).fetchone()[0] for t in tables}
+
+
+def _rows(conn: psycopg.Connection, table: str) -> list[tuple]:
+    listed = sql.SQL(", ").join(
+        sql.Identifier(c)
+        for (c,) in conn.execute(
+            "select column_name from information_schema.columns where table_schema = 'market' and table_name = %s "
+            "and column_name <> 'built_at' order by ordinal_position",
+            (table,),
+        )
+    )
+    return conn.execute(
+        sql.SQL("select {} from market.{} order by asset_id, tf, trade_date").format(listed, sql.Identifier(table))
+    ).fetchall()
+
+
+# Not the first partition: that one also owns every earlier date.
+_MONTHS = ("2019-02-01", "2019-12-01")
+
+
+@needs_shared
+def test_a_full_rebuild_in_groups_of_assets_truncates_each_table_once_and_writes_the_same_rows(
+    platform: Platform, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _three_coins(platform, _MONTHS)
+    assert _build(platform, _MONTHS).success
+    tables = [*BAR_TABLES.values(), *(f"{f}_packed" for f in EMA_FAMILIES)]
+    before, files = {t: _rows(conn, t) for t in tables}, _files(conn)
+    monkeypatch.setattr(market_assets, "_CHUNK_DAILY_ROWS", 1)  # every asset its own group
+    assert _build(platform, _MONTHS, full_window=True).success
+    assert {t: _rows(conn, t) for t in tables} == before
+    # Each run replaced every row of its table over three groups: it truncated once (a new file), COPYd frozen
+    # rows (the visibility map exists before any vacuum) and counted them exactly.
+    after = _files(conn)
+    for table in files:
+        assert after[table] != files[table], table
+        assert conn.execute("select pg_relation_size(%s::regclass, 'vm')", (table,)).fetchone()[0] > 0, table
+    for family in ["price_bars_1d", *EMA_FAMILIES]:
+        counted = row_counts.table_rows(conn, f"market.{family}")
+        assert (
+            counted
+            == conn.execute(sql.SQL("select count(*) from market.{}").format(sql.Identifier(family))).fetchone()[0]
+        )
+
+
+@needs_shared
+def test_an_asset_quarantined_in_a_full_rebuild_in_groups_keeps_its_rows_and_the_others_are_rebuilt(
+    platform: Platform, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _three_coins(platform, _MONTHS)
+    assert _build(platform, _MONTHS).success
+    tables = ["price_bars_multi_tf", "ema_multi_tf_packed"]
+    before, files = {t: _rows(conn, t) for t in tables}, _files(conn)
+    [etc] = conn.execute("select asset_id from market.dim_assets where symbol = 'ETCUSDT'").fetchone()
+    # A finite but absurd close edited into ETC's daily bars: both families quarantine ETC.
+    conn.execute(
+        "update market.price_bars_1d set close = 1.7e308, high = 1.7e308 "
+        "where asset_id = %s and trade_date = '2019-06-03'",
+        (etc,),
+    )
+    conn.commit()
+    monkeypatch.setattr(market_assets, "_CHUNK_DAILY_ROWS", 1)
+    keys = [BAR_KEYS["multi_tf"], EMA_KEYS["ema_multi_tf"]]
+    result = platform.run(
+        dg.AssetSelection.assets(*keys) - TABLE_CHECKS,
+        partition_range=_MONTHS,
+        ops={"market__ema_multi_tf": {"skip_stale_check": True}},
+        rebuild="all",
+        raise_on_error=False,
+    )
+    assert result.success
+    quarantined = {
+        e.asset_key: e.metadata["quarantined"].value
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "no_asset_quarantined"
+    }
+    assert {key: list(found) for key, found in quarantined.items()} == {key: [f"{etc} (ETCUSDT)"] for key in keys}
+    # The whole-table rewrite was abandoned (no new file) and each group was written on its own: ETC's rows
+    # are the ones stored before, and the other assets' rows were rebuilt as they were.
+    assert {t: _rows(conn, t) for t in tables} == before
+    after = _files(conn)
+    assert all(after[f"market.{t}"] == files[f"market.{t}"] for t in tables)
+    waiting = {f for (f,) in conn.execute("select family from market.bars_dirty where asset_id = %s", (etc,))}
+    assert {"multi_tf", "ema_multi_tf"} <= waiting

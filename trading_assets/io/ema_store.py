@@ -4,6 +4,7 @@ array element per period). Each function runs inside the caller's transaction.""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from datetime import date
 
 import polars as pl
@@ -19,6 +20,7 @@ from trading_assets.io.market_store import (
     qualified,
     read_rows_from,
     rewrite_rows,
+    truncated_if_replaced,
 )
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
 
@@ -193,10 +195,11 @@ def replace_emas(
     periods: list[int],
     end: date,
     expected_rows: int,
+    truncated: bool | None = None,
 ) -> int:
     """Delete each (asset, tf)'s rows from its from_date to `end` and COPY the rows of `wides` packed (about
     `expected_rows` wide rows, in the primary key's order), each frame stored while the next is made; returns
-    packed rows."""
+    packed rows. `truncated`: as for rewrite_rows."""
     emas, bars = ema_columns(periods)
 
     def packed_rows() -> Iterator[pl.DataFrame]:
@@ -222,7 +225,15 @@ def replace_emas(
         # A packed row stands for one long row per period with a value.
         weight_column="long_rows",
         weight=_LONG_ROWS,
+        truncated=truncated,
     )
+
+
+def emas_truncated_if_replaced(
+    conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: date
+) -> AbstractContextManager[bool]:
+    """truncated_if_replaced for the packed table of the EMA `family`."""
+    return truncated_if_replaced(conn, f"market.{family}_packed", qualified(family), starts, end)
 
 
 def replace_rejects(

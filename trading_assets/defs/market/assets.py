@@ -9,6 +9,7 @@ rewrites its window is in `rebuild.py`.
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from trading_assets.compute.bars import (
+    CARRY_SCHEMA,
     PRICES,
     SNAPSHOT_COLUMNS,
     calendar_bars,
@@ -48,6 +50,7 @@ from trading_assets.defs.market.rebuild import (
     selected_checks,
     settle,
     start_family_run,
+    written_in_groups,
 )
 from trading_assets.defs.partitions import partitions_end, run_window
 from trading_assets.defs.resources import Warehouse
@@ -443,13 +446,12 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 conn, run, sql.SQL(table), "price_histories", [market_store.DAILY_TF], _DAILY_COLUMNS, last_day
             )
             assets = market_store.assets(conn)
-            tally, repairs, gaps = BarTally(), 0, 0
             # Each asset's stored rows before its start, read before the table may be truncated (and without
             # its indexes: a lookup per asset would scan it).
             stored_before = market_store.daily_context(conn, run.plan.starts)
-            # Whether the run replaces every row is decided once for all its groups of assets (no savepoints here).
-            replaced = _daily_starts(run.plan.starts)
-            with market_store.bars_truncated_if_replaced(conn, "1d", replaced, run.window.end) as truncated:
+
+            def write(truncated: bool | None) -> tuple[BarTally, int, int]:
+                tally, repairs, gaps = BarTally(), 0, 0
                 for chunk in asset_chunks(context, conn, "price_histories", run.plan.starts, run.window.end):
                     prices = market_store.read_rows_from(
                         conn, "price_histories", chunk, market_store.PRICE_SCHEMA, run.window.end
@@ -459,15 +461,21 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                     daily, repaired = validate_daily(prices, settings.price_bounds)
                     bars = daily_bars(daily, stored, _sessions_of_daily_rows(daily, stored))
                     bars = with_bar_times(bars, assets)
-                    market_store.replace_bars(
-                        conn, "1d", [bars], _daily_starts(chunk), _DAILY_COLUMNS, run.window.end, bars.height, truncated
-                    )
-                    market_store.replace_bar_rejects(conn, chunk, repaired, run.window.end)
+                    starts, end = _daily_starts(chunk), run.window.end
+                    market_store.replace_bars(conn, "1d", [bars], starts, _DAILY_COLUMNS, end, bars.height, truncated)
+                    market_store.replace_bar_rejects(conn, chunk, repaired, end)
                     repairs += repaired.height
                     gaps += int(bars["is_missing_days"].sum())
                     written = WrittenBars.of(bars)
                     tally.add(conn, written, prices)
                     run.record_written(written.days, "rows")
+                return tally, repairs, gaps
+
+            def rewrite() -> AbstractContextManager[bool]:
+                replaced = _daily_starts(run.plan.starts)
+                return market_store.bars_truncated_if_replaced(conn, "1d", replaced, run.window.end)
+
+            tally, repairs, gaps = written_in_groups(conn, run, rewrite, write)
             settle(conn, run, ends.changed(conn))
             for family in [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]:
                 market_store.mark_dirty(conn, family, run.plan.starts)
@@ -498,16 +506,30 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 columns = _family_columns(family)
                 labels = [t.label for t in timeframes]
                 ends = EndStates(conn, run, sql.SQL(table), "price_bars_1d", labels, columns, last_day)
-                tally = BarTally()
                 bounds = settings.price_bounds
+                replaced = (
+                    _daily_starts(run.plan.starts)
+                    .drop("tf")
+                    .join(pl.DataFrame({"tf": labels + retired}, schema={"tf": pl.String}), how="cross")
+                )
 
-                def rebuild(starts: dict[int, date]) -> WrittenBars:
-                    return _rebuild_family(conn, family, timeframes, retired, starts, run.window.end, bounds)
+                def write(truncated: bool | None) -> BarTally:
+                    tally = BarTally()
 
-                for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
-                    for written in build_quarantining(conn, run, chunk, rebuild):
-                        tally.add(conn, written)
-                        run.record_written(written.days, "rows")
+                    def rebuild(starts: dict[int, date]) -> WrittenBars:
+                        end = run.window.end
+                        return _rebuild_family(conn, family, timeframes, retired, starts, end, bounds, truncated)
+
+                    for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
+                        for written in build_quarantining(conn, run, chunk, rebuild, truncated):
+                            tally.add(conn, written)
+                            run.record_written(written.days, "rows")
+                    return tally
+
+                def rewrite() -> AbstractContextManager[bool]:
+                    return market_store.bars_truncated_if_replaced(conn, family, replaced, run.window.end)
+
+                tally = written_in_groups(conn, run, rewrite, write)
                 settle(conn, run, ends.changed(conn))
                 for emas in ema_store.EMAS_OF_BARS[family]:
                     market_store.mark_dirty(conn, emas, run.plan.starts)
@@ -577,10 +599,11 @@ def _rebuild_family(
     starts: dict[int, date],
     end: date,
     bounds: PriceBounds,
+    truncated: bool | None = None,
 ) -> WrittenBars:
     """Rewrite each asset's bars of every timeframe from its start date to `end`; rows of retired timeframes
-    in that span are removed. Returns what was written; raises ImplausibleInput for assets whose daily bars
-    are outside `bounds`.
+    in that span are removed (`truncated`: as for rewrite_rows). Returns what was written; raises
+    ImplausibleInput for assets whose daily bars are outside `bounds`.
 
     Only daily rows from the start date on are read: a bar in progress continues from its last stored
     snapshot row (the carry). Stored rows before the start are right, since a snapshot depends on nothing
@@ -592,7 +615,13 @@ def _rebuild_family(
     rewrite_from = context.select("asset_id", "from_date").join(
         pl.DataFrame({"tf": [t.label for t in timeframes] + retired}, schema={"tf": pl.String}), how="cross"
     )
-    carry = market_store.last_snapshots_before(conn, family, rewrite_from)
+    # A table truncated for this run holds no row before any start (and, without its index, a lookup per key
+    # would scan it).
+    carry = (
+        pl.DataFrame(schema=CARRY_SCHEMA)
+        if truncated
+        else market_store.last_snapshots_before(conn, family, rewrite_from)
+    )
     for timeframe in (t for t in timeframes if t.unit == "D"):
         # A block's first date (its bar_start) is the date of its first row.
         first_seq = context.select(
@@ -618,7 +647,7 @@ def _rebuild_family(
         raise ImplausibleInput(implausible)
     columns = _family_columns(family)
     if daily.is_empty() or not timeframes:
-        market_store.replace_bars(conn, family, [], rewrite_from, [], end, 0)
+        market_store.replace_bars(conn, family, [], rewrite_from, [], end, 0, truncated)
         return WrittenBars.concat([])
     years = max((t.n for t in timeframes if t.unit == "Y"), default=1)
     sessions = session_table(
@@ -645,5 +674,6 @@ def _rebuild_family(
             yield bars
 
     # A snapshot row per daily row and timeframe.
-    market_store.replace_bars(conn, family, built(), rewrite_from, columns, end, daily.height * len(timeframes))
+    expected = daily.height * len(timeframes)
+    market_store.replace_bars(conn, family, built(), rewrite_from, columns, end, expected, truncated)
     return WrittenBars.concat(written)

@@ -10,6 +10,7 @@ stored row, so it needs a run over all months (automation starts one when dim_em
 import json
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -21,6 +22,7 @@ from trading_assets.compute import staleness
 from trading_assets.compute.calendars import Timeframe
 from trading_assets.compute.ema import (
     GROUP,
+    carry_schema,
     dual_ema,
     per_timeframe,
     price_bound_candidates,
@@ -55,6 +57,7 @@ from trading_assets.defs.market.rebuild import (
     selected_checks,
     settle,
     start_family_run,
+    written_in_groups,
 )
 from trading_assets.defs.partitions import partitions_end
 from trading_assets.defs.resources import Warehouse
@@ -224,17 +227,23 @@ def _rebuild_emas(
     starts: dict[int, date],
     end: date,
     bounds: PriceBounds,
+    truncated: bool | None = None,
 ) -> EmaBuild:
     """Rewrite each asset's EMAs of every timeframe from its start date to `end` (rows of retired timeframes
-    in that span are removed). Each group of assets is checked as it is stored, so that no more than one
-    group's wide rows are held."""
+    in that span are removed; `truncated`: as for rewrite_rows). Each group of assets is checked as it is
+    stored, so that no more than one group's wide rows are held."""
     from_dates = pl.DataFrame(
         {"asset_id": list(starts), "from_date": list(starts.values())},
         schema={"asset_id": pl.Int64, "from_date": pl.Date},
     )
-    labels = pl.DataFrame({"tf": [t.label for t in timeframes]}, schema={"tf": pl.String})
-    rewrite_from = from_dates.join(labels, how="cross")
-    carry = ema_store.read_carry(conn, family, rewrite_from, periods)
+    rewrite_from = _keys_from(starts, [t.label for t in timeframes])
+    # A table truncated for this run holds no row before any start (and, without its index, a lookup per key
+    # would scan it).
+    carry = (
+        pl.DataFrame(schema=carry_schema(periods))
+        if truncated
+        else ema_store.read_carry(conn, family, rewrite_from, periods)
+    )
     v2 = family == "ema_multi_tf_v2"
     grid = ema_store.read_grid(
         conn, family, from_dates.with_columns(tf=pl.lit(DAILY.label)) if v2 else rewrite_from, end
@@ -262,11 +271,9 @@ def _rebuild_emas(
             candidates.append(price_bound_candidates(wide, periods))
             yield wide
 
-    removed_too = from_dates.join(pl.DataFrame({"tf": retired}, schema={"tf": pl.String}), how="cross")
     expected = grid.height * (len(timeframes) if v2 else 1)
-    packed = ema_store.replace_emas(
-        conn, family, computed(), pl.concat([rewrite_from, removed_too]), periods, end, expected
-    )
+    replaced = pl.concat([rewrite_from, _keys_from(starts, retired)])
+    packed = ema_store.replace_emas(conn, family, computed(), replaced, periods, end, expected, truncated)
     found, outside = pl.concat(invalid), pl.concat(candidates)
     bounds = price_bound_violations(outside, ema_store.daily_closes(conn, _windows(outside)))
     bounds = bounds.join(outside.select(*GROUP, "period", "trade_date", "close"), on=[*GROUP, "period", "trade_date"])
@@ -274,6 +281,15 @@ def _rebuild_emas(
     ema_store.replace_rejects(conn, family, starts, rejects, end)
     sample = ends(samples[0], samples[-1])
     return EmaBuild(pl.concat(written), sample, packed, found, rejects, bounds.height)
+
+
+def _keys_from(starts: dict[int, date], labels: list[str]) -> pl.DataFrame:
+    """(asset_id, from_date, tf): each asset's start for every timeframe of `labels`."""
+    from_dates = pl.DataFrame(
+        {"asset_id": list(starts), "from_date": list(starts.values())},
+        schema={"asset_id": pl.Int64, "from_date": pl.Date},
+    )
+    return from_dates.join(pl.DataFrame({"tf": labels}, schema={"tf": pl.String}), how="cross")
 
 
 def _windows(candidates: pl.DataFrame) -> pl.DataFrame:
@@ -341,14 +357,26 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                 ends = EndStates(conn, run, ema_store.packed_table(family), "price_bars_1d", labels, columns, last_day)
                 if periods and timeframes:
 
-                    def rebuild(starts: dict[int, date]) -> EmaBuild:
-                        end, bounds = run.window.end, settings.price_bounds
-                        return _rebuild_emas(conn, family, timeframes, retired, periods, starts, end, bounds)
+                    def write(truncated: bool | None) -> EmaTally:
+                        tally = EmaTally()
 
-                    for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
-                        for built in build_quarantining(conn, run, chunk, rebuild):
-                            tally.add(built)
-                            run.record_written(built.written, "long_rows")
+                        def rebuild(starts: dict[int, date]) -> EmaBuild:
+                            end, bounds = run.window.end, settings.price_bounds
+                            return _rebuild_emas(
+                                conn, family, timeframes, retired, periods, starts, end, bounds, truncated
+                            )
+
+                        for chunk in asset_chunks(context, conn, "price_bars_1d", run.plan.starts, run.window.end):
+                            for built in build_quarantining(conn, run, chunk, rebuild, truncated):
+                                tally.add(built)
+                                run.record_written(built.written, "long_rows")
+                        return tally
+
+                    def rewrite() -> AbstractContextManager[bool]:
+                        replaced = _keys_from(run.plan.starts, [*labels, *retired])
+                        return ema_store.emas_truncated_if_replaced(conn, family, replaced, run.window.end)
+
+                    tally = written_in_groups(conn, run, rewrite, write)
                 settle(conn, run, ends.changed(conn))
                 if tally.invalid.height:
                     # Invalid values never replace stored ones; their rejects are kept to show why.

@@ -11,6 +11,7 @@ follows (`CARRY_CHANGED_TAG`).
 
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TypeVar
@@ -96,14 +97,58 @@ class ImplausibleInput(Exception):
         self.reasons = reasons
 
 
+class WholeRewriteAbandoned(Exception):
+    """An asset of a run that replaces every row of its table failed to build: the truncated table no longer
+    holds the rows it must keep, so the run writes its groups again, each on its own (see written_in_groups)."""
+
+
+def written_in_groups(
+    conn: psycopg.Connection,
+    run: FamilyRun,
+    rewrite: Callable[[], AbstractContextManager[bool]],
+    write: Callable[[bool | None], Built],
+) -> Built:
+    """`write(truncated)`: every group of the run's assets written (`truncated` for rewrite_rows and
+    build_quarantining), the whole-table question asked once for the run by `rewrite()`
+    (market_store.truncated_if_replaced).
+
+    When the run replaces every row, the table is truncated once and its groups are written with frozen rows
+    and without savepoints, the indexes built at the end (asked per group, a run of several groups would
+    replace only a group's rows each time: deleted and inserted through the indexes). An asset that fails
+    to build then undoes it all (a savepoint taken before the truncate), and the groups are written again as
+    they always were, `write(None)`: each decides alone, and the asset is quarantined with its rows kept.
+    """
+    written, written_by_asset = list(run.written), list(run.written_by_asset)
+    try:
+        with conn.transaction(), rewrite() as truncated:
+            return write(truncated)
+    except WholeRewriteAbandoned:
+        run.written, run.written_by_asset = written, written_by_asset
+        return write(None)
+
+
 def build_quarantining(
-    conn: psycopg.Connection, run: FamilyRun, chunk: dict[int, date], build: Callable[[dict[int, date]], Built]
+    conn: psycopg.Connection,
+    run: FamilyRun,
+    chunk: dict[int, date],
+    build: Callable[[dict[int, date]], Built],
+    truncated: bool | None = None,
 ) -> list[Built]:
     """`build(chunk)` in a savepoint. Assets whose input is implausible (ImplausibleInput) are quarantined:
     left out with the reason, their changes left queued, while every other asset's rows are written. When the
     build fails otherwise, the assets are built one by one and those that fail alone are quarantined; but if
     none builds, in this group or before it, the fault is the run's, not an asset's, and the run fails (a
-    materialization that wrote nothing would say the months are consistent). A lost connection ends the run."""
+    materialization that wrote nothing would say the months are consistent). A lost connection ends the run.
+
+    In a run that truncated its table (`truncated`), there is no savepoint and no quarantine: any failure but a
+    lost connection abandons the whole-table rewrite (WholeRewriteAbandoned)."""
+    if truncated:
+        try:
+            return [build(chunk)]
+        except (psycopg.OperationalError, psycopg.errors.QueryCanceled):
+            raise
+        except Exception as exc:
+            raise WholeRewriteAbandoned(str(exc)) from exc
     pending = dict(chunk)
     while pending:
         try:
