@@ -41,6 +41,15 @@ DAILY_TF = "1D"
 TF_STARTS = "(asset_id integer, tf text, from_date date)"
 
 
+def keys_from(starts: dict[int, date], labels: list[str]) -> pl.DataFrame:
+    """(asset_id, from_date, tf): each asset's start date for every timeframe of `labels` (the rows of TF_STARTS)."""
+    from_dates = pl.DataFrame(
+        {"asset_id": list(starts), "from_date": list(starts.values())},
+        schema={"asset_id": pl.Int64, "from_date": pl.Date},
+    )
+    return from_dates.join(pl.DataFrame({"tf": labels}, schema={"tf": pl.String}), how="cross")
+
+
 def qualified(table: str) -> str:
     """The schema-qualified name of a market table, as ops.partition_rows and the UI know it."""
     return f"market.{table}"

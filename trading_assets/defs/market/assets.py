@@ -461,7 +461,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                     daily, repaired = validate_daily(prices, settings.price_bounds)
                     bars = daily_bars(daily, stored, _sessions_of_daily_rows(daily, stored))
                     bars = with_bar_times(bars, assets)
-                    starts, end = _daily_starts(chunk), run.window.end
+                    starts, end = market_store.keys_from(chunk, [market_store.DAILY_TF]), run.window.end
                     market_store.replace_bars(conn, "1d", [bars], starts, _DAILY_COLUMNS, end, bars.height, truncated)
                     market_store.replace_bar_rejects(conn, chunk, repaired, end)
                     repairs += repaired.height
@@ -472,7 +472,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 return tally, repairs, gaps
 
             def rewrite() -> AbstractContextManager[bool]:
-                replaced = _daily_starts(run.plan.starts)
+                replaced = market_store.keys_from(run.plan.starts, [market_store.DAILY_TF])
                 return market_store.bars_truncated_if_replaced(conn, "1d", replaced, run.window.end)
 
             tally, repairs, gaps = written_in_groups(conn, run, rewrite, write)
@@ -507,11 +507,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
                 labels = [t.label for t in timeframes]
                 ends = EndStates(conn, run, sql.SQL(table), "price_bars_1d", labels, columns, last_day)
                 bounds = settings.price_bounds
-                replaced = (
-                    _daily_starts(run.plan.starts)
-                    .drop("tf")
-                    .join(pl.DataFrame({"tf": labels + retired}, schema={"tf": pl.String}), how="cross")
-                )
+                replaced = market_store.keys_from(run.plan.starts, labels + retired)
 
                 def write(truncated: bool | None) -> BarTally:
                     tally = BarTally()
@@ -541,14 +537,6 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         return bars_of_family
 
     return [price_histories, price_bars_1d, *(family_asset(f) for f in market_store.MULTI_FAMILIES)]
-
-
-def _daily_starts(starts: dict[int, date]) -> pl.DataFrame:
-    """The daily bars' keys (asset_id, tf 1D) rewritten from each asset's date."""
-    return pl.DataFrame(
-        {"asset_id": list(starts), "from_date": list(starts.values())},
-        schema={"asset_id": pl.Int64, "from_date": pl.Date},
-    ).with_columns(tf=pl.lit(market_store.DAILY_TF))
 
 
 def _finish(
@@ -612,9 +600,7 @@ def _rebuild_family(
     if not starts:
         return WrittenBars.concat([])
     context = market_store.daily_context(conn, starts)
-    rewrite_from = context.select("asset_id", "from_date").join(
-        pl.DataFrame({"tf": [t.label for t in timeframes] + retired}, schema={"tf": pl.String}), how="cross"
-    )
+    rewrite_from = market_store.keys_from(starts, [t.label for t in timeframes] + retired)
     # A table truncated for this run holds no row before any start (and, without its index, a lookup per key
     # would scan it).
     carry = (

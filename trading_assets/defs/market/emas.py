@@ -232,11 +232,7 @@ def _rebuild_emas(
     """Rewrite each asset's EMAs of every timeframe from its start date to `end` (rows of retired timeframes
     in that span are removed; `truncated`: as for rewrite_rows). Each group of assets is checked as it is
     stored, so that no more than one group's wide rows are held."""
-    from_dates = pl.DataFrame(
-        {"asset_id": list(starts), "from_date": list(starts.values())},
-        schema={"asset_id": pl.Int64, "from_date": pl.Date},
-    )
-    rewrite_from = _keys_from(starts, [t.label for t in timeframes])
+    rewrite_from = market_store.keys_from(starts, [t.label for t in timeframes])
     # A table truncated for this run holds no row before any start (and, without its index, a lookup per key
     # would scan it).
     carry = (
@@ -245,9 +241,7 @@ def _rebuild_emas(
         else ema_store.read_carry(conn, family, rewrite_from, periods)
     )
     v2 = family == "ema_multi_tf_v2"
-    grid = ema_store.read_grid(
-        conn, family, from_dates.with_columns(tf=pl.lit(DAILY.label)) if v2 else rewrite_from, end
-    )
+    grid = ema_store.read_grid(conn, family, market_store.keys_from(starts, [DAILY.label]) if v2 else rewrite_from, end)
     if implausible := implausible_assets(grid, ["close"], bounds):
         raise ImplausibleInput(implausible)
     labels = [t.label for t in market_store.timeframes_in_key_order(conn, timeframes)]
@@ -272,7 +266,7 @@ def _rebuild_emas(
             yield wide
 
     expected = grid.height * (len(timeframes) if v2 else 1)
-    replaced = pl.concat([rewrite_from, _keys_from(starts, retired)])
+    replaced = pl.concat([rewrite_from, market_store.keys_from(starts, retired)])
     packed = ema_store.replace_emas(conn, family, computed(), replaced, periods, end, expected, truncated)
     found, outside = pl.concat(invalid), pl.concat(candidates)
     bounds = price_bound_violations(outside, ema_store.daily_closes(conn, _windows(outside)))
@@ -281,15 +275,6 @@ def _rebuild_emas(
     ema_store.replace_rejects(conn, family, starts, rejects, end)
     sample = ends(samples[0], samples[-1])
     return EmaBuild(pl.concat(written), sample, packed, found, rejects, bounds.height)
-
-
-def _keys_from(starts: dict[int, date], labels: list[str]) -> pl.DataFrame:
-    """(asset_id, from_date, tf): each asset's start for every timeframe of `labels`."""
-    from_dates = pl.DataFrame(
-        {"asset_id": list(starts), "from_date": list(starts.values())},
-        schema={"asset_id": pl.Int64, "from_date": pl.Date},
-    )
-    return from_dates.join(pl.DataFrame({"tf": labels}, schema={"tf": pl.String}), how="cross")
 
 
 def _windows(candidates: pl.DataFrame) -> pl.DataFrame:
@@ -373,7 +358,7 @@ def build_ema_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefinit
                         return tally
 
                     def rewrite() -> AbstractContextManager[bool]:
-                        replaced = _keys_from(run.plan.starts, [*labels, *retired])
+                        replaced = market_store.keys_from(run.plan.starts, [*labels, *retired])
                         return ema_store.emas_truncated_if_replaced(conn, family, replaced, run.window.end)
 
                     tally = written_in_groups(conn, run, rewrite, write)
