@@ -291,18 +291,6 @@ def test_d23_gate_threshold_against_the_newest_bar_close(
         assert stale_assets(gate_conn, ids, 48, closed + timedelta(hours=47)) == ids[1:]  # no bars: stale
 
 
-def _three_coins(platform: Platform, months: tuple[str, str]) -> None:
-    files = [
-        {"path": str(SHARED_DATA / "daily" / f"binance_{ticker}_1d.csv"), "symbol": ticker}
-        for ticker in ("BTCUSDT", "ETCUSDT", "LTCUSDT")
-    ]
-    platform.run(
-        dg.AssetSelection.assets(PRICE_HISTORIES),
-        partition_range=months,
-        ops={"market__price_histories": {"files": files}},
-    )
-
-
 def _files(conn: psycopg.Connection) -> dict[str, int]:
     tables = [*(f"market.{t}" for t in BAR_TABLES.values()), *(f"market.{f}_packed" for f in EMA_FAMILIES)]
     return {t: conn.execute("select pg_relation_filenode(%s::regclass)", (t,)).fetchone()[0] for t in tables}
@@ -326,14 +314,27 @@ def _rows(conn: psycopg.Connection, table: str) -> list[tuple]:
 _MONTHS = ("2019-02-01", "2019-12-01")
 
 
+def _built_three_coins(
+    platform: Platform, conn: psycopg.Connection, tables: list[str]
+) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+    """Three coins loaded and every bar and EMA family built over _MONTHS; the rows of `tables` and every
+    market table's file."""
+    files = [
+        {"path": str(SHARED_DATA / "daily" / f"binance_{ticker}_1d.csv"), "symbol": ticker}
+        for ticker in ("BTCUSDT", "ETCUSDT", "LTCUSDT")
+    ]
+    load = {"market__price_histories": {"files": files}}
+    platform.run(dg.AssetSelection.assets(PRICE_HISTORIES), partition_range=_MONTHS, ops=load)
+    assert _build(platform, _MONTHS).success
+    return {t: _rows(conn, t) for t in tables}, _files(conn)
+
+
 @needs_shared
 def test_a_full_rebuild_in_groups_of_assets_truncates_each_table_once_and_writes_the_same_rows(
     platform: Platform, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _three_coins(platform, _MONTHS)
-    assert _build(platform, _MONTHS).success
     tables = [*BAR_TABLES.values(), *(f"{f}_packed" for f in EMA_FAMILIES)]
-    before, files = {t: _rows(conn, t) for t in tables}, _files(conn)
+    before, files = _built_three_coins(platform, conn, tables)
     monkeypatch.setattr(market_assets, "_CHUNK_DAILY_ROWS", 1)  # every asset its own group
     assert _build(platform, _MONTHS, full_window=True).success
     assert {t: _rows(conn, t) for t in tables} == before
@@ -343,22 +344,17 @@ def test_a_full_rebuild_in_groups_of_assets_truncates_each_table_once_and_writes
     for table in files:
         assert after[table] != files[table], table
         assert conn.execute("select pg_relation_size(%s::regclass, 'vm')", (table,)).fetchone()[0] > 0, table
-    for family in ["price_bars_1d", *EMA_FAMILIES]:
-        counted = row_counts.table_rows(conn, f"market.{family}")
-        assert (
-            counted
-            == conn.execute(sql.SQL("select count(*) from market.{}").format(sql.Identifier(family))).fetchone()[0]
-        )
+    for name in [*BAR_TABLES.values(), *EMA_FAMILIES]:
+        [stored] = conn.execute(sql.SQL("select count(*) from market.{}").format(sql.Identifier(name))).fetchone()
+        assert row_counts.table_rows(conn, f"market.{name}") == stored, name
 
 
 @needs_shared
 def test_an_asset_quarantined_in_a_full_rebuild_in_groups_keeps_its_rows_and_the_others_are_rebuilt(
     platform: Platform, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _three_coins(platform, _MONTHS)
-    assert _build(platform, _MONTHS).success
     tables = ["price_bars_multi_tf", "ema_multi_tf_packed"]
-    before, files = {t: _rows(conn, t) for t in tables}, _files(conn)
+    before, files = _built_three_coins(platform, conn, tables)
     [etc] = conn.execute("select asset_id from market.dim_assets where symbol = 'ETCUSDT'").fetchone()
     # A finite but absurd close edited into ETC's daily bars: both families quarantine ETC.
     conn.execute(
