@@ -215,6 +215,15 @@ def mark_dirty(conn: psycopg.Connection, family: str, dirty_from: dict[int, date
     )
 
 
+def lock_marks(conn: psycopg.Connection, families: list[str]) -> None:
+    """Lock the change marks of `families` (those this run marks when it is done) for this transaction, before
+    the run rewrites its table. Their runs lock their marks before they read this table: taking the marks
+    first keeps one order (marks, then tables) in every run, so that two runs wait for each other instead of
+    deadlocking (one holding this table truncated while it waits for the marks, the other holding the marks
+    while it waits to read this table)."""
+    conn.execute("select from market.bars_dirty where family = any(%s) for update", (families,))
+
+
 def earliest_pending(conn: psycopg.Connection, families: list[str]) -> date | None:
     """The earliest date from which any of `families` has changes waiting."""
     return conn.execute("select min(dirty_from) from market.bars_dirty where family = any(%s)", (families,)).fetchone()[
