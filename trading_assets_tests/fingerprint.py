@@ -30,5 +30,30 @@ def table_fingerprints(
     return digests
 
 
+def stored_rows(conn: psycopg.Connection, table: str, ignore: tuple[str, ...] = WRITE_TIMES) -> list[tuple]:
+    """The rows of `table` (schema.table) without the `ignore` columns, ordered by every column."""
+    schema, name = table.split(".")
+    columns = [
+        column
+        for (column,) in conn.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
+            "order by ordinal_position",
+            (schema, name),
+        )
+        if column not in ignore
+    ]
+    query = sql.SQL("select {} from {} order by {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.Identifier(schema, name),
+        sql.SQL(", ").join(sql.Literal(position) for position in range(1, len(columns) + 1)),
+    )
+    return conn.execute(query).fetchall()
+
+
+def relation_file(conn: psycopg.Connection, table: str) -> int:
+    """The file node of `table`: a TRUNCATE gives the table a new one."""
+    return conn.execute("select pg_relation_filenode(%s::regclass)", (table,)).fetchone()[0]
+
+
 def changed_tables(before: dict[str, str], after: dict[str, str]) -> set[str]:
     return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}

@@ -20,6 +20,7 @@ from trading_assets.io import market_store, row_counts
 from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
+from trading_assets_tests.fingerprint import relation_file, stored_rows
 
 BARS = list(BAR_KEYS.values())
 BTC = SHARED_DATA / "daily" / "binance_BTCUSDT_1d.csv"
@@ -51,19 +52,7 @@ def _bars(platform: Platform, months: tuple[str, str], full_window: bool = False
 
 
 def _snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
-    tables = {}
-    for table in BAR_TABLES.values():
-        columns = [
-            c
-            for (c,) in conn.execute(
-                "select column_name from information_schema.columns where table_schema = 'market' "
-                "and table_name = %s and column_name <> 'built_at' order by ordinal_position",
-                (table,),
-            )
-        ]
-        listed = ", ".join(columns)
-        tables[table] = conn.execute(f"select {listed} from market.{table} order by 1, 2, 3, 4").fetchall()  # noqa: S608
-    return tables
+    return {table: stored_rows(conn, f"market.{table}") for table in BAR_TABLES.values()}
 
 
 def _write(path: Path, rows: list[str]) -> Path:
@@ -210,13 +199,13 @@ def test_rebuilding_asset_by_asset_in_chunks_gives_the_same_rows(
     _load(platform, files, months)
     _bars(platform, months)
     together = _snapshot(conn)
-    daily = _file_of(conn, "market.price_bars_1d")
+    daily = relation_file(conn, "market.price_bars_1d")
     monkeypatch.setattr(market_assets, "_CHUNK_DAILY_ROWS", 1)  # every asset its own chunk
     rebuilt = _bars(platform, months, full_window=True)
     assert _snapshot(conn) == together
     # The daily bars' run replaced every row over its three chunks: it truncated once (a new file) and COPYd
     # frozen rows (the visibility map exists before any vacuum), and its row counts are exact.
-    assert _file_of(conn, "market.price_bars_1d") != daily
+    assert relation_file(conn, "market.price_bars_1d") != daily
     assert conn.execute("select pg_relation_size('market.price_bars_1d'::regclass, 'vm')").fetchone()[0] > 0
     assert row_counts.table_rows(conn, "market.price_bars_1d") == len(together["price_bars_1d"])
     metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in rebuilt.get_asset_materialization_events()}
@@ -325,26 +314,22 @@ def test_a_full_rewrite_builds_the_indexes_after_its_copy_and_a_failed_one_keeps
         conn.execute("insert into market.price_bars_multi_tf select * from market.price_bars_multi_tf limit 1")
 
 
-def _file_of(conn: psycopg.Connection, table: str) -> int:
-    return conn.execute("select pg_relation_filenode(%s::regclass)", (table,)).fetchone()[0]
-
-
 def test_a_rewrite_of_every_row_truncates_and_freezes_and_one_that_misses_a_row_deletes(
     platform: Platform, conn: psycopg.Connection, tmp_path: Path
 ) -> None:
     prices = _write(tmp_path / "x.csv", [f"2024-01-{d:02d},10,11,9,{10 + d / 10},100" for d in range(1, 32)])
     _load(platform, [{"path": str(prices), "symbol": "XTEST"}], ("2024-01-01", "2024-01-01"))
     table = "market.price_bars_multi_tf"
-    empty = _file_of(conn, table)
+    empty = relation_file(conn, table)
     _bars(platform, ("2024-01-01", "2024-01-01"))
     first = _snapshot(conn)
     # A first build and a full rewrite truncate (a new file) and COPY frozen rows: their pages are marked
     # all-visible as they are written, so the visibility map exists before any vacuum.
-    assert _file_of(conn, table) != empty
+    assert relation_file(conn, table) != empty
     assert conn.execute("select pg_relation_size(%s::regclass, 'vm')", (table,)).fetchone()[0] > 0
-    built = _file_of(conn, table)
+    built = relation_file(conn, table)
     _bars(platform, ("2024-01-01", "2024-01-01"), full_window=True)
-    rewritten = _file_of(conn, table)
+    rewritten = relation_file(conn, table)
     assert rewritten != built and _snapshot(conn) == first
     # Rows the run does not rebuild (of an asset without prices, written by SQL) are not replaced: the rewrite
     # deletes instead, and they stay.
@@ -353,7 +338,7 @@ def test_a_rewrite_of_every_row_truncates_and_freezes_and_one_that_misses_a_row_
     conn.execute("update outside set asset_id = %s", (other,))
     conn.execute("insert into market.price_bars_multi_tf select * from outside")
     _bars(platform, ("2024-01-01", "2024-01-01"), full_window=True)
-    assert _file_of(conn, table) == rewritten
+    assert relation_file(conn, table) == rewritten
     kept = conn.execute("select count(*) from market.price_bars_multi_tf where asset_id = %s", (other,)).fetchone()
     assert kept == (len(first["price_bars_multi_tf"]),)
     conn.execute("delete from market.price_bars_multi_tf where asset_id = %s", (other,))

@@ -24,6 +24,7 @@ from trading_assets.io import row_counts
 from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets_tests.conftest import SHARED_DATA, Platform
+from trading_assets_tests.fingerprint import relation_file, stored_rows
 
 BTC = SHARED_DATA / "daily" / "binance_BTCUSDT_1d.csv"
 needs_shared = pytest.mark.skipif(not BTC.exists(), reason="../shared/data is not beside the project")
@@ -293,21 +294,11 @@ def test_d23_gate_threshold_against_the_newest_bar_close(
 
 def _files(conn: psycopg.Connection) -> dict[str, int]:
     tables = [*(f"market.{t}" for t in BAR_TABLES.values()), *(f"market.{f}_packed" for f in EMA_FAMILIES)]
-    return {t: conn.execute("select pg_relation_filenode(%s::regclass)", (t,)).fetchone()[0] for t in tables}
+    return {table: relation_file(conn, table) for table in tables}
 
 
 def _rows(conn: psycopg.Connection, table: str) -> list[tuple]:
-    listed = sql.SQL(", ").join(
-        sql.Identifier(c)
-        for (c,) in conn.execute(
-            "select column_name from information_schema.columns where table_schema = 'market' and table_name = %s "
-            "and column_name <> 'built_at' order by ordinal_position",
-            (table,),
-        )
-    )
-    return conn.execute(
-        sql.SQL("select {} from market.{} order by asset_id, tf, trade_date").format(listed, sql.Identifier(table))
-    ).fetchall()
+    return stored_rows(conn, f"market.{table}")
 
 
 # Not the first partition: that one also owns every earlier date.

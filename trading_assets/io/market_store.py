@@ -221,7 +221,8 @@ def lock_marks(conn: psycopg.Connection, families: list[str]) -> None:
     first keeps one order (marks, then tables) in every run, so that two runs wait for each other instead of
     deadlocking (one holding this table truncated while it waits for the marks, the other holding the marks
     while it waits to read this table)."""
-    conn.execute("select from market.bars_dirty where family = any(%s) for update", (families,))
+    if families:
+        conn.execute("select from market.bars_dirty where family = any(%s) for update", (families,))
 
 
 def earliest_pending(conn: psycopg.Connection, families: list[str]) -> date | None:
@@ -444,31 +445,15 @@ def rewrite_rows(
     """
     if truncated is None:
         with truncated_if_replaced(conn, table, counted_as, starts, end) as whole:
-            return _rewrite(conn, table, counted_as, frames, columns, end, expected_rows, weight_column, weight, whole)
-    if not truncated:
-        filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    return _rewrite(conn, table, counted_as, frames, columns, end, expected_rows, weight_column, weight, truncated)
-
-
-def _rewrite(
-    conn: psycopg.Connection,
-    table: str,
-    counted_as: str,
-    frames: Iterable[pl.DataFrame],
-    columns: list[str],
-    end: date,
-    expected_rows: int,
-    weight_column: str | None,
-    weight: sql.Composable | None,
-    truncated: bool,
-) -> int:
-    """rewrite_rows, its starts in the scratch table `replace_from` unless the table was truncated."""
+            return rewrite_rows(
+                conn, table, counted_as, starts, frames, columns, end, expected_rows, weight_column, weight, whole
+            )
     target = sql.Identifier(*table.split("."))
-    removed = (
-        pl.DataFrame(schema=row_counts.MONTH_ROWS)
-        if truncated
-        else delete_rows(conn, target, "replace_from", end, expected_rows, weight or _ONE_ROW)
-    )
+    if truncated:
+        removed = pl.DataFrame(schema=row_counts.MONTH_ROWS)
+    else:
+        filled_scratch_table(conn, "replace_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
+        removed = delete_rows(conn, target, "replace_from", end, expected_rows, weight or _ONE_ROW)
     added = []
 
     def counted() -> Iterator[pl.DataFrame]:

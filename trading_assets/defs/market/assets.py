@@ -441,12 +441,11 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         started = time.perf_counter()
         table = market_store.qualified("price_bars_1d")
         with warehouse.transaction() as conn:
-            run = start_family_run(context, conn, "1d", "price_histories", config.asset_ids)
+            feeds = [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]
+            run = start_family_run(context, conn, "1d", "price_histories", config.asset_ids, feeds)
             ends = EndStates(
                 conn, run, sql.SQL(table), "price_histories", [market_store.DAILY_TF], _DAILY_COLUMNS, last_day
             )
-            downstream = [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]
-            market_store.lock_marks(conn, downstream)
             assets = market_store.assets(conn)
             # Each asset's stored rows before its start, read before the table may be truncated (and without
             # its indexes: a lookup per asset would scan it).
@@ -479,8 +478,6 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
 
             tally, repairs, gaps = written_in_groups(conn, run, rewrite, write)
             settle(conn, run, ends.changed(conn))
-            for family in downstream:
-                market_store.mark_dirty(conn, family, run.plan.starts)
             outcome = _finish(context, conn, run, tally, table, {"repairs": repairs, "gaps_flagged": gaps}, started)
         announce_requeued(context, run)
         yield from outcome
@@ -504,8 +501,8 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             with warehouse.transaction() as conn:
                 timeframes = family_timeframes(conn, family)
                 retired = market_store.retired_timeframes(conn, family)
-                run = start_family_run(context, conn, family, "price_bars_1d", config.asset_ids)
-                market_store.lock_marks(conn, ema_store.EMAS_OF_BARS[family])
+                feeds = ema_store.EMAS_OF_BARS[family]
+                run = start_family_run(context, conn, family, "price_bars_1d", config.asset_ids, feeds)
                 columns = _family_columns(family)
                 labels = [t.label for t in timeframes]
                 ends = EndStates(conn, run, sql.SQL(table), "price_bars_1d", labels, columns, last_day)
@@ -530,8 +527,6 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
 
                 tally = written_in_groups(conn, run, rewrite, write)
                 settle(conn, run, ends.changed(conn))
-                for emas in ema_store.EMAS_OF_BARS[family]:
-                    market_store.mark_dirty(conn, emas, run.plan.starts)
                 extra = {"timeframes": ", ".join(labels)}
                 outcome = _finish(context, conn, run, tally, table, extra, started)
             announce_requeued(context, run)

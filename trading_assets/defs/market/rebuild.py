@@ -53,6 +53,8 @@ class FamilyRun:
     quarantined: dict[int, str] = field(default_factory=dict)
     quarantined_from: dict[int, date] = field(default_factory=dict)
     waited_seconds: float = 0.0
+    # Families this one feeds: their marks are locked at the start and set by settle().
+    feeds: list[str] = field(default_factory=list)
 
     def quarantine(self, reasons: dict[int, str]) -> None:
         self.quarantined |= reasons
@@ -211,15 +213,18 @@ def start_family_run(
     family: str,
     source: str,
     asset_ids: list[int],
+    feeds: list[str] | None = None,
 ) -> FamilyRun:
     """Lock `family` for this transaction and plan its rewrite: pending changes inside the window, and (unless
-    the run only applies changes) every asset with rows of `source` in it; `asset_ids` limits it."""
+    the run only applies changes) every asset with rows of `source` in it; `asset_ids` limits it. The marks of
+    the families it `feeds` are locked too, before any table is read (market_store.lock_marks)."""
     waited = _lock_family(context, conn, family)
     window = run_window(context)
     marks = market_store.pending_marks(conn, family)
+    market_store.lock_marks(conn, feeds or [])
     recompute = market_store.assets_with_rows(conn, source, window) if recomputes_window(context) else None
     plan = restrict(plan_rebuild(marks, window, recompute), asset_ids or None)
-    return FamilyRun(family, window, plan, context.run_id, waited_seconds=waited)
+    return FamilyRun(family, window, plan, context.run_id, waited_seconds=waited, feeds=feeds or [])
 
 
 def _lock_family(context: dg.AssetExecutionContext, conn: psycopg.Connection, family: str) -> float:
@@ -271,11 +276,14 @@ class EndStates:
 
 
 def settle(conn: psycopg.Connection, run: FamilyRun, changed_at_end: set[int]) -> None:
-    """Remove the marks the run applied, queue assets whose later rows must follow a changed state, and record
-    what the run did for each asset it rebuilt (market.refresh_state)."""
+    """Remove the marks the run applied, queue assets whose later rows must follow a changed state, mark the
+    families it feeds from each rebuilt asset's start, and record what the run did for each asset it rebuilt
+    (market.refresh_state)."""
     run.requeued = changed_at_end
     market_store.settle_marks(conn, run.family, set(run.plan.settled), dict.fromkeys(changed_at_end, run.window.end))
     market_store.mark_dirty(conn, run.family, run.quarantined_from)
+    for family in run.feeds:
+        market_store.mark_dirty(conn, family, run.plan.starts)
     rebuilt = pl.DataFrame({"asset_id": sorted(run.plan.starts)}, schema={"asset_id": pl.Int64})
     written = (
         pl.concat([pl.DataFrame(schema=_WRITTEN_BY_ASSET), *(w.cast(_WRITTEN_BY_ASSET) for w in run.written_by_asset)])
