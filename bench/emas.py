@@ -172,8 +172,8 @@ def land_day(url: str, prices: pl.DataFrame, day: date) -> None:
 
 def one_day_refresh(assets: int, years: int) -> None:
     """Build `years` of bars and EMAs, then add one day for every asset twice: the first refresh after the
-    rebuild (its pages cold in the server's cache) and the next day's. Each is one run of every bar and EMA
-    family, as `refresh --all` and the daily schedule run them."""
+    rebuild (its pages cold in the server's cache) and the next day's, each after a checkpoint. Each is one run of
+    every bar and EMA family, as `refresh --all` and the daily schedule run them; the WAL it wrote is the server's."""
     history_days = 365 * years
     with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
         end = datetime.now(UTC).date() - timedelta(days=1)
@@ -181,14 +181,22 @@ def one_day_refresh(assets: int, years: int) -> None:
         prices = built_history(settings, url, assets, history_days, days)
         with connect(url, autocommit=True) as conn:
             conn.execute("vacuum analyze")
-            conn.execute("checkpoint")
         for name, day in zip(("first day after the rebuild", "next day"), days, strict=True):
             land_day(url, prices, day)
+            # A day's run comes many checkpoints after the last one: the first change to each page it writes
+            # puts the whole page into the WAL.
+            with connect(url, autocommit=True) as conn:
+                conn.execute("checkpoint")
+                wal_before = conn.execute("select wal_fpi, wal_bytes from pg_stat_wal").fetchone()
             wall, per_asset = run_emas(settings, day, day, job=REFRESH_MARKET_JOB)
+            with connect(url) as conn:
+                wal_after = conn.execute("select wal_fpi, wal_bytes from pg_stat_wal").fetchone()
+            pages, wal_bytes = (after - before for after, before in zip(wal_after, wal_before, strict=True))
             bars = sum(per_asset[table]["seconds"] for table in BAR_TABLES.values())
             emas = sum(per_asset[family]["seconds"] for family in EMA_FAMILIES)
             rows = sum(per_asset[family]["run_rows_written"] for family in EMA_FAMILIES)
             print(
                 f"  {assets} assets with {years} year(s) of history, {name}: {wall:.1f}s end to end (one run; inside "
-                f"the assets: bars {bars:.1f}s, EMAs {emas:.1f}s, {rows:,} EMA rows), peak memory {peak_mib():,.0f} MiB"
+                f"the assets: bars {bars:.1f}s, EMAs {emas:.1f}s, {rows:,} EMA rows), WAL {wal_bytes / 2**20:,.0f} MiB "
+                f"with {pages:,} full-page images, peak memory {peak_mib():,.0f} MiB"
             )

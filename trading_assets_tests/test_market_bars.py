@@ -355,6 +355,11 @@ def test_a_rewrite_of_every_row_truncates_and_freezes_and_one_that_misses_a_row_
         ([(1, "7D", 1), (2, "7D", 1), (3, "7D", 1)], [(1, "7D", 1), (3, "7D", 1)], False),
         ([(1, "7D", 1), (2, "7D", 1), (3, "7D", 1)], [(1, "7D", 1), (2, "7D", 1)], False),
         ([(1, "7D", 1), (1, "14D", 1)], [(1, "7D", 1), (1, "1D", 1)], False),
+        # a timeframe not named whose rows all lie after the asset's from_dates
+        ([(1, "7D", 1), (1, "7D", 5), (1, "14D", 5)], [(1, "7D", 1)], False),
+        # an asset's timeframes starting on different days: rows before the latest are covered by their own
+        ([(1, "7D", 1), (1, "14D", 3), (1, "14D", 4)], [(1, "7D", 1), (1, "14D", 3)], True),
+        ([(1, "7D", 1), (1, "7D", 2), (1, "14D", 3)], [(1, "7D", 2), (1, "14D", 1)], False),
         # a row before its key's from_date, and one on the end date
         ([(1, "7D", 1), (1, "7D", 2), (2, "7D", 1)], [(1, "7D", 2), (2, "7D", 1)], False),
         ([(1, "7D", 1), (2, "7D", 1), (2, "7D", 20)], [(1, "7D", 1), (2, "7D", 1)], False),
@@ -367,7 +372,7 @@ def test_a_rewrite_replaces_every_row_only_when_each_stored_key_is_covered_from_
     whole: bool,
 ) -> None:
     conn.execute(
-        "create temp table keyed (asset_id int, tf text, trade_date date, primary key (asset_id, tf, trade_date))"
+        "create temp table keyed (asset_id int, tf text, trade_date date, primary key (asset_id, trade_date, tf))"
     )
     conn.execute(f"create temp table starts {market_store.TF_STARTS}")
     with conn.cursor() as cur:
@@ -407,7 +412,7 @@ def test_the_daily_bars_are_walked_by_asset_alone(
 
 
 @pytest.mark.parametrize(
-    "key", ["asset_id, tf, trade_date", "asset_id, trade_date"], ids=["multi-day bars", "daily bars"]
+    "key", ["asset_id, trade_date, tf", "asset_id, trade_date"], ids=["multi-day bars", "daily bars"]
 )
 def test_the_key_walk_follows_the_primary_key_without_sorting(conn: psycopg.Connection, key: str) -> None:
     # A walk ordered by a column its key lacks (tf, of the daily bars) sorted every asset's rows at each step.

@@ -7,6 +7,8 @@ import psycopg
 import pytest
 
 from trading_assets.config import SQL_DIR
+from trading_assets.io.ema_store import EMA_FAMILIES
+from trading_assets.io.market_store import BAR_TABLES
 from trading_assets.io.migrations import MigrationError, discover, migrate
 
 
@@ -80,3 +82,21 @@ def test_no_table_has_the_same_index_twice(database_url: str) -> None:
             "coalesce(pg_get_expr(indexprs, indrelid), '') having count(*) > 1"
         ).fetchall()
     assert repeated == []
+
+
+def test_the_market_tables_keep_an_assets_rows_of_a_day_together(database_url: str) -> None:
+    # Keyed by date before timeframe, a one-day refresh changes one index leaf per asset and table instead of one
+    # per asset and timeframe (each written whole to the WAL after a checkpoint).
+    tables = [f"market.{t}" for t in BAR_TABLES.values()] + [f"market.{f}_packed" for f in EMA_FAMILIES]
+    with psycopg.connect(database_url) as conn:
+        keys = dict(
+            conn.execute(
+                "select c.conrelid::regclass::text, array_agg(a.attname::text order by k.position) "
+                "from pg_constraint c cross join unnest(c.conkey) with ordinality k (attnum, position) "
+                "join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum "
+                "where c.contype = 'p' and c.conrelid::regclass::text = any(%s) group by 1",
+                (tables,),
+            ).fetchall()
+        )
+    daily = "market.price_bars_1d"
+    assert keys == {t: ["asset_id", "trade_date"] if t == daily else ["asset_id", "trade_date", "tf"] for t in tables}

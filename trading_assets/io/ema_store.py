@@ -99,8 +99,8 @@ def newest_bar_closes(conn: psycopg.Connection, asset_ids: list[int]) -> pl.Data
 
 
 def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: date) -> pl.DataFrame:
-    """The daily grid (GRID_SCHEMA) of `family` per (asset_id, tf, from_date) of `starts`, up to `end`, in the
-    primary key's order (asset, tf, date).
+    """The daily grid (GRID_SCHEMA) of `family` per (asset_id, tf, from_date) of `starts`, up to `end`, in
+    (asset, tf, date) order: each series in a run, as the kernels take them.
 
     A bar family has a snapshot row for every daily bar from its first row to its last, closing at the
     day's close, so the grid is read as the daily closes, each (asset, tf)'s first and last bar date and its
@@ -137,13 +137,16 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: 
         )
         # Daily bars are canonical unless partial: read with their closes above.
         if bars != "1d":
+            # One range of the key (asset_id, trade_date, tf) per asset, from its earliest from_date.
             canonical.append(
                 read_frame(
                     conn,
                     sql.SQL(
-                        "select r.asset_id, r.tf, t.trade_date from ema_grid_from r cross join lateral "
-                        "(select trade_date from market.{} t where t.asset_id = r.asset_id and t.tf = r.tf "
-                        "and t.trade_date >= r.from_date and t.trade_date < {} and not t.is_partial_end offset 0) t"
+                        "select t.asset_id, t.tf, t.trade_date from (select asset_id, min(from_date) as from_date "
+                        "from ema_grid_from group by asset_id) a cross join lateral (select asset_id, tf, trade_date "
+                        "from market.{} t where t.asset_id = a.asset_id and t.trade_date >= a.from_date "
+                        "and t.trade_date < {} and not t.is_partial_end offset 0) t join ema_grid_from r "
+                        "on r.asset_id = t.asset_id and r.tf = t.tf and t.trade_date >= r.from_date"
                     ).format(table, sql.Literal(end)),
                     schema={"asset_id": pl.Int64, "tf": pl.String, "trade_date": pl.Date},
                 )
@@ -198,8 +201,8 @@ def replace_emas(
     truncated: bool | None = None,
 ) -> int:
     """Delete each (asset, tf)'s rows from its from_date to `end` and COPY the rows of `wides` packed (about
-    `expected_rows` wide rows, in the primary key's order), each frame stored while the next is made; returns
-    packed rows. `truncated`: as for rewrite_rows."""
+    `expected_rows` wide rows, in (asset, tf, date) order with the timeframes in key order), each frame stored
+    in the primary key's order while the next is made; returns packed rows. `truncated`: as for rewrite_rows."""
     emas, bars = ema_columns(periods)
 
     def packed_rows() -> Iterator[pl.DataFrame]:
@@ -211,7 +214,7 @@ def replace_emas(
                 ema=pl.concat_arr(emas),
                 ema_bar=pl.concat_arr(bars),
                 long_rows=values_per_row(periods),
-            )
+            ).sort("asset_id", "trade_date", maintain_order=True)
 
     return rewrite_rows(
         conn,

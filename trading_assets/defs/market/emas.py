@@ -249,8 +249,9 @@ def _rebuild_emas(
     written, samples, invalid, candidates = [], [], [], []
 
     def computed() -> Iterator[pl.DataFrame]:
-        # A group of assets at a time, in the primary key's order (the grid's, and v2's timeframes listed in the
-        # key's order): the server stores one group's rows while the next group's are computed. (An empty grid
+        # A group of assets at a time, in asset order, its timeframes (the grid's, and v2's list) in the key's
+        # order, which replace_emas keeps within each date: the server stores one group's rows while the next
+        # group's are computed. (An empty grid
         # still makes one empty frame: the checks below read its columns.)
         # v2's grid is the daily rows, each computed once per timeframe: its slices are sized by the rows made.
         size = _STREAM_GRID_ROWS // len(labels) if v2 else _STREAM_GRID_ROWS
