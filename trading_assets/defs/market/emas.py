@@ -251,8 +251,7 @@ def _rebuild_emas(
     def computed() -> Iterator[pl.DataFrame]:
         # A group of assets at a time, in asset order, its timeframes (the grid's, and v2's list) in the key's
         # order, which replace_emas keeps within each date: the server stores one group's rows while the next
-        # group's are computed. (An empty grid
-        # still makes one empty frame: the checks below read its columns.)
+        # group's are computed. (An empty grid still makes one empty frame: the checks below read its columns.)
         # v2's grid is the daily rows, each computed once per timeframe: its slices are sized by the rows made.
         size = _STREAM_GRID_ROWS // len(labels) if v2 else _STREAM_GRID_ROWS
         for part, part_carry in stream_slices(grid, carry, size) or [(grid, carry)]:
