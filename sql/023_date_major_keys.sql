@@ -3,7 +3,7 @@
 -- of its own, so a one-day refresh changed one leaf per asset and timeframe: after a checkpoint, each such
 -- change writes the whole page to the WAL. Keyed by date before timeframe, a day's rows of an asset share a
 -- leaf. Measured on a one-day refresh of 1,000 assets: 68,000 full-page images (500 MB of WAL) -> 15,000
--- (130 MB), and 5.2-5.4 s inside the assets -> 3.3-3.9 s. Lookups of one (asset, timeframe) still use the key
+-- (130 MB), and 4.6-5.5 s inside the assets -> 3.3-3.9 s. Lookups of one (asset, timeframe) still use the key
 -- (asset_id, then a range of dates, the timeframe filtered), since every timeframe has a row every day.
 do $$
 declare
