@@ -170,10 +170,17 @@ def land_day(url: str, prices: pl.DataFrame, day: date) -> None:
         )
 
 
+def _wal_written(url: str) -> tuple[int, int]:
+    """The server's full-page images and bytes written to the WAL since its statistics were reset."""
+    with connect(url) as conn:
+        return conn.execute("select wal_fpi, wal_bytes from pg_stat_wal").fetchone()
+
+
 def one_day_refresh(assets: int, years: int) -> None:
     """Build `years` of bars and EMAs, then add one day for every asset twice: the first refresh after the
     rebuild (its pages cold in the server's cache) and the next day's, each after a checkpoint. Each is one run of
-    every bar and EMA family, as `refresh --all` and the daily schedule run them; the WAL it wrote is the server's."""
+    every bar and EMA family, as `refresh --all` and the daily schedule run them. Its WAL is the whole server's
+    during the run (Dagster's instance database included)."""
     history_days = 365 * years
     with tempfile.TemporaryDirectory() as home, bench_platform(home) as (settings, url):
         end = datetime.now(UTC).date() - timedelta(days=1)
@@ -187,11 +194,10 @@ def one_day_refresh(assets: int, years: int) -> None:
             # puts the whole page into the WAL.
             with connect(url, autocommit=True) as conn:
                 conn.execute("checkpoint")
-                wal_before = conn.execute("select wal_fpi, wal_bytes from pg_stat_wal").fetchone()
+            pages_before, bytes_before = _wal_written(url)
             wall, per_asset = run_emas(settings, day, day, job=REFRESH_MARKET_JOB)
-            with connect(url) as conn:
-                wal_after = conn.execute("select wal_fpi, wal_bytes from pg_stat_wal").fetchone()
-            pages, wal_bytes = (after - before for after, before in zip(wal_after, wal_before, strict=True))
+            pages_after, bytes_after = _wal_written(url)
+            pages, wal_bytes = pages_after - pages_before, bytes_after - bytes_before
             bars = sum(per_asset[table]["seconds"] for table in BAR_TABLES.values())
             emas = sum(per_asset[family]["seconds"] for family in EMA_FAMILIES)
             rows = sum(per_asset[family]["run_rows_written"] for family in EMA_FAMILIES)

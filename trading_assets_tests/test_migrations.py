@@ -5,8 +5,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from trading_assets.config import SQL_DIR
+from trading_assets.io import market_store
 from trading_assets.io.ema_store import EMA_FAMILIES
 from trading_assets.io.market_store import BAR_TABLES
 from trading_assets.io.migrations import MigrationError, discover, migrate
@@ -89,14 +91,6 @@ def test_the_market_tables_keep_an_assets_rows_of_a_day_together(database_url: s
     # per asset and timeframe (each written whole to the WAL after a checkpoint).
     tables = [f"market.{t}" for t in BAR_TABLES.values()] + [f"market.{f}_packed" for f in EMA_FAMILIES]
     with psycopg.connect(database_url) as conn:
-        keys = dict(
-            conn.execute(
-                "select c.conrelid::regclass::text, array_agg(a.attname::text order by k.position) "
-                "from pg_constraint c cross join unnest(c.conkey) with ordinality k (attnum, position) "
-                "join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum "
-                "where c.contype = 'p' and c.conrelid::regclass::text = any(%s) group by 1",
-                (tables,),
-            ).fetchall()
-        )
+        keys = {t: market_store._primary_key(conn, sql.Identifier(*t.split("."))) for t in tables}
     daily = "market.price_bars_1d"
     assert keys == {t: ["asset_id", "trade_date"] if t == daily else ["asset_id", "trade_date", "tf"] for t in tables}

@@ -16,6 +16,7 @@ from trading_assets.io.market_store import (
     BAR_TABLES,
     DAILY_TF,
     TF_STARTS,
+    in_key_order,
     labels_in_key_order,
     qualified,
     read_rows_from,
@@ -202,19 +203,23 @@ def replace_emas(
 ) -> int:
     """Delete each (asset, tf)'s rows from its from_date to `end` and COPY the rows of `wides` packed (about
     `expected_rows` wide rows, in (asset, tf, date) order with the timeframes in key order), each frame stored
-    in the primary key's order while the next is made; returns packed rows. `truncated`: as for rewrite_rows."""
+    in_key_order while the next is made; returns packed rows. `truncated`: as for rewrite_rows."""
     emas, bars = ema_columns(periods)
 
     def packed_rows() -> Iterator[pl.DataFrame]:
         for wide in wides:
             # One float8[] per row, a value per period (NULL before its seed). (concat_arr: a fixed-size array
             # is built in one pass, 20 times faster than concat_list, and is written as it is.)
-            yield wide.select(
-                *PACKED_COLUMNS,
-                ema=pl.concat_arr(emas),
-                ema_bar=pl.concat_arr(bars),
-                long_rows=values_per_row(periods),
-            ).sort("asset_id", "trade_date", maintain_order=True)
+            yield in_key_order(
+                [
+                    wide.select(
+                        *PACKED_COLUMNS,
+                        ema=pl.concat_arr(emas),
+                        ema_bar=pl.concat_arr(bars),
+                        long_rows=values_per_row(periods),
+                    )
+                ]
+            )
 
     return rewrite_rows(
         conn,

@@ -55,7 +55,7 @@ from trading_assets.defs.market.rebuild import (
 from trading_assets.defs.partitions import partitions_end, run_window
 from trading_assets.defs.resources import Warehouse
 from trading_assets.defs.table_metadata import ends, preview, report_partitions, table_metadata
-from trading_assets.io import ema_store, market_store, row_counts
+from trading_assets.io import market_store, row_counts
 from trading_assets.progress import PROGRESS_MESSAGE
 from trading_assets.sources.price_files import PriceFile, read_price_file
 
@@ -441,8 +441,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
         started = time.perf_counter()
         table = market_store.qualified("price_bars_1d")
         with warehouse.transaction() as conn:
-            feeds = [*market_store.MULTI_FAMILIES, *ema_store.EMAS_OF_BARS["1d"]]
-            run = start_family_run(context, conn, "1d", "price_histories", config.asset_ids, feeds)
+            run = start_family_run(context, conn, "1d", "price_histories", config.asset_ids)
             ends = EndStates(
                 conn, run, sql.SQL(table), "price_histories", [market_store.DAILY_TF], _DAILY_COLUMNS, last_day
             )
@@ -501,8 +500,7 @@ def build_market_assets(settings: Settings, partitions: dg.MonthlyPartitionsDefi
             with warehouse.transaction() as conn:
                 timeframes = family_timeframes(conn, family)
                 retired = market_store.retired_timeframes(conn, family)
-                feeds = ema_store.EMAS_OF_BARS[family]
-                run = start_family_run(context, conn, family, "price_bars_1d", config.asset_ids, feeds)
+                run = start_family_run(context, conn, family, "price_bars_1d", config.asset_ids)
                 columns = _family_columns(family)
                 labels = [t.label for t in timeframes]
                 ends = EndStates(conn, run, sql.SQL(table), "price_bars_1d", labels, columns, last_day)

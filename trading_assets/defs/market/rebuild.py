@@ -30,7 +30,7 @@ from trading_assets.defs.partitions import (
     run_window,
 )
 from trading_assets.defs.table_metadata import report_partitions, table_metadata
-from trading_assets.io import market_store, row_counts
+from trading_assets.io import ema_store, market_store, row_counts
 
 CHANGES_APPLIED = "changes_applied"
 NO_ASSET_QUARANTINED = "no_asset_quarantined"
@@ -213,18 +213,26 @@ def start_family_run(
     family: str,
     source: str,
     asset_ids: list[int],
-    feeds: list[str] | None = None,
 ) -> FamilyRun:
     """Lock `family` for this transaction and plan its rewrite: pending changes inside the window, and (unless
     the run only applies changes) every asset with rows of `source` in it; `asset_ids` limits it. The marks of
-    the families it `feeds` are locked too, before any table is read (market_store.lock_marks)."""
+    the families it feeds are locked too, before any table is read (market_store.lock_marks)."""
     waited = _lock_family(context, conn, family)
     window = run_window(context)
     marks = market_store.pending_marks(conn, family)
-    market_store.lock_marks(conn, feeds or [])
+    feeds = _fed_by(family)
+    market_store.lock_marks(conn, feeds)
     recompute = market_store.assets_with_rows(conn, source, window) if recomputes_window(context) else None
     plan = restrict(plan_rebuild(marks, window, recompute), asset_ids or None)
-    return FamilyRun(family, window, plan, context.run_id, waited_seconds=waited, feeds=feeds or [])
+    return FamilyRun(family, window, plan, context.run_id, waited_seconds=waited, feeds=feeds)
+
+
+def _fed_by(family: str) -> list[str]:
+    """The families built from `family`'s rows: the daily bars feed the multi-day bars, and every bar family
+    its EMA families; EMA families feed none."""
+    if family not in market_store.BAR_TABLES:
+        return []
+    return [*(market_store.MULTI_FAMILIES if family == "1d" else []), *ema_store.EMAS_OF_BARS[family]]
 
 
 def _lock_family(context: dg.AssetExecutionContext, conn: psycopg.Connection, family: str) -> float:
