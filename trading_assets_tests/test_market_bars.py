@@ -2,13 +2,15 @@
 and incremental builds that equal a full rebuild."""
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import hypothesis
 import polars as pl
 import psycopg
 import pytest
+from hypothesis import strategies as st
 
 from trading_assets.config import Settings
 from trading_assets.defs.jobs import TABLE_CHECKS
@@ -424,6 +426,47 @@ def test_the_key_walk_follows_the_primary_key_without_sorting(conn: psycopg.Conn
     plan = "\n".join(line for (line,) in conn.execute(psycopg.sql.SQL("explain ") + walk))
     assert "Sort" not in plan and "Index" in plan
     conn.rollback()
+
+
+@hypothesis.settings(
+    max_examples=60, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture]
+)
+@hypothesis.given(
+    stored=st.sets(st.tuples(st.integers(1, 3), st.sampled_from(["14D", "30D", "7D"]), st.integers(0, 9)), max_size=40),
+    starts=st.dictionaries(
+        st.tuples(st.integers(1, 4), st.sampled_from(["14D", "30D", "7D", "90D"])), st.integers(0, 11), max_size=12
+    ),
+    end=st.integers(0, 11),
+)
+def test_the_last_row_before_a_date_is_each_keys_own_whatever_its_assets_other_timeframes_hold(
+    conn: psycopg.Connection, stored: set[tuple[int, str, int]], starts: dict[tuple[int, str], int], end: int
+) -> None:
+    # Timeframes of one asset end on different days, keys start on different days or have no rows, and some
+    # timeframes are stored but not asked for: each key gets its own last row before its date (or none).
+    first = date(2024, 1, 1)
+    with conn.transaction(force_rollback=True):
+        conn.execute(
+            "create temp table keyed (asset_id int, tf text, trade_date date, n int, "
+            "primary key (asset_id, trade_date, tf)) on commit drop"
+        )
+        conn.execute(f"create temp table keys {market_store.TF_STARTS} on commit drop")
+        with conn.cursor() as cur:
+            rows = [(asset, tf, first + timedelta(days=day), 100 * asset + day) for asset, tf, day in stored]
+            cur.executemany("insert into keyed values (%s, %s, %s, %s)", rows)
+            keys = [(asset, tf, first + timedelta(days=day)) for (asset, tf), day in starts.items()]
+            cur.executemany("insert into keys values (%s, %s, %s)", keys)
+        for before, bound in (
+            (psycopg.sql.SQL("r.from_date"), dict(zip(starts, [k[2] for k in keys], strict=True))),
+            (psycopg.sql.Literal(first + timedelta(days=end)), dict.fromkeys(starts, first + timedelta(days=end))),
+        ):
+            query = market_store.last_rows_before(psycopg.sql.SQL("keyed"), "keys", before, ["trade_date", "n"])
+            found = conn.execute(query).fetchall()
+            expected = []
+            for (asset, tf), day in bound.items():
+                earlier = [row for row in rows if row[:2] == (asset, tf) and row[2] < day]
+                if earlier:
+                    expected.append(max(earlier, key=lambda row: row[2]))
+            assert sorted(found) == sorted(expected)
 
 
 def test_d4_backfill_at_series_start_renumbers_without_duplicates(

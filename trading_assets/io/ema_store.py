@@ -18,6 +18,7 @@ from trading_assets.io.market_store import (
     TF_STARTS,
     in_key_order,
     labels_in_key_order,
+    last_rows_before,
     qualified,
     read_rows_from,
     rewrite_rows,
@@ -88,7 +89,7 @@ def newest_bar_closes(conn: psycopg.Connection, asset_ids: list[int]) -> pl.Data
         conn,
         "select a.asset_id, a.calendar, a.timezone, "
         "(select max(b.time_close_bar) from market.price_bars_1d b where b.asset_id = a.asset_id) as newest_close "
-        "from market.dim_assets a where a.asset_id = any(%s) order by a.asset_id",
+        "from market.dim_assets a where a.asset_id = any(%s::int[]) order by a.asset_id",
         (asset_ids,),
         schema={
             "asset_id": pl.Int64,
@@ -119,20 +120,27 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: 
     span_schema = {"asset_id": pl.Int64, "tf": pl.String, "first": pl.Date, "last": pl.Date}
     spans, canonical = [], [pl.DataFrame(schema={"asset_id": pl.Int64, "tf": pl.String, "trade_date": pl.Date})]
     for bars in EMA_SOURCES[family]:
-        table = sql.Identifier(BAR_TABLES[bars])
+        table = sql.SQL("market.{}").format(sql.Identifier(BAR_TABLES[bars]))
         # Each (asset, tf) is looked up only in the table that holds its tf: daily bars hold 1D alone, and a
         # tf a table lacks would walk all of the asset's rows there (a cost that grows with history).
         held = starts.filter((pl.col("tf") == DAILY_TF) == (bars == "1d"))
         filled_scratch_table(conn, "ema_grid_from", TF_STARTS, held, ["asset_id", "tf", "from_date"])
-        # Index lookups per (asset, tf); `offset 0` keeps the planner from flattening them into a table scan.
+        # A span starts at its from_date if it has rows before (else at its first row), and ends at its last row
+        # before `end`.
         spans.append(
             read_frame(
                 conn,
                 sql.SQL(
-                    "select r.asset_id, r.tf, greatest(r.from_date, (select min(t.trade_date) from market.{t} t "
-                    "where t.asset_id = r.asset_id and t.tf = r.tf)), (select max(t.trade_date) from market.{t} t "
-                    "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date < {end}) from ema_grid_from r"
-                ).format(t=table, end=sql.Literal(end)),
+                    "select r.asset_id, r.tf, case when p.asset_id is null then (select min(t.trade_date) "
+                    "from {t} t where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date >= r.from_date) "
+                    "else r.from_date end, l.trade_date from ema_grid_from r "
+                    "join ({last}) l on l.asset_id = r.asset_id and l.tf = r.tf "
+                    "left join ({before}) p on p.asset_id = r.asset_id and p.tf = r.tf"
+                ).format(
+                    t=table,
+                    last=last_rows_before(table, "ema_grid_from", sql.Literal(end), ["trade_date"]),
+                    before=last_rows_before(table, "ema_grid_from", sql.SQL("r.from_date"), ["trade_date"]),
+                ),
                 schema=span_schema,
             ).drop_nulls()
         )
@@ -145,7 +153,7 @@ def read_grid(conn: psycopg.Connection, family: str, starts: pl.DataFrame, end: 
                     sql.SQL(
                         "select t.asset_id, t.tf, t.trade_date from (select asset_id, min(from_date) as from_date "
                         "from ema_grid_from group by asset_id) a cross join lateral (select asset_id, tf, trade_date "
-                        "from market.{} t where t.asset_id = a.asset_id and t.trade_date >= a.from_date "
+                        "from {} t where t.asset_id = a.asset_id and t.trade_date >= a.from_date "
                         "and t.trade_date < {} and not t.is_partial_end offset 0) t join ema_grid_from r "
                         "on r.asset_id = t.asset_id and r.tf = t.tf and t.trade_date >= r.from_date"
                     ).format(table, sql.Literal(end)),
@@ -177,16 +185,26 @@ def read_carry(conn: psycopg.Connection, family: str, starts: pl.DataFrame, peri
     (carry_schema: closes seen, their sum, each period's ema and its last canonical ema_bar)."""
     filled_scratch_table(conn, "ema_carry_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     positions = range(1, len(periods) + 1)
+    packed = packed_table(family)
+    last = last_rows_before(
+        packed,
+        "ema_carry_from",
+        sql.SQL("r.from_date"),
+        ["trade_date", "roll", "n_closes", "close_sum", "ema", "ema_bar"],
+    )
+    # The last canonical row is the last row itself unless that one rolls: only then is it looked up.
     query = sql.SQL(
-        "select r.asset_id, r.tf, l.n_closes, l.close_sum, {emas}, {bars} from ema_carry_from r "
-        "cross join lateral (select * from {packed} t where t.asset_id = r.asset_id and t.tf = r.tf "
-        "and t.trade_date < r.from_date order by t.trade_date desc limit 1) l "
-        "left join lateral (select * from {packed} t where t.asset_id = r.asset_id and t.tf = r.tf "
-        "and t.trade_date < r.from_date and not t.roll order by t.trade_date desc limit 1) c on true"
+        "select l.asset_id, l.tf, l.n_closes, l.close_sum, {emas}, {bars} from ({last}) l "
+        "left join lateral (select t.ema_bar from {packed} t where l.roll and t.asset_id = l.asset_id "
+        "and t.tf = l.tf and t.trade_date < l.trade_date and not t.roll order by t.trade_date desc limit 1) c on true"
     ).format(
         emas=sql.SQL(", ").join(sql.SQL("l.ema[{}]").format(sql.Literal(i)) for i in positions),
-        bars=sql.SQL(", ").join(sql.SQL("c.ema_bar[{}]").format(sql.Literal(i)) for i in positions),
-        packed=packed_table(family),
+        bars=sql.SQL(", ").join(
+            sql.SQL("(case when l.roll then c.ema_bar else l.ema_bar end)[{}]").format(sql.Literal(i))
+            for i in positions
+        ),
+        last=last,
+        packed=packed,
     )
     return read_frame(conn, query, schema=carry_schema(periods))
 

@@ -242,7 +242,11 @@ def pending_marks(conn: psycopg.Connection, family: str) -> dict[int, date]:
 
 def settle_marks(conn: psycopg.Connection, family: str, settled: set[int], requeued: dict[int, date]) -> None:
     """Remove the marks whose changes the run applied; queue `requeued` assets again from their dates."""
-    conn.execute("delete from market.bars_dirty where family = %s and asset_id = any(%s)", (family, sorted(settled)))
+    # Typed int[] as the column: a list of small ids is sent as smallint[], and an integer compared with it finds
+    # each row by a linear search of the array (10,000 assets: 0.18 s per family, against 4 ms hashed).
+    conn.execute(
+        "delete from market.bars_dirty where family = %s and asset_id = any(%s::int[])", (family, sorted(settled))
+    )
     mark_dirty(conn, family, requeued)
 
 
@@ -304,6 +308,38 @@ def end_states(
         )
 
 
+def last_rows_before(table: sql.Composable, keys: str, before: sql.Composable, columns: list[str]) -> sql.Composable:
+    """A query of the last row of `table` dated before `before` (a date: a literal, or an expression of the key
+    `r`) for each (asset_id, tf) of the scratch table `keys` (TF_STARTS): r.asset_id, r.tf and the row's `columns`.
+    Keys with no such row are left out.
+
+    The tables are keyed (asset_id, trade_date, tf), and an asset has a row of each of its timeframes on each of
+    its days, so the asset's last day before the date holds the last row of all its keys: one lookup of that day
+    and one read of its rows per asset, instead of a lookup per key (a fifth of the index descents of a one-day
+    refresh). A key without a row that day (its rows ended earlier, or start later) is looked up on its own.
+    """
+    names = {
+        "t": table,
+        "keys": sql.Identifier(keys),
+        "before": before,
+        "cols": sql.SQL(", ").join(sql.SQL("l.") + sql.Identifier(c) for c in columns),
+    }
+    # `offset 0` keeps the planner from flattening the per-asset and per-key reads into scans of the table.
+    return sql.SQL(
+        "with days as materialized (select g.asset_id, g.before, (select max(t.trade_date) from {t} t "
+        "where t.asset_id = g.asset_id and t.trade_date < g.before) as day "
+        "from (select distinct r.asset_id, {before} as before from {keys} r) g), "
+        "found as materialized (select r.asset_id, r.tf, {cols} from (select d.before, t.* from days d "
+        "cross join lateral (select * from {t} t where t.asset_id = d.asset_id and t.trade_date = d.day offset 0) t "
+        "offset 0) l join {keys} r on r.asset_id = l.asset_id and r.tf = l.tf and {before} = l.before) "
+        "select * from found union all "
+        "select r.asset_id, r.tf, {cols} from (select * from {keys} r where not exists (select from found f "
+        "where f.asset_id = r.asset_id and f.tf = r.tf) offset 0) r cross join lateral (select * from {t} t "
+        "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date < {before} "
+        "order by t.trade_date desc limit 1) l"
+    ).format(**names)
+
+
 def changed_states(before: pl.DataFrame, after: pl.DataFrame) -> set[int]:
     """Assets with an (asset_id, tf) whose end state differs between two reads of end_states."""
     differing = pl.concat([before, after]).group_by("asset_id", "tf", "state").len().filter(pl.col("len") == 1)
@@ -311,12 +347,11 @@ def changed_states(before: pl.DataFrame, after: pl.DataFrame) -> set[int]:
 
 
 def _starts_table(conn: psycopg.Connection, starts: dict[int, date]) -> None:
-    scratch_table(conn, "rebuild_from", "(asset_id integer, from_date date)")
-    with conn.cursor() as cur, cur.copy("copy rebuild_from from stdin") as copy:
-        for asset_id, day in starts.items():
-            copy.write_row((asset_id, day))
-    # Statistics let the planner use the (asset_id, ...) indexes instead of scanning the whole table.
-    conn.execute("analyze rebuild_from")
+    frame = pl.DataFrame(
+        {"asset_id": list(starts), "from_date": list(starts.values())},
+        schema={"asset_id": pl.Int32, "from_date": pl.Date},
+    )
+    filled_scratch_table(conn, "rebuild_from", "(asset_id integer, from_date date)", frame)
 
 
 def read_rows_from(
@@ -655,13 +690,9 @@ def last_snapshots_before(conn: psycopg.Connection, family: str, starts: pl.Data
     """Per (asset_id, tf) of `starts` (with from_date), the stored snapshot row just before from_date: the
     state a bar in progress carries into its rebuilt rows."""
     filled_scratch_table(conn, "carry_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
-    query = sql.SQL(
-        "select r.asset_id, r.tf, p.* from carry_from r cross join lateral "
-        "(select bar_seq, open, high, low, volume, pos_in_bar, high_date, low_date from market.{} t "
-        "where t.asset_id = r.asset_id and t.tf = r.tf and t.trade_date < r.from_date "
-        "order by t.trade_date desc limit 1) p"
-    ).format(sql.Identifier(BAR_TABLES[family]))
     schema = {k: v for k, v in CARRY_SCHEMA.items() if k != "bar_start"}
+    table = sql.SQL("market.{}").format(sql.Identifier(BAR_TABLES[family]))
+    query = last_rows_before(table, "carry_from", sql.SQL("r.from_date"), list(schema)[2:])
     return read_frame(conn, query, schema=schema).with_columns(bar_start=pl.lit(None, pl.Date))
 
 

@@ -219,4 +219,10 @@ def filled_scratch_table(
     """A scratch table holding `frame` (COPY), analysed so that joins against it use the indexes."""
     scratch_table(conn, name, definition)
     copy_frame(conn, sql.Identifier(name), frame, columns)
-    conn.execute(sql.SQL("analyze {}").format(sql.Identifier(name)))
+    # The planner needs its size and the spread of its keys, which a tenth of the default sample gives in a third
+    # of the time (60,000 keys: 10 ms against 35 ms; a one-day run fills about a hundred).
+    conn.execute(
+        sql.SQL("set local default_statistics_target = 10; analyze {}; reset default_statistics_target").format(
+            sql.Identifier(name)
+        )
+    )

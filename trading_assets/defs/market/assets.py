@@ -265,7 +265,10 @@ def asset_chunks(
     """`starts` split into groups of assets of at most _CHUNK_DAILY_ROWS days to rebuild (a one-day refresh
     of every asset is one group); logs the assets done after each group but the last (a terminal shows it;
     the step's end says the rest)."""
-    spans = market_store.days_to_rebuild(conn, source, starts, end) if starts else {}
+    # A day holds at most one row per asset: the days are counted only when their calendar span may not fit one
+    # group (a one-day refresh of 10,000 assets: a lookup per asset saved in every family).
+    may_split = sum(max((end - first).days, 0) for first in starts.values()) > _CHUNK_DAILY_ROWS
+    spans = market_store.days_to_rebuild(conn, source, starts, end) if may_split else {}
     chunk: dict[int, date] = {}
     days = done = 0
     for asset_id, first in starts.items():
