@@ -315,8 +315,9 @@ def last_rows_before(table: sql.Composable, keys: str, before: sql.Composable, c
 
     The tables are keyed (asset_id, trade_date, tf), and an asset has a row of each of its timeframes on each of
     its days, so the asset's last day before the date holds the last row of all its keys: one lookup of that day
-    and one read of its rows per asset, instead of a lookup per key (a fifth of the index descents of a one-day
-    refresh). A key without a row that day (its rows ended earlier, or start later) is looked up on its own.
+    and one read of its rows per asset, instead of a lookup per key (10,000 assets, warm: the carry of the
+    multi_tf bars 0.26 s against 0.44 s). A key without a row that day (its rows ended earlier, or start later)
+    is looked up on its own.
     """
     names = {
         "t": table,
