@@ -22,6 +22,7 @@ from trading_assets.io.market_store import (
     qualified,
     read_rows_from,
     rewrite_rows,
+    starts_table,
     truncated_if_replaced,
 )
 from trading_assets.io.postgres import copy_frame, filled_scratch_table, read_frame
@@ -266,10 +267,9 @@ def replace_rejects(
     conn: psycopg.Connection, family: str, starts: dict[int, date], rejects: pl.DataFrame, end: date
 ) -> int:
     """Rebuilt dates replace their rejects; `rejects` in the columns of market.ema_rejects."""
-    from_dates = pl.DataFrame({"asset_id": list(starts), "from_date": list(starts.values())})
-    filled_scratch_table(conn, "ema_rejects_from", "(asset_id integer, from_date date)", from_dates)
+    starts_table(conn, starts)
     conn.execute(
-        "delete from market.ema_rejects e using ema_rejects_from r where e.family = %s "
+        "delete from market.ema_rejects e using rebuild_from r where e.family = %s "
         "and e.asset_id = r.asset_id and e.trade_date >= r.from_date and e.trade_date < %s",
         (family, end),
     )

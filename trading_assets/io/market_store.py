@@ -41,13 +41,16 @@ DAILY_TF = "1D"
 TF_STARTS = "(asset_id integer, tf text, from_date date, primary key (asset_id, tf))"
 
 
-def keys_from(starts: dict[int, date], labels: list[str]) -> pl.DataFrame:
-    """(asset_id, from_date, tf): each asset's start date for every timeframe of `labels` (the rows of TF_STARTS)."""
-    from_dates = pl.DataFrame(
+def _from_dates(starts: dict[int, date]) -> pl.DataFrame:
+    return pl.DataFrame(
         {"asset_id": list(starts), "from_date": list(starts.values())},
         schema={"asset_id": pl.Int64, "from_date": pl.Date},
     )
-    return from_dates.join(pl.DataFrame({"tf": labels}, schema={"tf": pl.String}), how="cross")
+
+
+def keys_from(starts: dict[int, date], labels: list[str]) -> pl.DataFrame:
+    """(asset_id, from_date, tf): each asset's start date for every timeframe of `labels` (the rows of TF_STARTS)."""
+    return _from_dates(starts).join(pl.DataFrame({"tf": labels}, schema={"tf": pl.String}), how="cross")
 
 
 def qualified(table: str) -> str:
@@ -347,12 +350,9 @@ def changed_states(before: pl.DataFrame, after: pl.DataFrame) -> set[int]:
     return set(differing["asset_id"].to_list())
 
 
-def _starts_table(conn: psycopg.Connection, starts: dict[int, date]) -> None:
-    frame = pl.DataFrame(
-        {"asset_id": list(starts), "from_date": list(starts.values())},
-        schema={"asset_id": pl.Int32, "from_date": pl.Date},
-    )
-    filled_scratch_table(conn, "rebuild_from", "(asset_id integer, from_date date)", frame)
+def starts_table(conn: psycopg.Connection, starts: dict[int, date]) -> None:
+    """The scratch table rebuild_from (asset_id, from_date) holding each asset's start date."""
+    filled_scratch_table(conn, "rebuild_from", "(asset_id integer, from_date date)", _from_dates(starts))
 
 
 def read_rows_from(
@@ -360,7 +360,7 @@ def read_rows_from(
 ) -> pl.DataFrame:
     """Rows of market.`table` of each asset from its start date to `end` (excluded), ordered by asset and date."""
     columns = list(schema)
-    _starts_table(conn, starts)
+    starts_table(conn, starts)
     # One index range scan per asset (`offset 0` keeps the planner from flattening the lateral subquery into
     # a scan of the whole table: it cannot tell that a one-day refresh wants one row per asset).
     query = sql.SQL(
@@ -377,7 +377,7 @@ def read_rows_from(
 
 def days_to_rebuild(conn: psycopg.Connection, source: str, starts: dict[int, date], end: date) -> dict[int, int]:
     """Per asset, the days from its start date to its last row in market.`source` before `end`."""
-    _starts_table(conn, starts)
+    starts_table(conn, starts)
     query = sql.SQL(
         "select r.asset_id, coalesce((select max(t.trade_date) from market.{} t where t.asset_id = r.asset_id "
         "and t.trade_date < %s) - r.from_date + 1, 0) from rebuild_from r"
@@ -388,7 +388,7 @@ def days_to_rebuild(conn: psycopg.Connection, source: str, starts: dict[int, dat
 def daily_context(conn: psycopg.Connection, starts: dict[int, date]) -> pl.DataFrame:
     """Per asset: its calendar, the rows of price_bars_1d before its start (the row index to continue from),
     the last of their dates, and its first date."""
-    _starts_table(conn, starts)
+    starts_table(conn, starts)
     return read_frame(
         conn,
         """
@@ -637,7 +637,7 @@ def delete_rows(
 
 def replace_bar_rejects(conn: psycopg.Connection, starts: dict[int, date], rejects: pl.DataFrame, end: date) -> int:
     """Repairs of daily bars are recorded as rejects with their reason; rebuilt dates replace theirs."""
-    _starts_table(conn, starts)
+    starts_table(conn, starts)
     conn.execute(
         "delete from market.price_rejects p using rebuild_from r where p.stage = 'bars_1d' "
         "and p.asset_id = r.asset_id and p.trade_date >= r.from_date and p.trade_date < %s",
@@ -693,7 +693,8 @@ def last_snapshots_before(conn: psycopg.Connection, family: str, starts: pl.Data
     filled_scratch_table(conn, "carry_from", TF_STARTS, starts, ["asset_id", "tf", "from_date"])
     schema = {k: v for k, v in CARRY_SCHEMA.items() if k != "bar_start"}
     table = sql.SQL("market.{}").format(sql.Identifier(BAR_TABLES[family]))
-    query = last_rows_before(table, "carry_from", sql.SQL("r.from_date"), list(schema)[2:])
+    carried = [c for c in schema if c not in ("asset_id", "tf")]
+    query = last_rows_before(table, "carry_from", sql.SQL("r.from_date"), carried)
     return read_frame(conn, query, schema=schema).with_columns(bar_start=pl.lit(None, pl.Date))
 
 
